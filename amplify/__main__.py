@@ -1,0 +1,5 @@
+import sys
+
+from amplify.cli import main
+
+sys.exit(main())

@@ -1,0 +1,212 @@
+"""Motion tokenizer (MT): point-track velocities <-> discrete FSQ tokens.
+
+Shapes: b batch, v views, t velocities per track, n tracks, h hidden, S tokens
+(S = t, or v*t with ``per_view``), R = R0*R1 relative classes.
+
+    velocities (b, v, t, n, 2) --encode--> z (b, S, h) --quantize (FSQ)--> codes (b, S, h), indices (b, S)
+    codes --decode--> relative-class logits (b, v*t*n, R) --argmax--> velocities (b, v, t, n, 2)
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from einops import rearrange
+from vector_quantize_pytorch import FSQ
+
+from amplify.config import MotionTokenizerConfig
+from amplify.layers import TransformerDecoder, TransformerEncoder, init_weights
+from amplify.models.vision import VisionEncoder
+from amplify.tracks import points_to_velocities, relative_class_targets, relative_classes_to_velocities
+
+
+def _encoder_mask(causal_encoder: bool | str) -> str:
+    return {True: "causal", "diag": "diag", False: "full"}[causal_encoder]
+
+
+class TrackEncoder(nn.Module):
+    """Velocities -> continuous latents z (b, S, h)."""
+
+    def __init__(self, cfg: MotionTokenizerConfig):
+        super().__init__()
+        self.cfg = cfg
+        in_dim = cfg.num_tracks * cfg.point_dim * (1 if cfg.per_view else cfg.num_views)
+        self.encoder_proj = nn.Linear(in_dim, cfg.hidden_dim)
+        args = (cfg.seq_len, cfg.hidden_dim, cfg.num_heads, cfg.num_layers, cfg.dropout, cfg.bias)
+        mask = _encoder_mask(cfg.causal_encoder)
+        if cfg.cond_on_img:
+            # Image-conditioned encoding: a decoder transformer whose condition tokens are the
+            # vision encoder's patch tokens of every view, projected to h.
+            self.cond_proj = nn.Linear(cfg.vision.embed_dim, cfg.hidden_dim)
+            self.encoder = TransformerDecoder(*args, mask=mask)
+        else:
+            self.encoder = TransformerEncoder(*args, mask=mask)
+
+    def forward(self, vel: torch.Tensor, img_tokens: torch.Tensor | None = None) -> torch.Tensor:
+        if self.cfg.per_view:
+            x = rearrange(vel, "b v t n d -> b (v t) (n d)")
+        else:
+            x = rearrange(vel, "b v t n d -> b t (v n d)")
+        x = self.encoder_proj(x)  # (b, S, h)
+        if self.cfg.cond_on_img:
+            if img_tokens is None:
+                raise ValueError("this motion tokenizer is image-conditioned: pass images")
+            return self.encoder(x, self.cond_proj(img_tokens))
+        return self.encoder(x)
+
+
+class TrackDecoder(nn.Module):
+    """Codes (b, S, h) -> relative-class logits (b, v*t*n, R)."""
+
+    def __init__(self, cfg: MotionTokenizerConfig):
+        super().__init__()
+        self.cfg = cfg
+        h = cfg.hidden_dim
+        self.decoder = TransformerDecoder(
+            cfg.seq_len, h, cfg.num_heads, cfg.num_layers // 2, cfg.dropout, cfg.bias, mask="full"
+        )
+        self.track_pos_emb = nn.Embedding(cfg.num_tracks, h)
+        self.view_emb = nn.Embedding(cfg.num_views, h)
+        self.decoder_mlp = nn.Sequential(
+            nn.Linear(3 * h, cfg.decoder_mlp_hidden_dim), nn.ReLU(), nn.Linear(cfg.decoder_mlp_hidden_dim, h)
+        )
+        r0, r1 = cfg.rel_cls_img_size
+        self.decoder_proj = nn.Linear(h, r0 * r1)
+
+    def _tokens(self, codes: torch.Tensor) -> torch.Tensor:
+        """Decoder transformer output as (b, v or 1, t, 1, h), ready to broadcast over views and tracks."""
+        cfg = self.cfg
+        queries = codes.new_zeros(codes.shape[0], cfg.seq_len, cfg.hidden_dim)
+        x = self.decoder(queries, codes)  # (b, S, h)
+        if cfg.per_view:
+            return rearrange(x, "b (v t) h -> b v t 1 h", v=cfg.num_views)
+        return rearrange(x, "b t h -> b 1 t 1 h")
+
+    def forward_reference(self, codes: torch.Tensor) -> torch.Tensor:
+        """The computation as the original writes it: a per-point MLP over [x, track, view]."""
+        cfg = self.cfg
+        b, v, t, n, h = codes.shape[0], cfg.num_views, cfg.num_steps, cfg.num_tracks, cfg.hidden_dim
+        x = self._tokens(codes).expand(b, v, t, n, h)
+        tpe = self.track_pos_emb.weight.view(1, 1, 1, n, h).expand(b, v, t, n, h)
+        ve = self.view_emb.weight.view(1, v, 1, 1, h).expand(b, v, t, n, h)
+        x = x + self.decoder_mlp(torch.cat([x, tpe, ve], dim=-1))
+        return rearrange(self.decoder_proj(x), "b v t n r -> b (v t n) r")
+
+    def forward_fast(self, codes: torch.Tensor) -> torch.Tensor:
+        """The same logits with the per-point MLP split into its separable parts.
+
+        First layer: W1 [x, p, e] = W1x x (per token) + W1p p (per track) + W1e e (per view), so only
+        the ReLU runs per point. Last two maps fold: Wp (x + W2 r + b2) + bp = Wp x + (Wp W2) r + const.
+        """
+        cfg = self.cfg
+        h = cfg.hidden_dim
+        lin1, lin2 = self.decoder_mlp[0], self.decoder_mlp[2]
+        w1x, w1p, w1e = lin1.weight[:, :h], lin1.weight[:, h:2 * h], lin1.weight[:, 2 * h:]
+        x = self._tokens(codes)  # (b, v|1, t, 1, h)
+        pre = (
+            F.linear(x, w1x, lin1.bias)  # (b, v|1, t, 1, m)
+            + F.linear(self.track_pos_emb.weight, w1p).view(1, 1, 1, cfg.num_tracks, -1)  # (n, m)
+            + F.linear(self.view_emb.weight, w1e).view(1, cfg.num_views, 1, 1, -1)  # (v, m)
+        )  # (b, v, t, n, m)
+        wp = self.decoder_proj.weight  # (R, h)
+        folded_w = wp @ lin2.weight  # (R, m)
+        folded_b = self.decoder_proj.bias + wp @ lin2.bias  # (R,)
+        logits = F.linear(F.relu(pre), folded_w, folded_b) + F.linear(x, wp)  # (b, v, t, n, R)
+        return rearrange(logits, "b v t n r -> b (v t n) r")
+
+
+class MotionTokenizer(nn.Module):
+    """Encoder, FSQ quantizer and decoder of point-track velocities. See the module docstring."""
+
+    def __init__(self, cfg: MotionTokenizerConfig, init: bool = True):
+        super().__init__()
+        self.cfg = cfg
+        self.encoder = TrackEncoder(cfg)
+        self.quantize = FSQ(dim=cfg.hidden_dim, levels=cfg.fsq_levels)
+        self.decoder = TrackDecoder(cfg)
+        self.img_encoder = VisionEncoder(cfg.vision) if cfg.cond_on_img else None
+        if init:
+            init_weights(self.encoder)
+            init_weights(self.decoder)
+
+    # -- encoding -------------------------------------------------------------------------------
+    def image_tokens(self, images: torch.Tensor) -> torch.Tensor:
+        """Images (b, v, H, W, 3) in [0, 1] -> patch tokens of all views (b, v*49, 512)."""
+        b = images.shape[0]
+        tokens = self.img_encoder(rearrange(images, "b v h w c -> (b v) h w c"))
+        return rearrange(tokens, "(b v) p d -> b (v p) d", b=b)
+
+    def encode(self, x: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
+        """Velocities (b, v, t, n, 2) -> latents z (b, S, h) (before quantization).
+
+        ``cond``: for image-conditioned tokenizers, images (b, v, H, W, 3) or patch tokens (b, C, 512).
+        """
+        if cond is not None and cond.dim() == 5:
+            cond = self.image_tokens(cond)
+        return self.encoder(x, cond)
+
+    def tokenize(self, velocities: torch.Tensor, cond: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Velocities -> (codes (b, S, h), indices (b, S) int64)."""
+        codes, indices = self.quantize(self.encode(velocities, cond))
+        return codes, indices.long()
+
+    def indices_to_codes(self, indices: torch.Tensor) -> torch.Tensor:
+        """Indices (b, S) -> codes (b, S, h). Indices past the FSQ code count wrap, as in FSQ."""
+        return self.quantize.indices_to_codes(indices)
+
+    # -- decoding -------------------------------------------------------------------------------
+    def decode_logits(self, codes: torch.Tensor, fast: bool | None = None) -> torch.Tensor:
+        """Codes (b, S, h) -> relative-class logits (b, v*t*n, R), ordered view, time, track.
+
+        ``fast`` (default: when not training) uses the separable form of the per-point MLP.
+        """
+        if fast is None:
+            fast = not (self.training and torch.is_grad_enabled())
+        return self.decoder.forward_fast(codes) if fast else self.decoder.forward_reference(codes)
+
+    def logits_to_velocities(self, rel_logits: torch.Tensor) -> torch.Tensor:
+        """Logits (b, v*t*n, R) -> velocities (b, v, t, n, 2) from each point's argmax class."""
+        cfg = self.cfg
+        classes = rel_logits.argmax(dim=-1).view(-1, cfg.num_views, cfg.num_steps, cfg.num_tracks)
+        return relative_classes_to_velocities(classes, cfg.cls_img_size, cfg.rel_cls_img_size, rel_logits.dtype)
+
+    def decode(self, codes: torch.Tensor, fast: bool | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Codes (b, S, h) -> (velocities (b, v, t, n, 2), logits (b, v*t*n, R))."""
+        logits = self.decode_logits(codes, fast)
+        return self.logits_to_velocities(logits), logits
+
+    def forward(self, x: torch.Tensor, cond: torch.Tensor | None = None):
+        """Velocities -> (reconstructed velocities, indices (b, S), logits)."""
+        codes, indices = self.quantize(self.encode(x, cond))
+        x_recon, rel_logits = self.decode(codes)
+        return x_recon, indices, rel_logits
+
+    # -- loss -----------------------------------------------------------------------------------
+    def loss_per_point(self, rel_logits: torch.Tensor, gt_traj: torch.Tensor) -> torch.Tensor:
+        """Cross entropy of each point's relative class, (b, v, t, n); targets from ``gt_traj``
+        (b, v, H, n, 2); points with a non-finite position are ignored (loss 0)."""
+        cfg = self.cfg
+        prev, nxt = gt_traj[:, :, :-1], gt_traj[:, :, 1:]
+        targets = relative_class_targets(
+            torch.nan_to_num(prev), torch.nan_to_num(nxt), cfg.cls_img_size, cfg.rel_cls_img_size
+        )
+        valid = torch.isfinite(prev).all(-1) & torch.isfinite(nxt).all(-1)
+        targets = torch.where(valid, targets, torch.full_like(targets, -1))
+        loss = F.cross_entropy(
+            rel_logits.reshape(-1, rel_logits.shape[-1]).float(), targets.reshape(-1), ignore_index=-1, reduction="none"
+        )
+        return loss.view(targets.shape)
+
+    def get_loss(self, x_recon: torch.Tensor, rel_logits: torch.Tensor, gt_vel: torch.Tensor, gt_traj: torch.Tensor) -> torch.Tensor:
+        """Relative-classification loss: mean per view over batch, time and tracks, then the sum over
+        views weighted by ``loss_weights``. (``x_recon`` and ``gt_vel`` are accepted for the
+        original's signature.)"""
+        per_point = self.loss_per_point(rel_logits, gt_traj)  # (b, v, t, n)
+        total = per_point.new_zeros(())
+        for i, view in enumerate(self.cfg.views):
+            total = total + self.cfg.loss_weights.get(view, 1.0) * per_point[:, i].mean()
+        return total
+
+    def tracks_to_indices(self, tracks: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
+        """Convenience: tracks (b, v, H, n, 2) -> indices (b, S)."""
+        return self.tokenize(points_to_velocities(tracks, time_dim=2), cond)[1]

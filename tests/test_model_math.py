@@ -1,0 +1,181 @@
+"""Track math, masks, the FSQ table, and cached vs uncached prediction."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from amplify import AMPLIFY, ConfigError, MotionTokenizer, MotionTokenizerConfig, fsq_levels, points_to_velocities, velocities_to_points
+from amplify.config import FSQ_LEVELS, apply_overrides
+from amplify.layers import causal_cond_mask, diag_cond_mask, make_mask
+from amplify.presets import small
+from amplify.tracks import normalize_pixels, relative_class_targets, relative_classes_to_velocities, unnormalize_points
+
+
+def test_velocity_round_trip_torch_and_numpy():
+    pts = torch.randn(2, 3, 9, 5, 2)
+    vel = points_to_velocities(pts, time_dim=2)
+    assert vel.shape == (2, 3, 8, 5, 2)
+    back = velocities_to_points(vel, time_dim=2, init_points=pts[:, :, :1])
+    torch.testing.assert_close(back, pts, atol=1e-5, rtol=0)
+    np_back = velocities_to_points(vel.numpy(), time_dim=2, init_points=pts[:, :, :1].numpy())
+    assert isinstance(np_back, np.ndarray)
+    np.testing.assert_allclose(np_back, pts.numpy(), atol=1e-5)
+
+
+def test_pixel_normalization_round_trip():
+    px = np.array([[0.0, 0.0], [64.0, 64.0], [127.0, 3.0]], dtype=np.float32)
+    p = normalize_pixels(px, (128, 128))
+    np.testing.assert_allclose(p[1], [0, 0])
+    np.testing.assert_allclose(unnormalize_points(p, (128, 128)), px, atol=1e-5)
+
+
+def test_relative_classes_round_trip():
+    size, grid = (128, 128), (15, 15)
+    prev = torch.rand(1000, 2) * 1.6 - 0.8
+    step_px = torch.randint(-7, 8, (1000, 2)).float()
+    nxt = prev + step_px / 64
+    cls = relative_class_targets(prev, nxt, size, grid)
+    assert cls.min() >= 0 and cls.max() < 225
+    vel = relative_classes_to_velocities(cls, size, grid)
+    # decoded velocity equals the rounded pixel displacement (up to rounding of the start point)
+    assert (vel * 64 - step_px).abs().max() <= 1.0 + 1e-5
+    # large displacements clamp to the grid's edge
+    far = relative_class_targets(torch.zeros(1, 2), torch.ones(1, 2) * 0.9, size, grid)
+    assert far.item() == 224
+
+
+def test_masks():
+    assert torch.equal(make_mask("causal", 3), torch.tensor([[1, 0, 0], [1, 1, 0], [1, 1, 1]], dtype=torch.bool))
+    assert make_mask("full", 4).all()
+    assert torch.equal(diag_cond_mask(3, 0), torch.eye(3, dtype=torch.bool))
+    m = causal_cond_mask(5, 2)
+    assert m[0, 1] and m[1, 0]  # condition tokens see each other
+    assert not m[1, 2] and not m[0, 4]  # and never a later token
+    assert m[4].all() and not m[2, 3]
+    d = diag_cond_mask(4, 2)
+    assert d[3, :2].all() and d[3, 3] and not d[3, 2]
+    with pytest.raises(ValueError):
+        make_mask("nope", 3)
+
+
+@pytest.mark.parametrize("size", sorted(FSQ_LEVELS))
+def test_fsq_table_every_size(size):
+    levels = fsq_levels(size)
+    assert levels == FSQ_LEVELS[size]
+    cfg = MotionTokenizerConfig(num_tracks=4, hidden_dim=32, num_heads=4, codebook_size=size, decoder_mlp_hidden_dim=8)
+    mt = MotionTokenizer(cfg).eval()
+    n_codes = int(np.prod(levels))
+    idx = torch.arange(n_codes)[None]
+    codes = mt.quantize.indices_to_codes(idx)
+    # index -> level codes -> index is the identity on all real codes
+    level_codes = mt.quantize._indices_to_codes(idx)
+    assert torch.equal(mt.quantize.codes_to_indices(level_codes).long(), idx)
+    # indices past the real codes wrap onto a code (the original's behaviour for 2048 -> 1920)
+    if n_codes < size:
+        wrapped = mt.quantize._indices_to_codes(torch.tensor([[n_codes]]))
+        assert torch.equal(wrapped, mt.quantize._indices_to_codes(torch.tensor([[0]])))
+
+
+def test_unsupported_codebook_size_is_a_clear_error():
+    with pytest.raises(ConfigError, match="codebook_size 1000 is not supported"):
+        MotionTokenizerConfig(codebook_size=1000)
+    with pytest.raises(ConfigError, match="causal_encoder"):
+        MotionTokenizerConfig(causal_encoder="sometimes")
+
+
+@pytest.mark.parametrize("per_view", [False, True])
+@pytest.mark.parametrize("causal", [True, "diag", False])
+def test_tokenizer_options_run_and_decode(per_view, causal):
+    cfg = MotionTokenizerConfig(num_tracks=6, hidden_dim=32, num_heads=4, codebook_size=256, per_view=per_view,
+                                causal_encoder=causal, decoder_mlp_hidden_dim=16, track_pred_horizon=5, true_horizon=4)
+    mt = MotionTokenizer(cfg).eval()
+    tracks = torch.rand(3, 2, 5, 6, 2) * 2 - 1
+    vel = points_to_velocities(tracks)
+    with torch.no_grad():
+        x_recon, idx, logits = mt(vel)
+        assert idx.shape == (3, cfg.seq_len) and x_recon.shape == vel.shape
+        torch.testing.assert_close(mt.decode_logits(mt.indices_to_codes(idx), fast=True),
+                                   mt.decode_logits(mt.indices_to_codes(idx), fast=False), atol=1e-4, rtol=0)
+    loss = mt.train().get_loss(*mt(vel)[::2], gt_vel=vel, gt_traj=tracks)
+    loss.backward()
+    assert torch.isfinite(loss)
+
+
+def test_causal_encoder_ignores_the_future():
+    cfg = MotionTokenizerConfig(num_tracks=4, hidden_dim=32, num_heads=4, codebook_size=64, track_pred_horizon=6,
+                                decoder_mlp_hidden_dim=8, causal_encoder=True)
+    mt = MotionTokenizer(cfg).eval()
+    vel = torch.randn(1, 2, 5, 4, 2) * 0.05
+    vel2 = vel.clone()
+    vel2[:, :, 3:] += 0.3
+    with torch.no_grad():
+        torch.testing.assert_close(mt.encode(vel)[:, :3], mt.encode(vel2)[:, :3])
+        assert not torch.allclose(mt.encode(vel)[:, 3:], mt.encode(vel2)[:, 3:])
+
+
+def test_image_conditioned_tokenizer():
+    cfg = MotionTokenizerConfig(num_tracks=4, hidden_dim=32, num_heads=4, codebook_size=64, track_pred_horizon=5,
+                                decoder_mlp_hidden_dim=8, cond_on_img=True)
+    mt = MotionTokenizer(cfg).eval()
+    vel = torch.randn(2, 2, 4, 4, 2) * 0.05
+    images = torch.rand(2, 2, 32, 32, 3)
+    with torch.no_grad():
+        z1 = mt.encode(vel, images)
+        z2 = mt.encode(vel, torch.rand(2, 2, 32, 32, 3))
+    assert z1.shape == (2, 4, 32) and not torch.allclose(z1, z2)
+    with pytest.raises(ValueError, match="image-conditioned"):
+        mt.encode(vel)
+
+
+@pytest.mark.parametrize("codebook", [64, 2048])
+def test_cached_and_uncached_prediction_agree(codebook):
+    cfg = apply_overrides(small(), [f"motion_tokenizer.codebook_size={codebook}", f"forward_dynamics.codebook_size={codebook}",
+                                    "forward_dynamics.num_layers=3"])
+    torch.manual_seed(1)
+    model = AMPLIFY(cfg).eval()
+    # larger weights than init so that predictions actually vary with the input
+    with torch.no_grad():
+        for p in model.forward_dynamics.parameters():
+            p.mul_(8.0)
+    images = torch.rand(3, 2, 64, 64, 3)
+    text = torch.randn(3, 512)
+    i_cached, _ = model.predict_codes(images, text_emb=text, cached=True)
+    i_ref, _ = model.predict_codes(images, text_emb=text, cached=False)
+    assert torch.equal(i_cached, i_ref)
+    assert len(set(i_cached.flatten().tolist())) > 1
+    g1, g2 = torch.Generator().manual_seed(7), torch.Generator().manual_seed(7)
+    t1, _ = model.predict_codes(images, text_emb=text, ar_sampling="topk", generator=g1, cached=True)
+    t2, _ = model.predict_codes(images, text_emb=text, ar_sampling="topk", generator=g2, cached=False)
+    assert torch.equal(t1, t2)
+    torch.testing.assert_close(model.act(images, torch.randn(3, 9) * 0, text_emb=text, cached=True),
+                               model.act(images, torch.randn(3, 9) * 0, text_emb=text, cached=False))
+
+
+def test_mask_unused_logits_never_picks_a_wrapped_index():
+    cfg = apply_overrides(small(), ["motion_tokenizer.codebook_size=2048", "forward_dynamics.codebook_size=2048",
+                                    "forward_dynamics.mask_unused_logits=true"])
+    model = AMPLIFY(cfg).eval()
+    with torch.no_grad():
+        model.forward_dynamics.unembed.bias[1920:] = 100.0
+    idx, _ = model.predict_codes(torch.rand(2, 2, 32, 32, 3), text_emb=torch.randn(2, 512))
+    assert idx.max() < 1920
+
+
+def test_text_table_and_uint8_images(small_bundle):
+    emb = torch.randn(2, 512)
+    small_bundle.set_instructions(["open the drawer", "close the drawer"], emb)
+    img8 = (np.random.RandomState(0).rand(1, 2, 32, 32, 3) * 255).astype(np.uint8)
+    a1 = small_bundle.act(img8, np.zeros((1, 9), np.float32), text=["close the drawer"])
+    a2 = small_bundle.act(img8.astype(np.float32) / 255, np.zeros((1, 9), np.float32), text_emb=emb[1:])
+    torch.testing.assert_close(a1, a2)
+    assert a1.shape == (1, 16, 7)
+    with pytest.raises(KeyError, match="unknown instruction"):
+        small_bundle.act(img8, np.zeros((1, 9), np.float32), text=["fly"])
+
+
+def test_overrides():
+    cfg = apply_overrides(small(), ["forward_dynamics.num_layers=5", "motion_tokenizer.views=[\"a\",\"b\"]"])
+    assert cfg.forward_dynamics.num_layers == 5 and cfg.motion_tokenizer.views == ["a", "b"]
+    with pytest.raises(ConfigError, match="unknown config key"):
+        apply_overrides(small(), ["forward_dynamics.nope=1"])
