@@ -16,7 +16,7 @@ TRAVEL_Z = 0.13
 class ScriptedExpert:
     """``act(scene) -> (7,) action`` for one task; ``noise`` is the std of the action noise."""
 
-    def __init__(self, task: Task, noise: float = 0.1, seed: int = 0):
+    def __init__(self, task: Task, noise: float = 0.2, seed: int = 0):
         self.task = task
         self.noise = noise
         self.rng = np.random.default_rng(seed)

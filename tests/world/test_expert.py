@@ -12,7 +12,7 @@ def test_expert_success_per_family():
         env = BuiltinEnv(task, render=False)
         for k, s in enumerate(env.get_init_states()):
             env.set_init_state(s)
-            ex = ScriptedExpert(task, noise=0.1, seed=k)
+            ex = ScriptedExpert(task, noise=0.2, seed=k)
             ok = False
             for _ in range(task.max_steps):
                 ok = env.step(ex.act(env.scene))[2]
