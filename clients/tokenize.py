@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import sys
 import time
 from dataclasses import dataclass
@@ -112,23 +113,27 @@ def read_tracks(path: Path, meta: dict[str, Any], track_subset: str = "none") ->
     return ((points - half) / half).astype(np.float32)
 
 
+def _model_stamp(meta: dict[str, Any]) -> str:
+    """The served model's identity and shapes as canonical JSON: a resumed run must match it."""
+    model = meta.get("model", {}) if isinstance(meta.get("model"), dict) else {}
+    stamp = {"name": model.get("name"), "version": model.get("version"), **{k: meta.get(k) for k in _MODEL_KEYS}}
+    return json.dumps(stamp, sort_keys=True)
+
+
 def _open_output(path: Path, meta: dict[str, Any], server: str) -> h5py.File:
     out = h5py.File(path, "a")
-    model = meta.get("model", {})
-    stamp = {"format": OUTPUT_FORMAT, "format_version": OUTPUT_VERSION,
-             "model_name": str(model.get("name")), "model_version": str(model.get("version")),
-             **{k: np.asarray(meta[k]) if not isinstance(meta[k], str) else meta[k] for k in _MODEL_KEYS}}
+    stamp = _model_stamp(meta)
     if "format" in out.attrs:
-        for key in ("model_name", "model_version") + _MODEL_KEYS:
-            have, want = out.attrs.get(key), stamp[key]
-            if not np.array_equal(np.asarray(have).astype(str), np.asarray(want).astype(str)):
-                out.close()
-                raise TokenizeError(f"{path} was written for a different model ({key}: {have!r} there, "
-                                    f"{want!r} served now); pick another --output or remove it")
+        have = out.attrs.get("model")
+        if have != stamp:
+            out.close()
+            raise TokenizeError(f"{path} was written for a different model ({have} there, {stamp} served now); "
+                                "pick another --output or remove it")
     else:
-        for key, value in stamp.items():
-            out.attrs[key] = value
+        out.attrs["model"] = stamp
         out.attrs["server"] = server
+        out.attrs["format_version"] = OUTPUT_VERSION
+        out.attrs["format"] = OUTPUT_FORMAT  # written last: its presence means the header is complete
     out.require_group("demos")
     return out
 
