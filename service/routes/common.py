@@ -45,6 +45,15 @@ def respond(request: Request, payload: dict[str, Any], encoding: str, timing: Ti
     return Response(encode_body(payload, encoding), media_type=encoding)
 
 
+def check_batch(request: Request, arr: np.ndarray, field: str) -> np.ndarray:
+    """400 when ``arr``'s batch exceeds the ``max_request_batch`` setting; else ``arr``."""
+    limit = service_state(request).settings.max_request_batch
+    if len(arr) > limit:
+        raise InputError(f"{field} has batch {len(arr)}, more than this service's limit of {limit} per request; "
+                         "split it into several requests", field)
+    return arr
+
+
 def one_of(req: BaseModel, a: str, b: str) -> str:
     """The name of the one field of ``a``/``b`` that was sent; 400 when none or both."""
     has_a, has_b = getattr(req, a) is not None, getattr(req, b) is not None

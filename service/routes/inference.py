@@ -11,7 +11,7 @@ from fastapi import APIRouter, Request, Response
 from service import validation as V
 from service.engine import InferenceEngine
 from service.errors import InputError
-from service.routes.common import ERRORS, one_of, read_request, request_body, respond, service_state
+from service.routes.common import ERRORS, check_batch, one_of, read_request, request_body, respond, service_state
 from service.schemas import (
     ActRequest, ActResponse, DecodeRequest, DecodeResponse, EncodeRequest, EncodeResponse, PredictCodesRequest,
     PredictCodesResponse, PredictTrajRequest, PredictTrajResponse,
@@ -38,8 +38,8 @@ def _text_emb(engine: InferenceEngine, req: PredictCodesRequest | ActRequest, ba
     return engine.embed(req.text)
 
 
-def _images(engine: InferenceEngine, value) -> np.ndarray:
-    return V.image_array(value, engine.info)
+def _images(request: Request, engine: InferenceEngine, value) -> np.ndarray:
+    return check_batch(request, V.image_array(value, engine.info), "images")
 
 
 def _points(engine: InferenceEngine, value, field: str) -> np.ndarray:
@@ -55,10 +55,11 @@ async def encode(request: Request) -> Response:
     if one_of(req, "tracks", "velocities") == "tracks":
         tracks = V.float_array(req.tracks, "tracks", ("b", i.num_views, i.track_horizon, i.num_tracks, 2),
                                "(b, v, H, n, 2)", bound=1.0)
-        velocities = np.diff(tracks, axis=2)
+        velocities = np.diff(check_batch(request, tracks, "tracks"), axis=2)
     else:
         velocities = V.float_array(req.velocities, "velocities", ("b", i.num_views, i.num_steps, i.num_tracks, 2),
                                    "(b, v, t, n, 2)", bound=2.0)
+        check_batch(request, velocities, "velocities")
     out, timing = await engine.encode(velocities)
     payload = {"indices": out["indices"]}
     if req.return_codes:
@@ -72,12 +73,14 @@ async def decode(request: Request) -> Response:
     req, enc = await read_request(request, DecodeRequest)
     i = engine.info
     if one_of(req, "indices", "codes") == "indices":
-        indices = V.index_array(req.indices, "indices", ("b", i.code_length), "(b, S)", i.codebook_size)
+        indices = check_batch(request, V.index_array(req.indices, "indices", ("b", i.code_length), "(b, S)",
+                                                     i.codebook_size), "indices")
         init = None if req.init_points is None else _points(engine, req.init_points, "init_points")
         V.same_batch({"indices": indices, "init_points": init})
         out, timing = await engine.decode(indices=indices)
     else:
-        codes = V.float_array(req.codes, "codes", ("b", i.code_length, i.hidden_dim), "(b, S, h)")
+        codes = check_batch(request, V.float_array(req.codes, "codes", ("b", i.code_length, i.hidden_dim), "(b, S, h)"),
+                            "codes")
         init = None if req.init_points is None else _points(engine, req.init_points, "init_points")
         V.same_batch({"codes": codes, "init_points": init})
         out, timing = await engine.decode(codes=codes)
@@ -94,7 +97,7 @@ async def decode(request: Request) -> Response:
 async def predict_codes(request: Request) -> Response:
     engine = service_state(request).ready_engine()
     req, enc = await read_request(request, PredictCodesRequest)
-    images = _images(engine, req.images)
+    images = _images(request, engine, req.images)
     text_emb = _text_emb(engine, req, len(images))
     out, timing = await engine.predict_codes(images, text_emb, req.sampling, req.seed)
     payload = {"indices": out["indices"]}
@@ -107,7 +110,7 @@ async def predict_codes(request: Request) -> Response:
 async def predict_traj(request: Request) -> Response:
     engine = service_state(request).ready_engine()
     req, enc = await read_request(request, PredictTrajRequest)
-    images = _images(engine, req.images)
+    images = _images(request, engine, req.images)
     init = _points(engine, req.init_points, "init_points")
     V.same_batch({"images": images, "init_points": init})
     text_emb = _text_emb(engine, req, len(images))
@@ -120,7 +123,7 @@ async def act(request: Request) -> Response:
     engine = service_state(request).ready_engine()
     req, enc = await read_request(request, ActRequest)
     i = engine.info
-    images = _images(engine, req.images)
+    images = _images(request, engine, req.images)
     proprio = V.float_array(req.proprio, "proprio", ("b", i.proprio_dim), "(b, proprio_dim)")
     V.same_batch({"images": images, "proprio": proprio})
     text_emb = _text_emb(engine, req, len(images))
