@@ -15,6 +15,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "inspect": ("amplify.commands.inspect", "summarize any checkpoint: config, parameters per part, size"),
     "init": ("amplify.commands.init", "write a randomly initialized bundle of a preset configuration"),
     "serve": ("service.cli", "run the HTTP inference service (torch, torchscript or onnx back end)"),
+    "export": ("exporters.cli", "export a bundle or tokenizer to ONNX, TorchScript or a Triton model repository"),
 }
 
 
