@@ -36,7 +36,8 @@ async def metadata(request: Request) -> dict:
         "backend": backend.name, "device": backend.device, **engine.info.as_dict(),
         "instructions": engine.text.instructions,
         "batching": {"max_batch_size": s.max_batch_size, "max_wait_ms": s.max_wait_ms},
-        "trained": bool(meta.get("trained", True)),
+        "trained": meta.get("trained"),
+        "sampling": list(backend.sampling_modes),
         "text_encoder": str(s.text_encoder) if s.text_encoder else None,
     }
 
