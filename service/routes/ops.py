@@ -11,7 +11,7 @@ from service.schemas import Metadata, Status
 router = APIRouter(tags=["operations"])
 
 
-@router.get("/health", response_model=Status, summary="200 while the process serves")
+@router.get("/health", response_model=Status, response_model_exclude_none=True, summary="200 while the process serves")
 async def health() -> dict:
     return {"status": "ok"}
 
