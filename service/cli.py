@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import logging
 import signal
+import socket
 import sys
 from typing import Any
 
@@ -64,6 +65,14 @@ def run(args: argparse.Namespace) -> int:
     except (ValueError, ValidationError) as e:
         print(f"amplify serve: {e}", file=sys.stderr)
         return 2
+    try:  # bind before loading anything: a busy port is reported at once
+        family = socket.AF_INET6 if ":" in settings.host else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((settings.host, settings.port))
+    except OSError as e:
+        print(f"amplify serve: cannot listen on {settings.host}:{settings.port}: {e}", file=sys.stderr)
+        return 2
     import uvicorn
 
     from service.app import create_app
@@ -87,7 +96,7 @@ def run(args: argparse.Namespace) -> int:
     # uvicorn re-raises a captured SIGTERM once its graceful shutdown is over, which would end the
     # process as killed by the signal (-15); by then in-flight requests are answered, so exit 0.
     signal.signal(signal.SIGTERM, lambda *_: None)
-    server.run()
+    server.run(sockets=[sock])
     if failed:
         print(f"amplify serve: the model failed to load: {failed[0]}", file=sys.stderr)
         return 1

@@ -80,11 +80,9 @@ def decode_body(body: bytes, encoding: str) -> dict[str, Any]:
             data = msgpack.unpackb(body, raw=False, strict_map_key=True, use_list=True)
         else:
             data = json.loads(body)
-    except (ValueError, msgpack.ExtraData, msgpack.FormatError, msgpack.StackError, TypeError) as e:
+    except (ValueError, msgpack.ExtraData, msgpack.FormatError, msgpack.StackError, TypeError, RecursionError) as e:
         kind = "msgpack" if encoding == MSGPACK else "JSON"
         raise InputError(f"the body is not valid {kind}: {str(e)[:200]}", None) from None
-    except RecursionError:  # json.loads on deeply nested arrays/objects
-        raise InputError("the body is nested too deeply", None) from None
     if not isinstance(data, dict):
         raise InputError(f"the body must be an object (map) of fields, got {type(data).__name__}", None)
     return {k: _arrays_in(v, k) for k, v in data.items()}
