@@ -70,6 +70,7 @@ def test_pickled_payload_refused_by_library(tmp_path) -> None:
             with pytest.raises(CheckpointError) as e:
                 load(path)
             assert str(path) in str(e.value), (name, load.__name__, e.value)
+            assert "refused" in str(e.value) and "weights_only" not in str(e.value), e.value  # no unsafe advice
             assert not marker.exists(), f"{name}: the payload ran in {load.__name__}"
 
 
