@@ -14,6 +14,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "convert": ("amplify.commands.convert", "convert original AMPLIFY checkpoints into the project's format"),
     "inspect": ("amplify.commands.inspect", "summarize any checkpoint: config, parameters per part, size"),
     "init": ("amplify.commands.init", "write a randomly initialized bundle of a preset configuration"),
+    "serve": ("service.cli", "run the HTTP inference service (torch, torchscript or onnx back end)"),
 }
 
 
