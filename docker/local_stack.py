@@ -162,6 +162,13 @@ class LocalStack:
             os.killpg(r.proc.pid, sig)
             r.proc.wait(timeout=30)
 
+    def replica_running(self, i: int) -> bool:
+        proc = self._replicas[i].proc
+        return proc is not None and proc.poll() is None
+
+    def replica_address(self, i: int) -> str:
+        return f"127.0.0.1:{self._replicas[i].port}"
+
     def replica_log(self, i: int) -> str:
         return self._replicas[i].log_path.read_text(errors="replace") if self._replicas[i].log_path.exists() else ""
 
