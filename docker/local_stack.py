@@ -342,6 +342,28 @@ def retried_requests(access_log: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return [e for e in access_log if "," in e.get("upstream_addr", "")]
 
 
+def run_tokenize(stack: LocalStack, inputs: list[str], output: str, kill_after: int | None) -> dict[str, Any]:
+    """Run the batch client (``amplify tokenize``) through the balancer; with ``kill_after``, SIGKILL
+    replica 0 once the balancer has seen that many /encode requests. Returns a summary."""
+    before = len(stack.access_log())
+    t0 = time.perf_counter()
+    proc = subprocess.Popen([stack.python, "-m", "amplify", "tokenize", "--server", stack.url, "--input", *inputs,
+                             "--output", output, "--no-progress"], cwd=stack.repo)
+    killed = False
+    while proc.poll() is None:
+        if kill_after is not None and not killed:
+            if sum(e["uri"] == "/encode" for e in stack.access_log()[before:]) >= kill_after:
+                print(f"killing replica 0 ({stack.replica_address(0)}) during the batch job", file=sys.stderr)
+                stack.kill_replica(0)
+                killed = True
+        time.sleep(0.05)
+    log = [e for e in stack.access_log()[before:] if e["uri"] == "/encode"]
+    return {"client_exit_status": proc.returncode, "wall_s": round(time.perf_counter() - t0, 2),
+            "encode_requests": len(log), "statuses": dict(Counter(str(e["status"]) for e in log)),
+            "failed": sum(e["status"] != 200 for e in log) + (proc.returncode != 0),
+            "replica_killed": killed, "retried_by_balancer": len(retried_requests(log))}
+
+
 def main(argv: list[str] | None = None) -> int:
     """Start the local stack, run the load with a replica killed part way, print a JSON summary;
     exit 1 if any request failed."""
@@ -352,6 +374,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--concurrency", type=int, default=4)
     p.add_argument("--kill-at", type=float, default=0.3, help="kill replica 0 after this fraction of the requests")
     p.add_argument("--no-kill", action="store_true", help="do not kill a replica")
+    p.add_argument("--tokenize", nargs=2, metavar=("INPUT", "OUTPUT"), default=None,
+                   help="instead of the built-in load, run the batch client: amplify tokenize --input INPUT --output OUTPUT")
     p.add_argument("--serve", action="store_true", help="after the load, keep the stack up until Ctrl-C")
     p.add_argument("--workdir", default=None, help="keep logs and the rendered nginx.conf here")
     p.add_argument("setting", nargs="*", metavar="AMPLIFY_X=value", help="more settings for the replicas")
@@ -361,6 +385,10 @@ def main(argv: list[str] | None = None) -> int:
                        workdir=Path(args.workdir) if args.workdir else None)
     with stack:
         print(f"balancer {stack.url} -> replicas {', '.join(stack.replica_addresses)}", file=sys.stderr)
+        if args.tokenize:
+            summary = run_tokenize(stack, [args.tokenize[0]], args.tokenize[1], None if args.no_kill else 3)
+            print(json.dumps(summary, indent=2))
+            return 0 if summary["failed"] == 0 else 1
         kill_after = None if args.no_kill else max(1, int(args.requests * args.kill_at))
         killed = threading.Event()
 
