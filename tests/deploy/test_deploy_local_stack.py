@@ -2,9 +2,11 @@
 AMPLIFY_* settings) behind nginx running docker/nginx/nginx.conf, rendered for local ports. A
 replica is killed while clients send requests, and no request fails: nginx retries it on the other
 replica; a restarted replica rejoins once ready. The batch client (``amplify tokenize``) runs
-through the balancer while a replica dies, and writes what in-process encoding gives."""
+through the balancer while a replica dies, and writes what in-process encoding gives; the robot
+client (built-in world) keeps stepping through a replica's death."""
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 import sys
@@ -149,3 +151,26 @@ def test_batch_client_through_balancer_matches_in_process_encoding(stack, model_
             tracks = read_tracks(data / f"task/demo_{d}.hdf5", meta)  # (T, v, H, n, 2) normalized (row, col)
             _, expected = policy.motion_tokenizer.tokenize(points_to_velocities(torch.from_numpy(tracks), time_dim=2))
             np.testing.assert_array_equal(f[f"demos/task/demo_{d}/indices"][()], expected.numpy())
+
+
+def test_robot_client_through_balancer_survives_a_killed_replica(stack, tmp_path):
+    """The LIBERO robot client, on the built-in world (its LIBERO twin needs the LIBERO install),
+    queries /act every step through the balancer; a replica dies mid-episode; the episode ends."""
+    _ensure_all_running(stack)
+    before = len(stack.access_log())
+    report = tmp_path / "report.json"
+    proc = subprocess.Popen([sys.executable, "-m", "clients.libero", "--server", stack.url, "--env", "builtin",
+                             "--suite", "builtin_push", "--tasks", "0", "--episodes", "1", "--max-steps", "24",
+                             "--execution", "temporal", "--text", "builtin", "--output", str(report)],
+                            cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.monotonic() + 120
+    while sum(e["uri"] == "/act" for e in stack.access_log()[before:]) < 6 and proc.poll() is None:
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    stack.kill_replica(0)
+    output, _ = proc.communicate(timeout=300)
+    assert proc.returncode == 0, output
+    result = json.loads(report.read_text())
+    assert result["steps"] == 24 and result["act_latency_ms"]["count"] == 24
+    log = [e for e in stack.access_log()[before:] if e["uri"] == "/act"]
+    assert len(log) == 24 and all(e["status"] == 200 for e in log)
