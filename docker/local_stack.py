@@ -364,6 +364,22 @@ def run_tokenize(stack: LocalStack, inputs: list[str], output: str, kill_after: 
             "replica_killed": killed, "retried_by_balancer": len(retried_requests(log))}
 
 
+def bench(stack: LocalStack, requests: int, concurrency: int, endpoints: tuple[str, ...]) -> dict[str, Any]:
+    """The same load straight to replica 0 and then through the balancer (all replicas), side by
+    side: what nginx costs per request and what the extra replicas give."""
+    rows = {}
+    for name, url in (("replica_0_direct", f"http://{stack.replica_address(0)}"), ("balancer", stack.url)):
+        run_load(url, max(concurrency, 4), concurrency, endpoints)  # warm the connections and caches
+        t0 = time.perf_counter()
+        result = run_load(url, requests, concurrency, endpoints)
+        wall = time.perf_counter() - t0
+        rows[name] = result.summary() | {"wall_s": round(wall, 2), "requests_per_s": round(result.total / wall, 2)}
+        rows[name].pop("first_failures")
+    rows["throughput_ratio_balancer_vs_direct"] = round(
+        rows["balancer"]["requests_per_s"] / rows["replica_0_direct"]["requests_per_s"], 2)
+    return rows
+
+
 def main(argv: list[str] | None = None) -> int:
     """Start the local stack, run the load with a replica killed part way, print a JSON summary;
     exit 1 if any request failed."""
@@ -376,6 +392,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--no-kill", action="store_true", help="do not kill a replica")
     p.add_argument("--tokenize", nargs=2, metavar=("INPUT", "OUTPUT"), default=None,
                    help="instead of the built-in load, run the batch client: amplify tokenize --input INPUT --output OUTPUT")
+    p.add_argument("--bench", action="store_true",
+                   help="no kill: the same load straight to one replica, then through the balancer, side by side")
+    p.add_argument("--endpoints", default="/act,/encode", help="endpoints the load cycles over (comma-separated)")
     p.add_argument("--serve", action="store_true", help="after the load, keep the stack up until Ctrl-C")
     p.add_argument("--workdir", default=None, help="keep logs and the rendered nginx.conf here")
     p.add_argument("setting", nargs="*", metavar="AMPLIFY_X=value", help="more settings for the replicas")
@@ -385,6 +404,11 @@ def main(argv: list[str] | None = None) -> int:
                        workdir=Path(args.workdir) if args.workdir else None)
     with stack:
         print(f"balancer {stack.url} -> replicas {', '.join(stack.replica_addresses)}", file=sys.stderr)
+        endpoints = tuple(e.strip() for e in args.endpoints.split(",") if e.strip())
+        if args.bench:
+            rows = bench(stack, args.requests, args.concurrency, endpoints)
+            print(json.dumps(rows, indent=2))
+            return 0 if all(r["failed"] == 0 for r in rows.values() if isinstance(r, dict)) else 1
         if args.tokenize:
             summary = run_tokenize(stack, [args.tokenize[0]], args.tokenize[1], None if args.no_kill else 3)
             print(json.dumps(summary, indent=2))
@@ -399,7 +423,7 @@ def main(argv: list[str] | None = None) -> int:
                 stack.kill_replica(0)
 
         t0 = time.perf_counter()
-        result = run_load(stack.url, args.requests, args.concurrency, on_progress=on_progress)
+        result = run_load(stack.url, args.requests, args.concurrency, endpoints, on_progress=on_progress)
         wall = time.perf_counter() - t0
         log = stack.access_log()
         summary = result.summary() | {

@@ -9,6 +9,7 @@
 #   docker/local_stack.sh --model models/default --replicas 3 --requests 500
 #   docker/local_stack.sh --no-kill --serve                 # keep it up: curl the printed balancer URL
 #   docker/local_stack.sh --model models/default --tokenize data/tracks tokens.h5   # the batch client
+#   docker/local_stack.sh --bench                           # same load: one replica direct vs the balancer
 #   docker/local_stack.sh AMPLIFY_MAX_BATCH_SIZE=8          # any service setting, as compose passes it
 #
 # Needs nginx (Debian/Ubuntu: apt-get install -y nginx; any nginx >= 1.18 works here) and the
