@@ -120,7 +120,6 @@ def test_batch_client_through_balancer_matches_in_process_encoding(stack, model_
     import torch
 
     from amplify import AMPLIFY, points_to_velocities
-    from clients.tokenize import read_tracks
 
     _ensure_all_running(stack)
     meta = httpx.get(f"{stack.url}/metadata", timeout=10).json()
@@ -148,7 +147,10 @@ def test_batch_client_through_balancer_matches_in_process_encoding(stack, model_
     policy = AMPLIFY.load(model_dir)
     with h5py.File(out, "r") as f, torch.no_grad():
         for d in range(6):
-            tracks = read_tracks(data / f"task/demo_{d}.hdf5", meta)  # (T, v, H, n, 2) normalized (row, col)
+            with h5py.File(data / f"task/demo_{d}.hdf5", "r") as tf:  # (T, v, H, n, 2) pixel (col, row)
+                pixels = np.stack([tf[f"root/{view}/tracks"][()] for view in meta["views"]], axis=1)
+            half = np.array(meta["image_size"], dtype=np.float64) / 2  # -> normalized (row, col) in [-1, 1]
+            tracks = ((pixels[..., ::-1].astype(np.float64) - half) / half).astype(np.float32)
             _, expected = policy.motion_tokenizer.tokenize(points_to_velocities(torch.from_numpy(tracks), time_dim=2))
             np.testing.assert_array_equal(f[f"demos/task/demo_{d}/indices"][()], expected.numpy())
 
