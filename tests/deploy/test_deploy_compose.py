@@ -46,6 +46,8 @@ def test_docker_compose_config_accepts_every_profile(tmp_path, env_file):
     assert resolved["amplify"]["environment"]["AMPLIFY_MODEL"] == "/models/default"
     # Keys with no value are left out unless set, never passed as "" (an empty API key would be one).
     assert resolved["amplify"]["environment"].get("AMPLIFY_API_KEY") in (None,)
+    # Compose leaves the tokenize job's key expansion to the container's shell.
+    assert 'AMPLIFY_API_KEY:+--api-key' in resolved["tokenize"]["command"][2]
 
 
 def _ready_check(healthcheck: dict) -> str:
@@ -101,9 +103,13 @@ def test_job_profiles_wait_for_a_healthy_balancer(compose):
     for job in (libero, tokenize):
         assert job["depends_on"] == {"balancer": {"condition": "service_healthy"}}
         assert job["restart"] == "no"
-        server = job["command"][job["command"].index("--server") + 1]
-        assert server == "http://balancer:8080", "jobs go through the balancer, not to one replica"
-    assert tokenize["command"][:2] == ["amplify", "tokenize"]
+        assert "AMPLIFY_API_KEY" in job["environment"]
+    assert libero["command"][libero["command"].index("--server") + 1] == "http://balancer:8080", \
+        "jobs go through the balancer, not to one replica"
+    assert tokenize["command"][:2] == ["sh", "-c"]
+    script = tokenize["command"][2]
+    assert script.startswith("exec amplify tokenize --server http://balancer:8080 ")
+    assert '$${AMPLIFY_API_KEY:+--api-key "$$AMPLIFY_API_KEY"}' in script
     assert libero["build"]["dockerfile"] == "docker/Dockerfile.libero"
 
 
@@ -137,3 +143,19 @@ def test_replica_settings_are_the_services_settings(compose):
     example = (REPO / ".env.example").read_text()
     undocumented = {f for f in fields if f not in example}
     assert not undocumented, f".env.example does not mention {sorted(undocumented)}"
+
+
+@pytest.mark.parametrize("api_key", [None, "s3cret key"])
+def test_tokenize_job_command_gives_the_client_its_arguments(compose, tmp_path, api_key):
+    """The job's shell line, as compose hands it to the container ($$ -> $), run by sh with a stand-in
+    `amplify` that prints its argv: --api-key appears exactly when AMPLIFY_API_KEY is set."""
+    tokenize_script = compose["services"]["tokenize"]["command"][2].replace("$$", "$")
+    script = re.sub(r"\$\{(TOKENIZE_\w+):-([^}]*)\}", lambda m: m.group(2), tokenize_script)  # compose's defaults
+    fake = tmp_path / "amplify"
+    fake.write_text('#!/bin/sh\nfor a in "$@"; do printf "%s\\n" "$a"; done\n')
+    fake.chmod(0o755)
+    env = {"PATH": f"{tmp_path}:/usr/bin:/bin"} | ({"AMPLIFY_API_KEY": api_key} if api_key else {})
+    argv = subprocess.run(["sh", "-c", script], capture_output=True, text=True, env=env, check=True).stdout.splitlines()
+    expected = ["tokenize", "--server", "http://balancer:8080", "--input", "/data/tracks", "--output", "/data/tokens.h5",
+                "--concurrency", "8", "--no-progress"] + (["--api-key", api_key] if api_key else [])
+    assert argv == expected
