@@ -176,3 +176,22 @@ def test_robot_client_through_balancer_survives_a_killed_replica(stack, tmp_path
     assert result["steps"] == 24 and result["act_latency_ms"]["count"] == 24
     log = [e for e in stack.access_log()[before:] if e["uri"] == "/act"]
     assert len(log) == 24 and all(e["status"] == 200 for e in log)
+
+
+def test_no_live_replica_gets_the_contracts_503(stack):
+    """Every replica down: the balancer answers 503 with Retry-After and the contract's error body
+    (not nginx's HTML 502), echoing the request id; its /ready (the compose healthcheck) is 503."""
+    import httpx
+
+    for i in range(stack.replicas):
+        stack.kill_replica(i)
+    r = httpx.post(f"{stack.url}/encode", json={"tracks": [[[[[0.0, 0.0]]]]]}, headers={"X-Request-ID": "lb-test-1"},
+                   timeout=30)
+    assert r.status_code == 503 and r.headers["retry-after"] == "1"
+    assert r.headers["x-request-id"] == "lb-test-1"
+    assert r.json() == {"error": {"code": "no_replica", "message": "no replica of the service is ready; retry later",
+                                  "field": None, "request_id": "lb-test-1"}}
+    assert httpx.get(f"{stack.url}/ready", timeout=30).status_code == 503
+    assert httpx.get(f"{stack.url}/lb-health", timeout=30).status_code == 200
+    _ensure_all_running(stack)
+    assert httpx.get(f"{stack.url}/ready", timeout=30).status_code == 200
