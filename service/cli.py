@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import socket
 import sys
 from typing import Any
 
@@ -63,6 +64,14 @@ def run(args: argparse.Namespace) -> int:
     except (ValueError, ValidationError) as e:
         print(f"amplify serve: {e}", file=sys.stderr)
         return 2
+    try:  # bind before loading anything: a busy port is reported at once
+        family = socket.AF_INET6 if ":" in settings.host else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((settings.host, settings.port))
+    except OSError as e:
+        print(f"amplify serve: cannot listen on {settings.host}:{settings.port}: {e}", file=sys.stderr)
+        return 2
     import uvicorn
 
     from service.app import create_app
@@ -83,7 +92,7 @@ def run(args: argparse.Namespace) -> int:
     server = uvicorn.Server(config)
     log.info("starting", extra={"fields": {"host": settings.host, "port": settings.port, "backend": settings.backend,
                                            "model": settings.model or "default"}})
-    server.run()
+    server.run(sockets=[sock])
     if failed:
         print(f"amplify serve: the model failed to load: {failed[0]}", file=sys.stderr)
         return 1
