@@ -16,6 +16,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "init": ("amplify.commands.init", "write a randomly initialized bundle of a preset configuration"),
     "tokenize": ("clients.tokenize", "stream track files to a server's /encode and write the indices to HDF5"),
     "serve": ("service.cli", "run the HTTP inference service (torch, torchscript or onnx back end)"),
+    "export": ("exporters.cli", "export a bundle or tokenizer to ONNX, TorchScript or a Triton model repository"),
 }
 
 

@@ -14,6 +14,7 @@ import numpy as np
 
 from service.backends.base import Backend, ModelInfo
 from service.batching import Batcher, BatchObserver, Timing
+from service.errors import InputError
 from service.text import TextResolver
 
 log = logging.getLogger("amplify.service")
@@ -45,6 +46,11 @@ class InferenceEngine:
         """Instructions -> (b, E) embeddings (table, else text encoder, else UnknownInstruction)."""
         return self.text(text)
 
+    def _check_sampling(self, sampling: str) -> None:
+        if sampling not in self.backend.sampling_modes:
+            raise InputError(f"sampling {sampling!r} is not available on the {self.backend.name} back end (it implements "
+                             f"{list(self.backend.sampling_modes)}); serve with --backend torch for topk", "sampling")
+
     async def _submit(self, endpoint: str, fn, inputs: dict[str, np.ndarray], *options: Any,
                       batchable: bool = True) -> tuple[dict[str, np.ndarray], Timing]:
         rows = len(next(iter(inputs.values())))
@@ -63,6 +69,8 @@ class InferenceEngine:
         return await self._submit("decode", lambda x: self.backend.decode(x["codes"]), {"codes": codes})
 
     async def predict_codes(self, images: np.ndarray, text_emb: np.ndarray, sampling: str, seed: int | None):
+        self._check_sampling(sampling)
+
         def fn(x):
             return self.backend.predict_codes(x["images"], x["text_emb"], sampling, seed)
         return await self._submit("predict_codes", fn, {"images": images, "text_emb": text_emb}, sampling,
@@ -70,12 +78,16 @@ class InferenceEngine:
 
     async def predict_traj(self, images: np.ndarray, text_emb: np.ndarray, init_points: np.ndarray, sampling: str,
                            seed: int | None):
+        self._check_sampling(sampling)
+
         def fn(x):
             return self.backend.predict_traj(x["images"], x["text_emb"], x["init_points"], sampling, seed)
         return await self._submit("predict_traj", fn, {"images": images, "text_emb": text_emb, "init_points": init_points},
                                   sampling, batchable=seed is None or sampling == "argmax")
 
     async def act(self, images: np.ndarray, proprio: np.ndarray, text_emb: np.ndarray, sampling: str, seed: int | None):
+        self._check_sampling(sampling)
+
         def fn(x):
             return self.backend.act(x["images"], x["proprio"], x["text_emb"], sampling, seed)
         return await self._submit("act", fn, {"images": images, "proprio": proprio, "text_emb": text_emb}, sampling,

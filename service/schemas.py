@@ -135,7 +135,9 @@ class Metadata(BaseModel):
     text_embedding_dim: int = Field(description="E")
     instructions: list[str] = Field(description="instructions `text` may name without a text encoder")
     batching: Batching
-    trained: bool = Field(description="false for the untrained bundle served when no model exists")
+    trained: bool | None = Field(description="false for the untrained bundle served when no model exists; "
+                                 "null when the model does not say")
+    sampling: list[str] = Field(description="sampling modes this back end implements")
 
 
 class Status(BaseModel):

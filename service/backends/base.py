@@ -57,6 +57,7 @@ class Backend(abc.ABC):
     name: str = "base"
     info: ModelInfo
     device: str = "cpu"
+    sampling_modes: tuple[str, ...] = ("argmax", "topk")
 
     @abc.abstractmethod
     def model_metadata(self) -> dict[str, Any]:

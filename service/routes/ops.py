@@ -11,7 +11,7 @@ from service.schemas import Metadata, Status
 router = APIRouter(tags=["operations"])
 
 
-@router.get("/health", response_model=Status, summary="200 while the process serves")
+@router.get("/health", response_model=Status, response_model_exclude_none=True, summary="200 while the process serves")
 async def health() -> dict:
     return {"status": "ok"}
 
@@ -36,7 +36,8 @@ async def metadata(request: Request) -> dict:
         "backend": backend.name, "device": backend.device, **engine.info.as_dict(),
         "instructions": engine.text.instructions,
         "batching": {"max_batch_size": s.max_batch_size, "max_wait_ms": s.max_wait_ms},
-        "trained": bool(meta.get("trained", True)),
+        "trained": meta.get("trained"),
+        "sampling": list(backend.sampling_modes),
         "text_encoder": str(s.text_encoder) if s.text_encoder else None,
     }
 
