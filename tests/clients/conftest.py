@@ -2,6 +2,7 @@
 ``amplify serve`` on a free port (API key on) serving it."""
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import subprocess
@@ -51,18 +52,17 @@ def bundle_dir(tmp_path_factory) -> Path:
     return out
 
 
-@pytest.fixture(scope="session")
-def server(bundle_dir, tmp_path_factory):
-    """``amplify serve`` in a subprocess on a free port, API key required; yields a :class:`LiveServer`."""
+@contextlib.contextmanager
+def run_server(bundle_dir: Path, log: Path, *extra: str):
+    """Start ``amplify serve`` on a free port (API key on) with ``extra`` flags; yield a LiveServer."""
     try:
         import service  # noqa: F401
     except ImportError:
         pytest.skip("the service package is not in this checkout (branch 'service' not merged): no server to test against")
     port = free_port()
-    log = tmp_path_factory.mktemp("server") / "serve.log"
     env = {**os.environ, "AMPLIFY_API_KEY": API_KEY, "PYTHONPATH": str(REPO)}
     cmd = [sys.executable, "-m", "amplify", "serve", "--model", str(bundle_dir), "--host", "127.0.0.1",
-           "--port", str(port), "--threads", "1", "--log-format", "text"]
+           "--port", str(port), "--threads", "1", "--log-format", "text", *extra]
     with open(log, "wb") as fh:
         proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=fh, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
@@ -86,6 +86,19 @@ def server(bundle_dir, tmp_path_factory):
             proc.wait(timeout=20)
         except subprocess.TimeoutExpired:
             proc.kill()
+
+
+@pytest.fixture(scope="session")
+def server(bundle_dir, tmp_path_factory):
+    """``amplify serve`` in a subprocess on a free port, API key required; yields a :class:`LiveServer`."""
+    with run_server(bundle_dir, tmp_path_factory.mktemp("server") / "serve.log") as live:
+        yield live
+
+
+@pytest.fixture(scope="session")
+def start_server():
+    """:func:`run_server` for tests that need a server of their own (other flags)."""
+    return run_server
 
 
 @pytest.fixture(scope="session")
