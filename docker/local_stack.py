@@ -11,6 +11,7 @@ while one replica is killed) and by ``tests/deploy/test_local_stack.py``.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import re
@@ -159,7 +160,8 @@ class LocalStack:
         """Kill replica ``i`` (SIGKILL: it dies mid-request, as a crashed or OOM-killed container)."""
         r = self._replicas[i]
         if r.proc is not None and r.proc.poll() is None:
-            os.killpg(r.proc.pid, sig)
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(r.proc.pid, sig)
             r.proc.wait(timeout=30)
 
     def replica_running(self, i: int) -> bool:
@@ -221,14 +223,16 @@ class LocalStack:
         procs = [self._nginx_proc] + [r.proc for r in self._replicas]
         for p in procs:
             if p is not None and p.poll() is None:
-                os.killpg(p.pid, signal.SIGTERM)
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(p.pid, signal.SIGTERM)
         for p in procs:
             if p is None:
                 continue
             try:
                 p.wait(timeout=15)
             except subprocess.TimeoutExpired:
-                os.killpg(p.pid, signal.SIGKILL)
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(p.pid, signal.SIGKILL)
                 p.wait(timeout=15)
         if self._tmp is not None:
             self._tmp.cleanup()
