@@ -77,6 +77,17 @@ def act_body(meta: dict[str, Any], encoding: str, seed: int) -> tuple[bytes, str
     return json.dumps({k: v.tolist() for k, v in fields.items()}).encode(), "application/json"
 
 
+def _batch_counts(server: Server) -> tuple[float, float]:
+    """(model calls, requests) of /act so far, from /metrics."""
+    count = sum_ = 0.0
+    for line in httpx.get(server.url + "/metrics").text.splitlines():
+        if line.startswith('amplify_batch_requests_count{endpoint="act"}'):
+            count = float(line.split()[-1])
+        if line.startswith('amplify_batch_requests_sum{endpoint="act"}'):
+            sum_ = float(line.split()[-1])
+    return count, sum_
+
+
 def load(server: Server, clients: int, requests: int, encoding: str) -> dict[str, float]:
     """``clients`` threads each sending ``requests`` /act calls; throughput and latency percentiles."""
     bodies = [act_body(server.meta, encoding, k) for k in range(clients)]
@@ -91,20 +102,16 @@ def load(server: Server, clients: int, requests: int, encoding: str) -> dict[str
                 r.raise_for_status()
                 latencies.append(time.perf_counter() - t)
 
-    client(0)  # one warm call outside the timing
+    client(0)  # warm calls outside the timing
     latencies.clear()
+    before = _batch_counts(server)
     start = time.perf_counter()
     with ThreadPoolExecutor(clients) as pool:
         list(pool.map(client, range(clients)))
     wall = time.perf_counter() - start
     lat = np.array(latencies) * 1000
-    metrics = httpx.get(server.url + "/metrics").text
-    count = sum_ = 0.0
-    for line in metrics.splitlines():
-        if line.startswith('amplify_batch_requests_count{endpoint="act"}'):
-            count = float(line.split()[-1])
-        if line.startswith('amplify_batch_requests_sum{endpoint="act"}'):
-            sum_ = float(line.split()[-1])
+    after = _batch_counts(server)
+    count, sum_ = after[0] - before[0], after[1] - before[1]
     return {"requests_per_s": round(len(lat) / wall, 2), "p50_ms": round(float(np.percentile(lat, 50)), 1),
             "p95_ms": round(float(np.percentile(lat, 95)), 1), "mean_requests_per_batch": round(sum_ / max(count, 1), 2)}
 
