@@ -7,6 +7,8 @@ Input: AMPLIFY per-demo track files (``root/<view>/tracks`` (T, H, N, 2), pixel 
 the upright image), given as files or as directories searched recursively for ``*.hdf5``/``*.h5``.
 Each window is converted to normalized (row, col): ``p = (pixel - S/2) / (S/2)`` with S from the
 server's ``/metadata`` ``image_size``, and the views are stacked in the server's order -> (T, v, H, N, 2).
+Points outside the image (tracks of points that leave the view) are clipped to its border, [-1, 1]
+(the contract's range), and counted in the summary; ``--out-of-range error`` refuses them instead.
 H and N must equal the model's ``track_horizon`` and ``num_tracks``; with ``--track-subset evenly``
 N tracks are picked at evenly spaced positions (``round(linspace(0, N_file - 1, N))``) instead.
 
@@ -77,8 +79,10 @@ def _is_track_file(path: Path) -> bool:
         return False
 
 
-def read_tracks(path: Path, meta: dict[str, Any], track_subset: str = "none") -> np.ndarray:
-    """A track file -> normalized (row, col) windows (T, v, H, n, 2) float32 in the model's view order."""
+def read_tracks(path: Path, meta: dict[str, Any], track_subset: str = "none",
+                out_of_range: str = "clip") -> tuple[np.ndarray, int]:
+    """A track file -> (normalized (row, col) windows (T, v, H, n, 2) float32 in the model's view order,
+    number of points that lay outside the image and were clipped to its border)."""
     views, (img_h, img_w) = list(meta["views"]), meta["image_size"]
     horizon, num_tracks = int(meta["track_horizon"]), int(meta["num_tracks"])
     per_view = []
@@ -110,7 +114,13 @@ def read_tracks(path: Path, meta: dict[str, Any], track_subset: str = "none") ->
         tracks = tracks[:, :, :, pick]
     half = np.array([img_h, img_w], dtype=np.float64) / 2.0
     points = tracks[..., ::-1].astype(np.float64)  # (col, row) -> (row, col)
-    return ((points - half) / half).astype(np.float32)
+    points = (points - half) / half
+    if not np.isfinite(points).all():
+        raise TokenizeError(f"{path}: tracks hold non-finite values")
+    outside = int((np.abs(points) > 1).any(-1).sum())
+    if outside and out_of_range == "error":
+        raise TokenizeError(f"{path}: {outside} points lie outside the image; pass --out-of-range clip to clip them")
+    return np.clip(points, -1.0, 1.0).astype(np.float32), outside
 
 
 def _model_stamp(meta: dict[str, Any]) -> str:
@@ -148,6 +158,7 @@ class Summary:
     demos_total: int = 0
     demos_done: int = 0
     demos_skipped: int = 0
+    points_clipped: int = 0
     windows: int = 0
     requests: int = 0
     request_seconds: float = 0.0
@@ -159,12 +170,13 @@ class Summary:
         return (f"tokenized {self.demos_done} demos ({self.windows} windows) in {self.seconds:.2f} s: "
                 f"{rate:.1f} windows/s, {self.demos_done / self.seconds if self.seconds else 0:.2f} demos/s, "
                 f"{self.requests} requests, mean {mean_ms:.1f} ms/request; "
-                f"skipped {self.demos_skipped} already complete of {self.demos_total}")
+                f"skipped {self.demos_skipped} already complete of {self.demos_total}; "
+                f"{self.points_clipped} points outside the image clipped to its border")
 
 
 async def tokenize(server: str, inputs: Sequence[str | Path], output: str | Path, *, concurrency: int = 4,
                    batch_size: int = 64, codes: bool = False, api_key: str | None = None, format: str = "msgpack",
-                   track_subset: str = "none", progress: bool = True, timeout: float = 120.0,
+                   track_subset: str = "none", out_of_range: str = "clip", progress: bool = True, timeout: float = 120.0,
                    max_demos: int | None = None) -> Summary:
     """Tokenize every demo under ``inputs`` into ``output``; returns the run's :class:`Summary`."""
     from tqdm import tqdm
@@ -202,7 +214,8 @@ async def tokenize(server: str, inputs: Sequence[str | Path], output: str | Path
 
             async def one(demo: Demo) -> None:
                 async with in_flight:
-                    tracks = read_tracks(demo.path, meta, track_subset)  # (T, v, H, n, 2)
+                    tracks, clipped = read_tracks(demo.path, meta, track_subset, out_of_range)  # (T, v, H, n, 2)
+                    summary.points_clipped += clipped
                     parts = await asyncio.gather(*[encode(tracks[i:i + batch_size])
                                                    for i in range(0, len(tracks), batch_size)])
                     if demo.key in out["demos"]:
@@ -246,6 +259,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--track-subset", choices=["none", "evenly"], default="none",
                         help="when a file has more tracks than the model: 'evenly' picks evenly spaced ones; "
                              "'none' (default) refuses")
+    parser.add_argument("--out-of-range", choices=["clip", "error"], default="clip",
+                        help="points outside the image: clip to its border (default) or refuse the demo")
     parser.add_argument("--api-key", default=None, help="sent as Authorization: Bearer")
     parser.add_argument("--format", choices=["msgpack", "json"], default="msgpack")
     parser.add_argument("--timeout", type=float, default=120.0, help="seconds per request")
@@ -258,7 +273,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         summary = asyncio.run(tokenize(args.server, args.input, args.output, concurrency=args.concurrency,
                                        batch_size=args.batch_size, codes=args.codes, api_key=args.api_key,
-                                       format=args.format, track_subset=args.track_subset,
+                                       format=args.format, track_subset=args.track_subset, out_of_range=args.out_of_range,
                                        progress=not args.no_progress, timeout=args.timeout, max_demos=args.max_demos))
     except (TokenizeError, AmplifyError) as e:
         print(f"amplify tokenize: {e}", file=sys.stderr)

@@ -11,6 +11,7 @@ while one replica is killed) and by ``tests/deploy/test_local_stack.py``.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import re
@@ -159,8 +160,16 @@ class LocalStack:
         """Kill replica ``i`` (SIGKILL: it dies mid-request, as a crashed or OOM-killed container)."""
         r = self._replicas[i]
         if r.proc is not None and r.proc.poll() is None:
-            os.killpg(r.proc.pid, sig)
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(r.proc.pid, sig)
             r.proc.wait(timeout=30)
+
+    def replica_running(self, i: int) -> bool:
+        proc = self._replicas[i].proc
+        return proc is not None and proc.poll() is None
+
+    def replica_address(self, i: int) -> str:
+        return f"127.0.0.1:{self._replicas[i].port}"
 
     def replica_log(self, i: int) -> str:
         return self._replicas[i].log_path.read_text(errors="replace") if self._replicas[i].log_path.exists() else ""
@@ -214,14 +223,16 @@ class LocalStack:
         procs = [self._nginx_proc] + [r.proc for r in self._replicas]
         for p in procs:
             if p is not None and p.poll() is None:
-                os.killpg(p.pid, signal.SIGTERM)
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(p.pid, signal.SIGTERM)
         for p in procs:
             if p is None:
                 continue
             try:
                 p.wait(timeout=15)
             except subprocess.TimeoutExpired:
-                os.killpg(p.pid, signal.SIGKILL)
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(p.pid, signal.SIGKILL)
                 p.wait(timeout=15)
         if self._tmp is not None:
             self._tmp.cleanup()
@@ -335,6 +346,44 @@ def retried_requests(access_log: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return [e for e in access_log if "," in e.get("upstream_addr", "")]
 
 
+def run_tokenize(stack: LocalStack, inputs: list[str], output: str, kill_after: int | None) -> dict[str, Any]:
+    """Run the batch client (``amplify tokenize``) through the balancer; with ``kill_after``, SIGKILL
+    replica 0 once the balancer has seen that many /encode requests. Returns a summary."""
+    before = len(stack.access_log())
+    t0 = time.perf_counter()
+    proc = subprocess.Popen([stack.python, "-m", "amplify", "tokenize", "--server", stack.url, "--input", *inputs,
+                             "--output", output, "--no-progress"], cwd=stack.repo)
+    killed = False
+    while proc.poll() is None:
+        if kill_after is not None and not killed:
+            if sum(e["uri"] == "/encode" for e in stack.access_log()[before:]) >= kill_after:
+                print(f"killing replica 0 ({stack.replica_address(0)}) during the batch job", file=sys.stderr)
+                stack.kill_replica(0)
+                killed = True
+        time.sleep(0.05)
+    log = [e for e in stack.access_log()[before:] if e["uri"] == "/encode"]
+    return {"client_exit_status": proc.returncode, "wall_s": round(time.perf_counter() - t0, 2),
+            "encode_requests": len(log), "statuses": dict(Counter(str(e["status"]) for e in log)),
+            "failed": sum(e["status"] != 200 for e in log) + (proc.returncode != 0),
+            "replica_killed": killed, "retried_by_balancer": len(retried_requests(log))}
+
+
+def bench(stack: LocalStack, requests: int, concurrency: int, endpoints: tuple[str, ...]) -> dict[str, Any]:
+    """The same load straight to replica 0 and then through the balancer (all replicas), side by
+    side: what nginx costs per request and what the extra replicas give."""
+    rows = {}
+    for name, url in (("replica_0_direct", f"http://{stack.replica_address(0)}"), ("balancer", stack.url)):
+        run_load(url, max(concurrency, 4), concurrency, endpoints)  # warm the connections and caches
+        t0 = time.perf_counter()
+        result = run_load(url, requests, concurrency, endpoints)
+        wall = time.perf_counter() - t0
+        rows[name] = result.summary() | {"wall_s": round(wall, 2), "requests_per_s": round(result.total / wall, 2)}
+        rows[name].pop("first_failures")
+    rows["throughput_ratio_balancer_vs_direct"] = round(
+        rows["balancer"]["requests_per_s"] / rows["replica_0_direct"]["requests_per_s"], 2)
+    return rows
+
+
 def main(argv: list[str] | None = None) -> int:
     """Start the local stack, run the load with a replica killed part way, print a JSON summary;
     exit 1 if any request failed."""
@@ -345,6 +394,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--concurrency", type=int, default=4)
     p.add_argument("--kill-at", type=float, default=0.3, help="kill replica 0 after this fraction of the requests")
     p.add_argument("--no-kill", action="store_true", help="do not kill a replica")
+    p.add_argument("--tokenize", nargs=2, metavar=("INPUT", "OUTPUT"), default=None,
+                   help="instead of the built-in load, run the batch client: amplify tokenize --input INPUT --output OUTPUT")
+    p.add_argument("--bench", action="store_true",
+                   help="no kill: the same load straight to one replica, then through the balancer, side by side")
+    p.add_argument("--endpoints", default="/act,/encode", help="endpoints the load cycles over (comma-separated)")
     p.add_argument("--serve", action="store_true", help="after the load, keep the stack up until Ctrl-C")
     p.add_argument("--workdir", default=None, help="keep logs and the rendered nginx.conf here")
     p.add_argument("setting", nargs="*", metavar="AMPLIFY_X=value", help="more settings for the replicas")
@@ -354,6 +408,15 @@ def main(argv: list[str] | None = None) -> int:
                        workdir=Path(args.workdir) if args.workdir else None)
     with stack:
         print(f"balancer {stack.url} -> replicas {', '.join(stack.replica_addresses)}", file=sys.stderr)
+        endpoints = tuple(e.strip() for e in args.endpoints.split(",") if e.strip())
+        if args.bench:
+            rows = bench(stack, args.requests, args.concurrency, endpoints)
+            print(json.dumps(rows, indent=2))
+            return 0 if all(r["failed"] == 0 for r in rows.values() if isinstance(r, dict)) else 1
+        if args.tokenize:
+            summary = run_tokenize(stack, [args.tokenize[0]], args.tokenize[1], None if args.no_kill else 3)
+            print(json.dumps(summary, indent=2))
+            return 0 if summary["failed"] == 0 else 1
         kill_after = None if args.no_kill else max(1, int(args.requests * args.kill_at))
         killed = threading.Event()
 
@@ -364,7 +427,7 @@ def main(argv: list[str] | None = None) -> int:
                 stack.kill_replica(0)
 
         t0 = time.perf_counter()
-        result = run_load(stack.url, args.requests, args.concurrency, on_progress=on_progress)
+        result = run_load(stack.url, args.requests, args.concurrency, endpoints, on_progress=on_progress)
         wall = time.perf_counter() - t0
         log = stack.access_log()
         summary = result.summary() | {
