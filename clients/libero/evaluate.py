@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import multiprocessing as mp
+from concurrent.futures import ProcessPoolExecutor, as_completed
 import os
 import sys
 import time
@@ -25,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from clients.client import AmplifyClient
-from clients.errors import AmplifyError, IncompatibleModelError
+from clients.errors import AmplifyError, IncompatibleModelError, NotFoundError
 from clients.libero.envs import IMAGE_KEYS, TaskInfo, list_tasks, make_env, observe, start_episode
 from clients.libero.execution import ChunkedExecutor, TemporalAggregator
 
@@ -165,6 +166,8 @@ def evaluate(cfg: EvalConfig, suite: str, tasks: list[str] | None = None, episod
     all_tasks = list_tasks(cfg.env, suite)
     chosen = _choose(all_tasks, tasks)
     camera = tuple(int(s) for s in meta["image_size"]) if cfg.env == "libero" else (128, 128)
+    if cfg.text == "server":
+        _check_instructions(cfg, meta, chosen)
     # Split each task's episodes over the processes so that every env process stays busy.
     per_task = max(1, num_envs // max(len(chosen), 1))
     jobs = []
@@ -176,10 +179,30 @@ def evaluate(cfg: EvalConfig, suite: str, tasks: list[str] | None = None, episod
     if num_envs <= 1:
         results = [r for job in jobs for r in _worker(job)]
     else:
-        with mp.get_context("spawn").Pool(min(num_envs, len(jobs))) as pool:
-            results = [r for rs in pool.imap_unordered(_worker, jobs) for r in rs]
+        results = []
+        with ProcessPoolExecutor(min(num_envs, len(jobs)), mp_context=mp.get_context("spawn")) as pool:
+            futures = [pool.submit(_worker, job) for job in jobs]
+            try:
+                for fut in as_completed(futures):
+                    results += fut.result()
+            except BaseException:
+                pool.shutdown(wait=True, cancel_futures=True)
+                raise
     wall = time.perf_counter() - t0
     return report(cfg, suite, chosen, results, wall, meta, num_envs)
+
+
+def _check_instructions(cfg: EvalConfig, meta: dict[str, Any], tasks: list[TaskInfo]) -> None:
+    """Before building any environment: one ``/act`` on a blank observation for each instruction the
+    model's table does not list, so an instruction the server cannot embed fails now (404), not later."""
+    unknown = sorted({t.instruction for t in tasks} - set(meta.get("instructions") or []))
+    if not unknown:
+        return
+    h, w = meta["image_size"]
+    blank = np.zeros((len(meta["views"]), h, w, 3), np.uint8)
+    with connect(cfg) as client:
+        for text in unknown:
+            client.act(blank, np.zeros(PROPRIO_DIM, np.float32), text=text, sampling=cfg.sampling, seed=cfg.seed)
 
 
 def _choose(all_tasks: list[TaskInfo], wanted: list[str] | None) -> list[TaskInfo]:
@@ -269,6 +292,11 @@ def main(argv: list[str] | None = None) -> int:
                      video_tracks=not a.no_video_tracks, clip_actions=not a.no_clip)
     try:
         result = evaluate(cfg, a.suite, a.tasks, a.episodes, a.num_envs)
+    except NotFoundError as e:
+        print(f"amplify-libero: {e}\nThe server cannot embed this instruction; --text builtin sends an embedding "
+              "instead (or serve a model that knows the suite's instructions, or configure a text encoder).",
+              file=sys.stderr)
+        return 1
     except (AmplifyError, ValueError) as e:
         print(f"amplify-libero: {e}", file=sys.stderr)
         return 1
