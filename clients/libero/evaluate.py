@@ -1,8 +1,10 @@
 """Evaluate a served AMPLIFY policy on LIBERO tasks (or the built-in world) through ``/act``.
 
-    MUJOCO_GL=egl PYTHONPATH=. $AMPLIFY_HOME/venv-libero/bin/python -m clients.libero \\
-        --server http://127.0.0.1:8000 --suite libero_10 --tasks 0 1 --episodes 5 --num-envs 2 \\
-        --output results.json [--video-dir videos/]
+    amplify-libero --server http://127.0.0.1:8000 --suite libero_10 --tasks 0 1 --episodes 5 \\
+        --num-envs 2 --output results.json [--video-dir videos/]        # or python -m clients.libero
+
+LIBERO lives in its own venv (numpy 1.26, $AMPLIFY_HOME/venv-libero): run from anywhere else, the
+command re-runs itself with that venv's python, creating the venv on first use.
 
 Each step sends both cameras (flipped upright), proprioception (7 joint + 2 gripper positions) and
 the task's instruction; the returned chunk is executed by temporal aggregation (default; ACT's
@@ -13,13 +15,15 @@ Reports success per task and suite, ``/act`` latency percentiles and the step ra
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import multiprocessing as mp
-from concurrent.futures import ProcessPoolExecutor, as_completed
 import os
+import subprocess
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -282,10 +286,25 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _run_in_libero_venv(argv: list[str]) -> int:
+    """LIBERO is not importable here (it lives in its own venv, numpy 1.26): run this same command with
+    that venv's python, creating the venv first if needed (python -m clients.libero.setup_env)."""
+    from clients.libero.setup_env import REPO, default_venv, ensure, is_ready
+
+    venv = Path(os.environ.get("AMPLIFY_LIBERO_VENV", default_venv()))
+    if not is_ready(venv):
+        print(f"amplify-libero: creating LIBERO's environment in {venv} (once; see docs/clients.md)", file=sys.stderr)
+    python = ensure(venv)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
+    return subprocess.run([str(python), "-m", "clients.libero", *argv], env=env).returncode
+
+
 def main(argv: list[str] | None = None) -> int:
     """``amplify-libero`` / ``python -m clients.libero``."""
     a = build_parser().parse_args(argv)
     os.environ.setdefault("MUJOCO_GL", "egl")
+    if a.env == "libero" and importlib.util.find_spec("libero") is None:
+        return _run_in_libero_venv(sys.argv[1:] if argv is None else argv)
     cfg = EvalConfig(server=a.server, api_key=a.api_key, env=a.env, execution=a.execution, temporal_k=a.temporal_k,
                      replan_every=a.replan_every, max_steps=a.max_steps, settle_steps=a.settle_steps, text=a.text,
                      sampling=a.sampling, seed=a.seed, timeout=a.timeout, video_dir=a.video_dir,
