@@ -80,7 +80,7 @@ def decode_body(body: bytes, encoding: str) -> dict[str, Any]:
             data = msgpack.unpackb(body, raw=False, strict_map_key=True, use_list=True)
         else:
             data = json.loads(body)
-    except (ValueError, msgpack.ExtraData, msgpack.FormatError, msgpack.StackError, TypeError) as e:
+    except (ValueError, msgpack.ExtraData, msgpack.FormatError, msgpack.StackError, TypeError, RecursionError) as e:
         kind = "msgpack" if encoding == MSGPACK else "JSON"
         raise InputError(f"the body is not valid {kind}: {str(e)[:200]}", None) from None
     if not isinstance(data, dict):

@@ -6,6 +6,7 @@ from typing import Any, TypeVar
 import numpy as np
 from fastapi import Request, Response
 from pydantic import BaseModel, ValidationError
+from starlette.concurrency import run_in_threadpool
 
 from service.app import ServiceState
 from service.batching import Timing
@@ -14,6 +15,9 @@ from service.errors import InputError
 from service.schemas import ErrorBody
 
 M = TypeVar("M", bound=BaseModel)
+
+# Bodies and responses above this size are decoded / encoded on a worker thread, not the event loop.
+OFF_LOOP_BYTES = 256 * 1024
 
 
 def service_state(request: Request) -> ServiceState:
@@ -24,7 +28,7 @@ async def read_request(request: Request, model: type[M]) -> tuple[M, str]:
     """Decode the body (JSON or msgpack) into ``model``; -> (request, response encoding)."""
     encoding = media_type(request.headers.get("content-type"))
     body = await request.body()
-    data = decode_body(body, encoding)
+    data = await run_in_threadpool(decode_body, body, encoding) if len(body) > OFF_LOOP_BYTES else decode_body(body, encoding)
     try:
         parsed = model.model_validate(data)
     except ValidationError as e:
@@ -35,14 +39,16 @@ async def read_request(request: Request, model: type[M]) -> tuple[M, str]:
     return parsed, response_type(request.headers.get("accept"), encoding)
 
 
-def respond(request: Request, payload: dict[str, Any], encoding: str, timing: Timing | None = None) -> Response:
+async def respond(request: Request, payload: dict[str, Any], encoding: str, timing: Timing | None = None) -> Response:
     """Encode ``payload`` and record the model and queue time for ``Server-Timing`` and the access log."""
     if timing is not None:
         state = request.scope.setdefault("state", {})
         state["model_ms"] = timing.model_s * 1000
         state["queue_ms"] = timing.queue_s * 1000
         state["batch_requests"] = timing.batch_requests
-    return Response(encode_body(payload, encoding), media_type=encoding)
+    size = sum(v.nbytes for v in payload.values() if isinstance(v, np.ndarray))
+    body = await run_in_threadpool(encode_body, payload, encoding) if size > OFF_LOOP_BYTES // 4 else encode_body(payload, encoding)
+    return Response(body, media_type=encoding)
 
 
 def one_of(req: BaseModel, a: str, b: str) -> str:

@@ -51,3 +51,13 @@ def untrained_factory():
     """A backend factory for the untrained small bundle (no files needed)."""
     return lambda settings: untrained_backend()
 
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_torch_thread():
+    """The in-process servers run torch with one intra-op thread (restored after each module): on a
+    shared, oversubscribed CPU two spinning threads made /act ~8x slower in our runs."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

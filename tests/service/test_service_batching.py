@@ -160,3 +160,25 @@ def test_failed_load_is_reported_on_ready(tmp_path):
             time.sleep(0.05)
         r = server.client.get("/ready")
         assert r.status_code == 503 and r.json()["status"] == "failed" and "missing.pt" in r.json()["detail"]
+
+
+class BrokenBackend(TorchBackend):
+    """The real model, except that act fails (a server fault, not bad input)."""
+
+    def act(self, *args, **kwargs):
+        raise RuntimeError("CUDA error: device-side assert (simulated)")
+
+
+def test_a_server_fault_is_500_with_the_request_id_and_no_traceback():
+    def factory(settings):
+        base = untrained_backend()
+        return BrokenBackend(base.model, base.model_metadata())
+
+    with live_server(factory, warmup=False) as server:
+        r = post(server.client, "/act", act_body(), "msgpack", headers={"x-request-id": "req-500"})
+        assert r.status_code == 500
+        err = r.json()["error"]
+        assert err["code"] == "internal_error" and err["request_id"] == "req-500"
+        assert "Traceback" not in r.text and "simulated" not in r.text
+        assert result(post(server.client, "/predict_codes", {k: v for k, v in act_body().items() if k != "proprio"},
+                           "msgpack"))["indices"].shape == (1, 15)  # the rest keeps serving

@@ -55,3 +55,14 @@ def test_amplify_serve_rejects_bad_settings():
     r = subprocess.run([sys.executable, "-m", "amplify", "serve", "max_batch_size=0"], cwd=REPO,
                        capture_output=True, text=True, timeout=60)
     assert r.returncode == 2 and "max_batch_size" in r.stderr
+
+
+def test_amplify_serve_reports_a_busy_port():
+    import socket
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        r = subprocess.run([sys.executable, "-m", "amplify", "serve", "--port", str(busy.getsockname()[1])], cwd=REPO,
+                           capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2 and "cannot listen" in r.stderr

@@ -171,6 +171,17 @@ def test_body_limit_is_413_declared_or_streamed(untrained_factory):
         assert server.client.get("/health").status_code == 200
 
 
+def test_request_batch_limit(untrained_factory):
+    with live_server(untrained_factory, max_request_batch=2, warmup=False) as server:
+        r = post(server.client, "/encode", {"velocities": np.zeros((3, 2, 15, 16, 2), np.float32)}, "msgpack")
+        assert r.status_code == 400 and r.json()["error"]["field"] == "velocities" and "at most 2" in r.text
+        r = post(server.client, "/act", act(images=np.zeros((3, 2, 8, 8, 3), np.float32),
+                                            proprio=np.zeros((3, 9)), text_emb=np.zeros((3, 512))), "msgpack")
+        assert r.status_code == 400 and r.json()["error"]["field"] == "images"
+        r = post(server.client, "/encode", {"velocities": np.zeros((2, 2, 15, 16, 2), np.float32)}, "msgpack")
+        assert r.status_code == 200
+
+
 def test_api_key(untrained_factory):
     with live_server(untrained_factory, api_key="s3cret", warmup=False) as server:
         c = server.client
