@@ -17,6 +17,14 @@ class AmplifyError(Exception):
                  f"field={field}" if field else None, f"request_id={request_id}" if request_id else None]
         super().__init__(" | ".join(p for p in parts if p))
 
+    def __reduce__(self):  # keep the details across processes (the robot client's env workers)
+        return (_rebuild, (type(self), self.message, self.status, self.code, self.field, self.request_id,
+                           self.retry_after))
+
+
+def _rebuild(cls, message, status, code, field, request_id, retry_after):
+    return cls(message, status=status, code=code, field=field, request_id=request_id, retry_after=retry_after)
+
 
 class BadRequestError(AmplifyError):
     """400: malformed body, wrong shape or dtype, non-finite or out-of-range values."""

@@ -69,7 +69,7 @@ class ServiceState:
 
 
 def _default_factory(settings: ServiceSettings) -> Backend:
-    return load_backend(settings.backend, settings.model, settings.device, settings.threads, settings.seed)
+    return load_backend(settings.backend, settings.model, settings.device, settings.threads, settings.untrained_seed)
 
 
 def _load(state: ServiceState, factory: BackendFactory, on_failure: Callable[[BaseException], None] | None) -> None:

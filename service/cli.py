@@ -19,25 +19,30 @@ from service.settings import ServiceSettings
 log = logging.getLogger("amplify.service")
 
 
+def _help(name: str) -> str:
+    field = ServiceSettings.model_fields[name]
+    return f"{field.description} (env AMPLIFY_{name.upper()}; default {field.default})"
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The common settings as flags; all of them as ``key=value`` overrides."""
-    parser.add_argument("--model", help="amplify.pt, a project bundle directory, or an `amplify export` directory "
-                        "(default: $AMPLIFY_HOME/default, else an untrained small bundle)")
-    parser.add_argument("--backend", choices=["torch", "torchscript", "onnx"])
-    parser.add_argument("--device", help="cpu, cuda or cuda:N")
-    parser.add_argument("--host")
-    parser.add_argument("--port", type=int)
-    parser.add_argument("--max-batch-size", type=int, dest="max_batch_size")
-    parser.add_argument("--max-wait-ms", type=float, dest="max_wait_ms")
-    parser.add_argument("--queue-size", type=int, dest="queue_size")
-    parser.add_argument("--request-timeout-s", type=float, dest="request_timeout_s")
-    parser.add_argument("--max-body-bytes", type=int, dest="max_body_bytes")
+    parser.add_argument("--model", help=_help("model"))
+    parser.add_argument("--backend", choices=["torch", "torchscript", "onnx"], help=_help("backend"))
+    parser.add_argument("--device", help=_help("device"))
+    parser.add_argument("--host", help=_help("host"))
+    parser.add_argument("--port", type=int, help=_help("port"))
+    parser.add_argument("--max-batch-size", type=int, dest="max_batch_size", help=_help("max_batch_size"))
+    parser.add_argument("--max-wait-ms", type=float, dest="max_wait_ms", help=_help("max_wait_ms"))
+    parser.add_argument("--queue-size", type=int, dest="queue_size", help=_help("queue_size"))
+    parser.add_argument("--request-timeout-s", type=float, dest="request_timeout_s", help=_help("request_timeout_s"))
+    parser.add_argument("--max-body-bytes", type=int, dest="max_body_bytes", help=_help("max_body_bytes"))
     parser.add_argument("--api-key", dest="api_key", help="require this key (prefer AMPLIFY_API_KEY: flags show in ps)")
-    parser.add_argument("--text-encoder", dest="text_encoder", help="local sentence-transformers model directory")
-    parser.add_argument("--threads", type=int)
-    parser.add_argument("--no-warmup", dest="warmup", action="store_false", default=None)
-    parser.add_argument("--log-format", choices=["json", "text"], dest="log_format")
-    parser.add_argument("overrides", nargs="*", metavar="key=value", help="any setting, e.g. max_wait_ms=2")
+    parser.add_argument("--text-encoder", dest="text_encoder", help=_help("text_encoder"))
+    parser.add_argument("--threads", type=int, help=_help("threads"))
+    parser.add_argument("--no-warmup", dest="warmup", action="store_false", default=None, help="skip the warm-up")
+    parser.add_argument("--log-format", choices=["json", "text"], dest="log_format", help=_help("log_format"))
+    parser.add_argument("overrides", nargs="*", metavar="key=value",
+                        help="any setting: " + ", ".join(ServiceSettings.model_fields))
 
 
 def build_settings(args: argparse.Namespace) -> ServiceSettings:

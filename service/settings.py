@@ -35,4 +35,4 @@ class ServiceSettings(BaseSettings):
     warmup: bool = Field(True, description="run every endpoint once before /ready turns 200")
     log_format: Literal["json", "text"] = Field("json", description="access and service log format")
     log_level: str = Field("info", description="logging level")
-    seed: int = Field(0, description="seed of the untrained bundle made when no model exists")
+    untrained_seed: int = Field(0, description="seed of the untrained bundle made when no model exists")

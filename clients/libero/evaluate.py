@@ -1,8 +1,10 @@
 """Evaluate a served AMPLIFY policy on LIBERO tasks (or the built-in world) through ``/act``.
 
-    MUJOCO_GL=egl PYTHONPATH=. $AMPLIFY_HOME/venv-libero/bin/python -m clients.libero \\
-        --server http://127.0.0.1:8000 --suite libero_10 --tasks 0 1 --episodes 5 --num-envs 2 \\
-        --output results.json [--video-dir videos/]
+    amplify-libero --server http://127.0.0.1:8000 --suite libero_10 --tasks 0 1 --episodes 5 \\
+        --num-envs 2 --output results.json [--video-dir videos/]        # or python -m clients.libero
+
+LIBERO lives in its own venv (numpy 1.26, $AMPLIFY_HOME/venv-libero): run from anywhere else, the
+command re-runs itself with that venv's python, creating the venv on first use.
 
 Each step sends both cameras (flipped upright), proprioception (7 joint + 2 gripper positions) and
 the task's instruction; the returned chunk is executed by temporal aggregation (default; ACT's
@@ -13,19 +15,22 @@ Reports success per task and suite, ``/act`` latency percentiles and the step ra
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import multiprocessing as mp
 import os
+import subprocess
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from clients.client import AmplifyClient
-from clients.errors import AmplifyError, IncompatibleModelError
+from clients.errors import AmplifyError, IncompatibleModelError, NotFoundError
 from clients.libero.envs import IMAGE_KEYS, TaskInfo, list_tasks, make_env, observe, start_episode
 from clients.libero.execution import ChunkedExecutor, TemporalAggregator
 
@@ -165,6 +170,8 @@ def evaluate(cfg: EvalConfig, suite: str, tasks: list[str] | None = None, episod
     all_tasks = list_tasks(cfg.env, suite)
     chosen = _choose(all_tasks, tasks)
     camera = tuple(int(s) for s in meta["image_size"]) if cfg.env == "libero" else (128, 128)
+    if cfg.text == "server":
+        _check_instructions(cfg, meta, chosen)
     # Split each task's episodes over the processes so that every env process stays busy.
     per_task = max(1, num_envs // max(len(chosen), 1))
     jobs = []
@@ -176,10 +183,30 @@ def evaluate(cfg: EvalConfig, suite: str, tasks: list[str] | None = None, episod
     if num_envs <= 1:
         results = [r for job in jobs for r in _worker(job)]
     else:
-        with mp.get_context("spawn").Pool(min(num_envs, len(jobs))) as pool:
-            results = [r for rs in pool.imap_unordered(_worker, jobs) for r in rs]
+        results = []
+        with ProcessPoolExecutor(min(num_envs, len(jobs)), mp_context=mp.get_context("spawn")) as pool:
+            futures = [pool.submit(_worker, job) for job in jobs]
+            try:
+                for fut in as_completed(futures):
+                    results += fut.result()
+            except BaseException:
+                pool.shutdown(wait=True, cancel_futures=True)
+                raise
     wall = time.perf_counter() - t0
     return report(cfg, suite, chosen, results, wall, meta, num_envs)
+
+
+def _check_instructions(cfg: EvalConfig, meta: dict[str, Any], tasks: list[TaskInfo]) -> None:
+    """Before building any environment: one ``/act`` on a blank observation for each instruction the
+    model's table does not list, so an instruction the server cannot embed fails now (404), not later."""
+    unknown = sorted({t.instruction for t in tasks} - set(meta.get("instructions") or []))
+    if not unknown:
+        return
+    h, w = meta["image_size"]
+    blank = np.zeros((len(meta["views"]), h, w, 3), np.uint8)
+    with connect(cfg) as client:
+        for text in unknown:
+            client.act(blank, np.zeros(PROPRIO_DIM, np.float32), text=text, sampling=cfg.sampling, seed=cfg.seed)
 
 
 def _choose(all_tasks: list[TaskInfo], wanted: list[str] | None) -> list[TaskInfo]:
@@ -259,16 +286,36 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _run_in_libero_venv(argv: list[str]) -> int:
+    """LIBERO is not importable here (it lives in its own venv, numpy 1.26): run this same command with
+    that venv's python, creating the venv first if needed (python -m clients.libero.setup_env)."""
+    from clients.libero.setup_env import REPO, default_venv, ensure, is_ready
+
+    venv = Path(os.environ.get("AMPLIFY_LIBERO_VENV", default_venv()))
+    if not is_ready(venv):
+        print(f"amplify-libero: creating LIBERO's environment in {venv} (once; see docs/clients.md)", file=sys.stderr)
+    python = ensure(venv)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
+    return subprocess.run([str(python), "-m", "clients.libero", *argv], env=env).returncode
+
+
 def main(argv: list[str] | None = None) -> int:
     """``amplify-libero`` / ``python -m clients.libero``."""
     a = build_parser().parse_args(argv)
     os.environ.setdefault("MUJOCO_GL", "egl")
+    if a.env == "libero" and importlib.util.find_spec("libero") is None:
+        return _run_in_libero_venv(sys.argv[1:] if argv is None else argv)
     cfg = EvalConfig(server=a.server, api_key=a.api_key, env=a.env, execution=a.execution, temporal_k=a.temporal_k,
                      replan_every=a.replan_every, max_steps=a.max_steps, settle_steps=a.settle_steps, text=a.text,
                      sampling=a.sampling, seed=a.seed, timeout=a.timeout, video_dir=a.video_dir,
                      video_tracks=not a.no_video_tracks, clip_actions=not a.no_clip)
     try:
         result = evaluate(cfg, a.suite, a.tasks, a.episodes, a.num_envs)
+    except NotFoundError as e:
+        print(f"amplify-libero: {e}\nThe server cannot embed this instruction; --text builtin sends an embedding "
+              "instead (or serve a model that knows the suite's instructions, or configure a text encoder).",
+              file=sys.stderr)
+        return 1
     except (AmplifyError, ValueError) as e:
         print(f"amplify-libero: {e}", file=sys.stderr)
         return 1

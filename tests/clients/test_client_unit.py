@@ -165,3 +165,12 @@ def test_async_client_concurrent_calls():
     outs = asyncio.run(main())
     assert len(outs) == 5 and all(o.shape == (4, 7) for o in outs)
     assert [r.url.path for r in log].count("/metadata") == 1
+
+
+def test_errors_survive_pickling_between_processes():
+    import pickle
+
+    e = BadRequestError("tracks: wrong shape", status=400, code="invalid_input", field="tracks", request_id="r9")
+    back = pickle.loads(pickle.dumps(e))
+    assert type(back) is BadRequestError and (back.status, back.field, back.request_id) == (400, "tracks", "r9")
+    assert str(back) == str(e)

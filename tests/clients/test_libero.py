@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import sys
 
 import pytest
 
@@ -24,8 +25,9 @@ def libero_python() -> str:
 
 
 def test_libero_task_steps_against_live_server(server, libero_python, tmp_path):
+    """Started from the main environment, which has no LIBERO: the command re-runs itself in LIBERO's venv."""
     out = tmp_path / "libero.json"
-    cmd = [libero_python, "-m", "clients.libero", "--server", server.url, "--api-key", server.api_key,
+    cmd = [sys.executable, "-m", "clients.libero", "--server", server.url, "--api-key", server.api_key,
            "--suite", "libero_10", "--tasks", "0", "--episodes", "1", "--max-steps", "4", "--settle-steps", "1",
            "--execution", "chunk", "--replan-every", "2", "--output", str(out), "--video-dir", str(tmp_path / "v")]
     env = {**os.environ, "PYTHONPATH": str(server.repo), "MUJOCO_GL": "egl"}

@@ -83,3 +83,18 @@ def test_cli_builtin_sends_instruction_text_and_writes_json(server, tmp_path):
     bad = subprocess.run(cmd[:-2] + ["--suite", "libero_nope"], cwd=server.repo,
                          env={**os.environ, "PYTHONPATH": str(server.repo)}, capture_output=True, text=True, timeout=300)
     assert bad.returncode == 1 and "unknown built-in suite" in bad.stderr
+
+
+def test_unknown_instruction_fails_before_any_environment_is_built(server):
+    from clients import NotFoundError
+    from clients.libero.envs import TaskInfo
+    from clients.libero.evaluate import _check_instructions, connect
+
+    cfg = EvalConfig(server=server.url, api_key=server.api_key, env="builtin")
+    with connect(cfg) as c:
+        meta = c.metadata()
+    known = TaskInfo("builtin", "builtin_push", 0, "t", meta["instructions"][0], 5, 1)
+    _check_instructions(cfg, meta, [known])  # listed by the model: no request, no error
+    with pytest.raises(NotFoundError) as e:
+        _check_instructions(cfg, meta, [known, TaskInfo("builtin", "s", 1, "u", "juggle three plates", 5, 1)])
+    assert e.value.field == "text"

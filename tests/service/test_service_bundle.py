@@ -3,6 +3,7 @@ the text-encoder check; the untrained default."""
 from __future__ import annotations
 
 import json
+import time
 
 import numpy as np
 import pytest
@@ -74,8 +75,9 @@ def test_text_encoder_of_another_size_is_refused_at_startup(tmp_path):
         LocalTextEncoder(enc, expected_dim=512)
     with live_server(wait_ready=False, model=None, text_encoder=str(enc), warmup=False) as server:
         state = server.app.state.service
-        while state.status == "loading":
-            pass
+        deadline = time.time() + 60
+        while state.status == "loading" and time.time() < deadline:
+            time.sleep(0.05)
         assert server.client.get("/ready").status_code == 503 and "384" in state.error
 
 
@@ -87,3 +89,17 @@ def test_settings_from_environment(monkeypatch):
     monkeypatch.setenv("AMPLIFY_BACKEND", "tensorflow")
     with pytest.raises(ValueError):
         ServiceSettings()
+
+
+def test_no_model_serves_the_default_bundle_else_an_untrained_one(monkeypatch, tmp_path, random_bundle_dir):
+    import shutil
+
+    from service.backends.torch_backend import TorchBackend
+
+    monkeypatch.setenv("AMPLIFY_HOME", str(tmp_path))
+    meta = TorchBackend.load(None).model_metadata()
+    assert meta["name"] == "untrained-small" and meta["trained"] is False
+    shutil.copytree(random_bundle_dir, tmp_path / "default")
+    backend = TorchBackend.load(None)
+    assert backend.model_metadata()["name"] == "random-small" and backend.model_metadata()["trained"] is True
+    assert backend.instruction_table()[0] == INSTRUCTIONS
