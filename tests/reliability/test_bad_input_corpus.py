@@ -12,6 +12,8 @@ import pytest
 
 from tests.reliability.harness import EXPECTED_FIELD, JSON, MSGPACK, check_answer, encode, pack_array, valid_payloads
 
+pytestmark = pytest.mark.timeout(120)  # a hang is a failure, not a stuck suite
+
 META_KEYS = ("views", "image_size", "track_horizon", "num_tracks", "code_length", "hidden_dim", "codebook_size",
              "proprio_dim", "text_embedding_dim")
 

@@ -23,6 +23,8 @@ from tests.reliability.harness import (
     JSON, MSGPACK, REPO, ServerProcess, check_answer, encode, free_port, rss_bytes, valid_payloads,
 )
 
+pytestmark = pytest.mark.timeout(240)  # a hang is a failure, not a stuck suite
+
 
 def _meta(url: str) -> dict:
     return httpx.get(url + "/metadata", timeout=10).json()

@@ -19,6 +19,8 @@ from schemathesis.checks import negative_data_rejection, not_a_server_error, sta
 
 from tests.reliability.harness import EXPECTED_FIELD, JSON, MSGPACK, check_answer, encode, valid_payloads
 
+pytestmark = pytest.mark.timeout(300)  # a hang is a failure, not a stuck suite
+
 MAX_EXAMPLES = 40
 SEEN: Counter = Counter()  # (media type, status class) of every fuzzed POST
 

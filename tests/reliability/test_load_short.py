@@ -5,7 +5,11 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from tests.reliability.harness import run_load
+
+pytestmark = [pytest.mark.timeout(180), pytest.mark.slow]
 
 WARMUP_SECONDS = 6
 SECONDS = 20

@@ -20,6 +20,8 @@ import torch
 
 from tests.reliability.harness import EXPECTED_FIELD, JSON, MSGPACK, REPO, check_answer, encode, free_port, valid_payloads
 
+pytestmark = pytest.mark.timeout(240)  # a hang is a failure, not a stuck suite
+
 
 # -- pickled payloads -----------------------------------------------------------------------------------
 class Payload:
@@ -249,3 +251,14 @@ def test_limits_on_a_live_server(live_server) -> None:
         assert r.status_code == 400 and r.json()["error"]["field"] == "images", r.text[:200]
     check_answer("/act", httpx.post(live_server.url + "/act", content=encode(act, MSGPACK),
                                     headers={"content-type": MSGPACK}, timeout=30))
+
+
+def test_request_id_cannot_inject(client) -> None:
+    """A client's X-Request-ID is echoed only when it is short and plain; otherwise a fresh one is used
+    (it goes into logs and error bodies)."""
+    for bad in ("a" * 129, "id with spaces", "id\"},{\"x\":1", "<script>", "%0d%0aSet-Cookie:x"):
+        r = client.get("/health", headers={"x-request-id": bad})
+        assert r.status_code == 200 and r.headers["x-request-id"] != bad
+        assert len(r.headers["x-request-id"]) == 32
+    r = client.post("/act", content=b"{}", headers={"content-type": JSON, "x-request-id": "robot-3:step.17"})
+    assert r.headers["x-request-id"] == "robot-3:step.17" == r.json()["error"]["request_id"]
