@@ -117,6 +117,44 @@ def test_slow_clients_do_not_block_others(live_server) -> None:
             s.close()
 
 
+# -- a client that floods ----------------------------------------------------------------------------------
+def test_flooding_client_does_not_leave_a_robot_without_answer(bundle_dir, tmp_path) -> None:
+    """One client fires 48 concurrent /act requests at a server with an 8-deep queue. Every flood
+    request gets an answer: 200, or 503 `queue_full` with Retry-After (never a hang or another 5xx);
+    meanwhile a robot using the client library (retries on 503) gets every one of its 5 actions."""
+    from clients import AmplifyClient
+
+    with ServerProcess(bundle_dir, args=["queue_size=8", "max_batch_size=4"], log_dir=tmp_path) as server:
+        meta = _meta(server.url)
+        payload = valid_payloads(meta)["/act"]
+        body = encode(payload, MSGPACK)
+        statuses: list[int] = []
+        bad: list[str] = []
+        lock = threading.Lock()
+
+        def flood(_: int) -> None:
+            r = httpx.post(server.url + "/act", content=body, headers={"content-type": MSGPACK}, timeout=60)
+            with lock:
+                statuses.append(r.status_code)
+                if r.status_code == 503:
+                    if r.json()["error"]["code"] != "queue_full" or "retry-after" not in r.headers:
+                        bad.append(r.text[:200])
+                elif r.status_code != 200:
+                    bad.append(f"{r.status_code} {r.text[:200]}")
+
+        with ThreadPoolExecutor(48) as pool:
+            futures = [pool.submit(flood, i) for i in range(48)]
+            with AmplifyClient(server.url, retries=30, timeout=60) as robot:
+                for _ in range(5):
+                    actions = robot.act(payload["images"], payload["proprio"], text_emb=payload["text_emb"])
+                    assert actions.shape == (1, meta["action_horizon"], meta["action_dim"])
+            for f in futures:
+                f.result(timeout=120)
+        assert not bad, bad[:3]
+        assert len(statuses) == 48 and set(statuses) <= {200, 503}
+        assert 503 in statuses, "the flood never filled the queue; the test did not test anything"
+
+
 # -- SIGTERM --------------------------------------------------------------------------------------------
 def test_sigterm_finishes_in_flight_requests(bundle_dir, tmp_path) -> None:
     """SIGTERM with /act requests in flight: each gets its 200, new connections are refused, and the
