@@ -300,6 +300,30 @@ def test_backend_that_raises(make_client, torch_backend) -> None:
         assert 'status="500"' in c.get("/metrics").text
 
 
+class StuckBackend(FlakyBackend):
+    """The real back end, except that /act takes 3 s when proprio[0, 0] == 7 (a stuck device)."""
+
+    def act(self, images, proprio, text_emb, sampling="argmax", seed=None):
+        if (proprio[:, 0] == 7).any():
+            time.sleep(3)
+        return self._backend.act(images, proprio, text_emb, sampling, seed)
+
+
+def test_backend_that_hangs_times_out(make_client, torch_backend) -> None:
+    """A stuck model call: the caller gets the contract's 504 at the request deadline (not a hang), and
+    the service answers normally once the call returns."""
+    with make_client(backend=StuckBackend(torch_backend), request_timeout_s=1.0) as c:
+        payload = valid_payloads(c.get("/metadata").json())["/act"]
+        stuck = {**payload, "proprio": np.full_like(payload["proprio"], 7)}
+        t0 = time.perf_counter()
+        r = c.post("/act", content=encode(stuck, MSGPACK), headers={"content-type": MSGPACK})
+        elapsed = time.perf_counter() - t0
+        assert r.status_code == 504 and r.json()["error"]["code"] == "timeout", r.text
+        assert elapsed < 2.5, elapsed
+        time.sleep(2.5)
+        check_answer("/act", c.post("/act", content=encode(payload, MSGPACK), headers={"content-type": MSGPACK}))
+
+
 # -- a replica killed behind the balancer ----------------------------------------------------------------
 def test_replica_killed_behind_balancer(bundle_dir) -> None:
     """Two replicas behind the deploy branch's nginx config: one is SIGKILLed while 4 robot clients
