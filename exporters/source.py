@@ -48,7 +48,12 @@ def load_source(path: str | Path) -> ExportSource:
     directory). Standalone FD/ID checkpoints are refused: their graphs need the vision encoder and
     the tokenizer, which only a bundle holds. Raises CheckpointError with the reason."""
     p = Path(path)
-    kind = _kind(p)
+    try:
+        kind = _kind(p)
+    except CheckpointError:
+        raise
+    except Exception as e:  # the unpickler can raise anything on a damaged file; name it, don't crash
+        raise CheckpointError(f"{p}: not a readable checkpoint (truncated or corrupt?): {type(e).__name__}: {e}") from None
     if kind == "bundle":
         model = AMPLIFY.load(p)
         meta = dict(model.metadata)
