@@ -134,11 +134,10 @@ def test_runtime_matches_pytorch(exported, policies, batch):
                                       model.act(images, proprio, text_emb=model.embed_text(text)))
 
 
-def test_fixture_expected_outputs(exported, small_fixture):
+@pytest.mark.parametrize("fmt", ["onnx", "torchscript"])
+def test_fixture_expected_outputs(fmt, exports, small_fixture):
     """The original research code's outputs, reproduced by the exported graphs."""
-    bundle, fmt, out = exported
-    if bundle != "fixture_small":
-        pytest.skip("expected outputs exist for the reference fixture bundle only")
+    out, _ = exports.get("fixture_small", fmt)
     _, inp, exp = small_fixture
     model = load_exported(out, threads=1)
     idx, codes = model.predict_codes(inp["images"], text_emb=inp["text_emb"])
