@@ -15,7 +15,6 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
 from amplify.config import MotionTokenizerConfig
 from amplify.models.motion_tokenizer import MotionTokenizer

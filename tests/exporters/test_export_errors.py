@@ -5,7 +5,6 @@ import json
 import shutil
 
 import numpy as np
-import pytest
 
 from amplify.cli import main
 

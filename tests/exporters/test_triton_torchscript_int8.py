@@ -1,7 +1,6 @@
 """Triton repository layout, TorchScript without the project's code, int8 variants, provider choice."""
 from __future__ import annotations
 
-import json
 import os
 import re
 import subprocess
