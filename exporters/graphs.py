@@ -66,6 +66,19 @@ def _check_tokenizer(cfg: MotionTokenizerConfig) -> None:
         raise ValueError("image-conditioned motion tokenizers (cond_on_img) are not exportable yet")
 
 
+def _check_action_head(policy: AMPLIFY) -> None:
+    """Sampling heads (diffusion, flow) export only from a fixed start (``sample_noise='zero'``): their
+    sampler is then a deterministic unrolled loop. Seeded or fresh noise would be frozen or
+    re-drawn differently by a traced graph, so it is refused rather than exported wrong."""
+    idc = policy.cfg.inverse_dynamics
+    noise = getattr(idc, "sample_noise", "zero")
+    if idc.head != "gaussian" and noise != "zero":
+        raise ValueError(
+            f"the {idc.head} action head starts sampling from {noise!r} noise (inverse_dynamics.sample_noise); "
+            "only 'zero' exports. Export the other graphs with --graphs encode,indices_to_codes,decode,predict_codes"
+        )
+
+
 # ---------------------------------------------------------------------------------------------
 # motion tokenizer
 # ---------------------------------------------------------------------------------------------
@@ -208,6 +221,7 @@ class InverseDynamicsGraph(_BundleGraph):
 
     def __init__(self, policy: AMPLIFY):
         super().__init__(policy)
+        _check_action_head(policy)
         c = policy.cfg.inverse_dynamics
         self.input_names = tuple(name for name, used in (
             ("images", c.cond_on_img), ("text_emb", c.cond_on_text), ("proprio", c.cond_on_proprio), ("codes", True),
@@ -224,6 +238,7 @@ class ActGraph(_BundleGraph):
 
     def __init__(self, policy: AMPLIFY):
         super().__init__(policy)
+        _check_action_head(policy)
         self.input_names = ("images", "text_emb") + (("proprio",) if policy.cfg.inverse_dynamics.cond_on_proprio else ())
 
     def forward(self, *inputs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

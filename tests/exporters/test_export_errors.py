@@ -5,6 +5,7 @@ import json
 import shutil
 
 import numpy as np
+import pytest
 
 from amplify.cli import main
 
@@ -81,3 +82,25 @@ def test_parity_failure_is_reported(tmp_path, perview_fixture, monkeypatch, caps
     f = report["failures"][0]
     assert (f["graph"], f["output"], f["positions"][0]) == ("decode", "logits", [0, 3, 7])
     assert np.isclose(f["max_abs_diff"], 1e-3, rtol=1e-2)
+
+
+def test_sampling_head_with_noise_refused():
+    """A diffusion/flow head that starts from seeded or fresh noise cannot be traced faithfully."""
+    import copy
+
+    import torch
+
+    from amplify import AMPLIFY
+    from amplify.presets import small
+    from exporters.graphs import build_graph
+
+    torch.manual_seed(0)
+    policy = AMPLIFY(small()).eval()
+    cfg = copy.deepcopy(policy.cfg)
+    cfg.inverse_dynamics.head = "diffusion"
+    cfg.inverse_dynamics.sample_noise = "random"
+    policy.cfg = cfg
+    for graph in ("act", "inverse_dynamics", "act_topk"):
+        with pytest.raises(ValueError, match="diffusion action head starts sampling from 'random' noise"):
+            build_graph(graph, policy)
+    build_graph("predict_codes", policy)  # graphs without the action head still build
