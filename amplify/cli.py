@@ -14,6 +14,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "convert": ("amplify.commands.convert", "convert original AMPLIFY checkpoints into the project's format"),
     "inspect": ("amplify.commands.inspect", "summarize any checkpoint: config, parameters per part, size"),
     "init": ("amplify.commands.init", "write a randomly initialized bundle of a preset configuration"),
+    "tokenize": ("clients.tokenize", "stream track files to a server's /encode and write the indices to HDF5"),
+    "serve": ("service.cli", "run the HTTP inference service (torch, torchscript or onnx back end)"),
     "export": ("exporters.cli", "export a bundle or tokenizer to ONNX, TorchScript or a Triton model repository"),
 }
 
