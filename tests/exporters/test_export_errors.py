@@ -104,3 +104,22 @@ def test_sampling_head_with_noise_refused():
         with pytest.raises(ValueError, match="diffusion action head starts sampling from 'random' noise"):
             build_graph(graph, policy)
     build_graph("predict_codes", policy)  # graphs without the action head still build
+
+
+def test_cli_subprocess_end_to_end(tmp_path, perview_fixture):
+    """The real command line: `python -m amplify export ...` writes a loadable export and says so."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    out = tmp_path / "mt_onnx"
+    res = subprocess.run([sys.executable, "-m", "amplify", "export", "--format", "onnx", "--model",
+                          str(perview_fixture[0] / "mt.pt"), "--out", str(out), "threads=1"],
+                         cwd=Path(__file__).resolve().parents[2], capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert "wrote 3 graphs" in res.stdout and "parity passed" in res.stdout
+    from exporters.runtime import load_exported
+
+    model = load_exported(out, threads=1)
+    idx, _ = model.encode(tracks=perview_fixture[1]["tracks"])
+    np.testing.assert_array_equal(idx, perview_fixture[2]["mt_indices"])
