@@ -2,7 +2,8 @@
 
 Named models: ``fixture_small`` (the reference fixture's amplify.pt; skips without ../shared),
 ``fixture_perview_mt`` (the per-view tokenizer fixture), ``random_small`` (a random bundle of the
-``small`` preset with an instruction table); any other name is a checkpoint path.
+``small`` preset with an instruction table), ``random_mt`` (a random small tokenizer); any other
+name is a checkpoint path.
 """
 from __future__ import annotations
 
@@ -44,7 +45,17 @@ def random_small_dir(export_root) -> Path:
 
 
 @pytest.fixture(scope="session")
-def bundle_path(request, random_small_dir):
+def random_mt_dir(export_root) -> Path:
+    """A random motion tokenizer of the 'small' preset in the project's format (no ../shared needed)."""
+    from amplify import MotionTokenizer, save_model
+    from amplify.presets import small
+
+    torch.manual_seed(0)
+    return save_model(MotionTokenizer(small().motion_tokenizer).eval(), export_root / "random_mt", {"name": "random-mt"})
+
+
+@pytest.fixture(scope="session")
+def bundle_path(request, random_small_dir, random_mt_dir):
     """Test bundle name -> checkpoint path (the fixture bundle skips without ../shared)."""
 
     def get(name: str) -> Path:
@@ -54,6 +65,8 @@ def bundle_path(request, random_small_dir):
             return request.getfixturevalue("perview_fixture")[0] / "mt.pt"
         if name == "random_small":
             return random_small_dir
+        if name == "random_mt":
+            return random_mt_dir
         return Path(name)
 
     return get

@@ -122,7 +122,7 @@ def test_int8_variant(exports):
     actions = i8.act(feed["images"], feed["proprio"], text_emb=feed["text_emb"])
     assert actions.shape == (3, 16, 7) and np.isfinite(actions).all()
     with pytest.raises(Exception, match="no int8 variant"):
-        OnnxModel(exports.get("fixture_perview_mt", "onnx")[0], precision="int8")
+        OnnxModel(exports.get("random_mt", "onnx")[0], precision="int8")
 
 
 def test_provider_selection():
