@@ -15,6 +15,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="a bundle (original amplify.pt or a project directory) or a motion tokenizer (mt.pt or directory)")
     p.add_argument("--out", required=True, help="output directory (graphs + manifest.json)")
     p.add_argument("--int8", action="store_true", help="also write int8 (dynamically quantized) ONNX graphs")
+    p.add_argument("--topk", action="store_true",
+                   help="also export predict_codes_topk and act_topk (top-k sampling; the runtime supplies the noise)")
     p.add_argument("--graphs", default="", help="comma-separated subset of graphs (default: all the model has)")
     p.add_argument("--opset", type=int, default=17)
     p.add_argument("--name", default="", help="model name for the manifest")
@@ -28,7 +30,7 @@ def run(args: argparse.Namespace) -> int:
     from exporters.source import load_source
 
     try:
-        settings = ExportSettings(format=args.format, int8=args.int8, opset=args.opset, name=args.name,
+        settings = ExportSettings(format=args.format, int8=args.int8, topk=args.topk, opset=args.opset, name=args.name,
                                   graphs=[g for g in args.graphs.split(",") if g])
         settings = apply_overrides(settings, args.overrides)
         settings.check()

@@ -48,6 +48,7 @@ class ExportSettings:
     graphs: list[str] = field(default_factory=list)  # empty: every graph the model has
     opset: int = 17
     int8: bool = False  # ONNX/Triton: also write dynamically quantized int8 graphs
+    topk: bool = False  # also export predict_codes_topk and act_topk (top-k sampling from caller noise)
     batch_sizes: list[int] = field(default_factory=lambda: [1, 3])  # parity is checked at each
     atol: float = 1e-4  # parity: float outputs within this absolute difference; integers exact
     seed: int = 0  # parity inputs
@@ -157,6 +158,12 @@ def available_graphs(source: ExportSource) -> list[str]:
     return [g for g, spec in GRAPHS.items() if source.kind == "bundle" or not spec.needs_bundle]
 
 
+def default_graphs(source: ExportSource, settings: ExportSettings) -> list[str]:
+    """What an export holds unless ``graphs`` names a subset: the non-optional graphs, plus the
+    top-k ones with ``topk``."""
+    return [g for g in available_graphs(source) if not GRAPHS[g].optional or settings.topk]
+
+
 def graph_file(graph: str, settings: ExportSettings, int8: bool = False) -> str:
     """Where a graph lives inside the output directory."""
     if settings.format == "triton":
@@ -179,14 +186,15 @@ def model_metadata(source: ExportSource, instructions: list[str]) -> dict[str, A
         "fsq_levels": list(mt.fsq_levels), "codebook_size": mt.codebook_size, "num_codes": mt.num_codes,
         "velocity_steps": mt.num_steps, "relative_classes": mt.rel_cls_img_size[0] * mt.rel_cls_img_size[1],
         "action_horizon": None, "action_dim": None, "proprio_dim": None, "text_embedding_dim": None,
-        "vision_image_size": None, "instructions": instructions,
+        "vision_image_size": None, "top_k": None, "instructions": instructions,
     }
     if source.kind == "bundle":
         cfg = source.model.cfg
         idc = cfg.inverse_dynamics
         meta.update(action_horizon=idc.action_horizon, action_dim=idc.action_dim,
                     proprio_dim=idc.proprio_dim if idc.cond_on_proprio else None,
-                    text_embedding_dim=cfg.forward_dynamics.text_embed_dim, vision_image_size=cfg.vision.image_size)
+                    text_embedding_dim=cfg.forward_dynamics.text_embed_dim, vision_image_size=cfg.vision.image_size,
+                    top_k=cfg.forward_dynamics.top_k)
     return meta
 
 
@@ -225,7 +233,7 @@ def export_model(source: ExportSource, out: str | Path, settings: ExportSettings
     if settings.threads > 0:
         torch.set_num_threads(settings.threads)
     started = time.perf_counter()
-    graphs = settings.graphs or available_graphs(source)
+    graphs = settings.graphs or default_graphs(source, settings)
     missing = [g for g in graphs if g not in available_graphs(source)]
     if missing:
         raise ExportError(f"a {source.kind} has no {missing} graphs; it exports {available_graphs(source)}")
@@ -298,7 +306,7 @@ def export_model(source: ExportSource, out: str | Path, settings: ExportSettings
                   "trained": source.metadata.get("trained")},
         "metadata": model_metadata(source, instructions),
         "images": IMAGE_NOTE.format(size=source.model.cfg.vision.image_size) if source.kind == "bundle" else None,
-        "sampling": ["argmax"],
+        "sampling": ["argmax"] + (["topk"] if "predict_codes_topk" in entries or "act_topk" in entries else []),
         "instructions": table,
         "graphs": entries,
         "config": source.config,

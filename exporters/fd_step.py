@@ -1,6 +1,7 @@
 """The alternative FD export, measured against the unrolled loop: a cached single-step graph driven
 by a small Python loop. Kept as a measurement (``python -m exporters.fd_step --model M``), not
-shipped in exports: the unrolled graph measured faster (docs/exporters.md).
+shipped in exports: the unrolled graph measured faster on the small bundle and the same at
+paper size (docs/exporters.md).
 
 Both start from the vision encoder's patch tokens so that only the FD loop is compared:
 

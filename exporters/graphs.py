@@ -15,7 +15,6 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
 from amplify.config import MotionTokenizerConfig
 from amplify.models.motion_tokenizer import MotionTokenizer
@@ -65,6 +64,19 @@ class ExportFSQ(nn.Module):
 def _check_tokenizer(cfg: MotionTokenizerConfig) -> None:
     if cfg.cond_on_img:
         raise ValueError("image-conditioned motion tokenizers (cond_on_img) are not exportable yet")
+
+
+def _check_action_head(policy: AMPLIFY) -> None:
+    """Sampling heads (diffusion, flow) export only from a fixed start (``sample_noise='zero'``): their
+    sampler is then a deterministic unrolled loop. Seeded or fresh noise would be frozen or
+    re-drawn differently by a traced graph, so it is refused rather than exported wrong."""
+    idc = policy.cfg.inverse_dynamics
+    noise = getattr(idc, "sample_noise", "zero")
+    if idc.head != "gaussian" and noise != "zero":
+        raise ValueError(
+            f"the {idc.head} action head starts sampling from {noise!r} noise (inverse_dynamics.sample_noise); "
+            "only 'zero' exports. Export the other graphs with --graphs encode,indices_to_codes,decode,predict_codes"
+        )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -154,8 +166,14 @@ class _BundleGraph(nn.Module):
         tokens = self.vision(images.reshape(b * v, images.shape[2], images.shape[3], images.shape[4]))
         return tokens.reshape(b, v, tokens.shape[1], tokens.shape[2])
 
-    def predict_indices(self, tokens: torch.Tensor, text_emb: torch.Tensor) -> torch.Tensor:
-        """FD argmax prediction, unrolled over S steps with a key/value cache -> indices (b, S) int64."""
+    def predict_indices(self, tokens: torch.Tensor, text_emb: torch.Tensor,
+                        uniform: torch.Tensor | None = None) -> torch.Tensor:
+        """FD prediction, unrolled over S steps with a key/value cache -> indices (b, S) int64.
+
+        Argmax, or with ``uniform`` (b, S, K) random numbers in (0, 1) top-k sampling by the
+        Gumbel-max trick: argmax(top-k-filtered logits - log(-log(u))) is a sample of
+        softmax(filtered logits), the distribution ``ForwardDynamics.predict(sampling='topk')`` draws from.
+        """
         fd, cfg = self.fd, self.fd.cfg
         b = tokens.shape[0]
         cond = fd.get_cond_tokens(tokens.reshape(b, -1, tokens.shape[-1]), text_emb)  # (b, C, h)
@@ -165,6 +183,10 @@ class _BundleGraph(nn.Module):
         indices = []
         for step in range(cfg.pred_seq_len):
             logits = fd.unembed(hidden[:, -1])[:, :num_logits]  # (b, K)
+            if uniform is not None:
+                kth = torch.topk(logits, min(cfg.top_k, num_logits), dim=-1).values[:, -1:]  # (b, 1)
+                u = uniform[:, step, :num_logits].clamp(1e-12, 1.0 - 1e-7)
+                logits = logits.masked_fill(logits < kth, float("-inf")) - torch.log(-torch.log(u))
             idx = logits.argmax(dim=-1)  # (b,)
             indices.append(idx)
             if step + 1 < cfg.pred_seq_len:
@@ -199,6 +221,7 @@ class InverseDynamicsGraph(_BundleGraph):
 
     def __init__(self, policy: AMPLIFY):
         super().__init__(policy)
+        _check_action_head(policy)
         c = policy.cfg.inverse_dynamics
         self.input_names = tuple(name for name, used in (
             ("images", c.cond_on_img), ("text_emb", c.cond_on_text), ("proprio", c.cond_on_proprio), ("codes", True),
@@ -215,12 +238,38 @@ class ActGraph(_BundleGraph):
 
     def __init__(self, policy: AMPLIFY):
         super().__init__(policy)
+        _check_action_head(policy)
         self.input_names = ("images", "text_emb") + (("proprio",) if policy.cfg.inverse_dynamics.cond_on_proprio else ())
 
     def forward(self, *inputs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         x = dict(zip(self.input_names, inputs))
         tokens = self.image_tokens(x["images"])
         indices = self.predict_indices(tokens, x["text_emb"])
+        actions = self.actions(tokens, x["text_emb"], x.get("proprio"), self.fsq.indices_to_codes(indices))
+        return actions, indices
+
+
+class PredictCodesTopKGraph(_BundleGraph):
+    """images, text_emb (b, E), uniform (b, S, K) -> indices (b, S) int64, codes (b, S, h): top-k sampling."""
+
+    input_names: tuple[str, ...] = ("images", "text_emb", "uniform")
+
+    def forward(self, images: torch.Tensor, text_emb: torch.Tensor, uniform: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        indices = self.predict_indices(self.image_tokens(images), text_emb, uniform)
+        return indices, self.fsq.indices_to_codes(indices)
+
+
+class ActTopKGraph(ActGraph):
+    """As ``act`` with top-k sampled codes: images, text_emb, [proprio], uniform (b, S, K) -> actions, indices."""
+
+    def __init__(self, policy: AMPLIFY):
+        super().__init__(policy)
+        self.input_names = self.input_names + ("uniform",)
+
+    def forward(self, *inputs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        x = dict(zip(self.input_names, inputs))
+        tokens = self.image_tokens(x["images"])
+        indices = self.predict_indices(tokens, x["text_emb"], x["uniform"])
         actions = self.actions(tokens, x["text_emb"], x.get("proprio"), self.fsq.indices_to_codes(indices))
         return actions, indices
 
@@ -239,6 +288,7 @@ class GraphSpec:
     outputs: tuple[str, ...]
     needs_bundle: bool
     doc: str
+    optional: bool = False  # exported only when asked for (--topk, or by name in --graphs)
 
 
 GRAPHS: dict[str, GraphSpec] = {g.name: g for g in (
@@ -254,6 +304,10 @@ GRAPHS: dict[str, GraphSpec] = {g.name: g for g in (
               "inverse dynamics (action head mean) from images, text, proprioception and codes"),
     GraphSpec("act", ActGraph, ("images", "text_emb", "proprio"), ("actions", "indices"), True,
               "the whole policy: images, text, proprioception -> actions (and the predicted indices)"),
+    GraphSpec("predict_codes_topk", PredictCodesTopKGraph, ("images", "text_emb", "uniform"), ("indices", "codes"), True,
+              "forward dynamics with top-k sampling (Gumbel-max on caller-supplied uniform noise (b, S, K))", True),
+    GraphSpec("act_topk", ActTopKGraph, ("images", "text_emb", "proprio", "uniform"), ("actions", "indices"), True,
+              "the whole policy with top-k sampled codes (uniform noise (b, S, K))", True),
 )}
 
 

@@ -45,6 +45,9 @@ def sample_inputs(source: ExportSource, names: tuple[str, ...], batch: int, seed
         elif name == "velocities":
             tracks = torch.rand(batch, mt.num_views, mt.track_pred_horizon, mt.num_tracks, 2, generator=g) * 2 - 1
             out[name] = torch.diff(tracks, dim=2)
+        elif name == "uniform":
+            cfg = source.model.cfg.forward_dynamics
+            out[name] = torch.rand(batch, cfg.pred_seq_len, cfg.codebook_size, generator=g)
         elif name in ("indices", "codes"):
             idx = torch.randint(0, mt.codebook_size, (batch, mt.seq_len), generator=g)
             if name == "indices":
@@ -85,6 +88,17 @@ def reference_outputs(source: ExportSource, graph: str, inputs: dict[str, torch.
                 tokens = t.permute(0, 2, 1, 3).reshape(t.shape[0], t.shape[2], -1)
             out = {"actions": policy.inverse_dynamics(img_tokens=tokens, text_emb=inputs.get("text_emb"),
                                                       proprio=inputs.get("proprio"), codes=inputs["codes"])}
+        elif graph in ("predict_codes_topk", "act_topk"):
+            indices = topk_reference_indices(policy, inputs["images"], inputs["text_emb"], inputs["uniform"])
+            codes = policy.motion_tokenizer.indices_to_codes(indices)
+            if graph == "predict_codes_topk":
+                out = {"indices": indices, "codes": codes}
+            else:
+                t = policy.image_tokens(inputs["images"])
+                tokens = t.permute(0, 2, 1, 3).reshape(t.shape[0], t.shape[2], -1)
+                out = {"actions": policy.inverse_dynamics(img_tokens=tokens, text_emb=inputs["text_emb"],
+                                                          proprio=inputs.get("proprio"), codes=codes),
+                       "indices": indices}
         elif graph == "act":
             actions = policy.act(inputs["images"], inputs.get("proprio"), text_emb=inputs["text_emb"], ar_sampling="argmax")
             indices, _ = policy.predict_codes(inputs["images"], text_emb=inputs["text_emb"], ar_sampling="argmax")
@@ -92,6 +106,27 @@ def reference_outputs(source: ExportSource, graph: str, inputs: dict[str, torch.
         else:
             raise KeyError(f"unknown graph {graph!r}")
     return {k: v.detach().cpu().numpy() for k, v in out.items()}
+
+
+@torch.no_grad()
+def topk_reference_indices(policy, images: torch.Tensor, text_emb: torch.Tensor, uniform: torch.Tensor) -> torch.Tensor:
+    """Top-k sampling with given uniform noise, computed the library's uncached way: the whole
+    sequence through the trunk at every step, ``top_k_filter``, then Gumbel-max -> indices (b, S)."""
+    from amplify.models.forward_dynamics import top_k_filter
+
+    fd, cfg = policy.forward_dynamics, policy.forward_dynamics.cfg
+    tokens = policy.image_tokens(images)  # (b, v, 49, 512)
+    cond = fd.get_cond_tokens(tokens.reshape(tokens.shape[0], -1, tokens.shape[-1]), text_emb)
+    x = torch.cat([cond, fd.sos_token.expand(cond.shape[0], -1, -1)], dim=1)
+    n = fd.num_codes if cfg.mask_unused_logits else cfg.codebook_size
+    indices = []
+    for step in range(cfg.pred_seq_len):
+        logits = fd._logits(fd.trunk(x)[:, -1])[:, :n]
+        u = uniform[:, step, :n].clamp(1e-12, 1.0 - 1e-7)
+        idx = (top_k_filter(logits, cfg.top_k) - torch.log(-torch.log(u))).argmax(dim=-1)
+        indices.append(idx)
+        x = torch.cat([x, fd.quantize.indices_to_codes(idx[:, None])], dim=1)
+    return torch.stack(indices, dim=1)
 
 
 def compare(graph: str, batch: int, expected: dict[str, np.ndarray], actual: dict[str, np.ndarray],

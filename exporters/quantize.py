@@ -84,8 +84,8 @@ def quantize_graphs(out: Path, manifest: dict[str, Any], inputs: dict[str, dict[
         one = inputs[graph][batches[0]]
         if batches[0] != 1:
             one = {k: v[:1] for k, v in one.items()}
-        t32 = median_ms(lambda: f32(one), settings.timing_runs)
-        t8 = median_ms(lambda: i8(one), settings.timing_runs)
+        t32 = median_ms(lambda f=f32, x=one: f(x), settings.timing_runs)
+        t8 = median_ms(lambda f=i8, x=one: f(x), settings.timing_runs)
         report["graphs"][graph] = {
             "latency_ms": {"float32": round(t32, 3), "int8": round(t8, 3)}, "speedup": round(t32 / t8, 3),
             "bytes": {"float32": entry["bytes"], "int8": dst.stat().st_size},

@@ -9,6 +9,7 @@ This module imports numpy, onnxruntime (ONNX) or torch (TorchScript) and the man
 a server can use it without the exporter or the model library. Inputs are checked against the
 manifest; a wrong shape or dtype raises ``InputError`` naming the field, the expected and the
 received shape. Images may be uint8 (0-255) or float (0-1) at ``metadata['image_size']``.
+Prediction is argmax; exports made with ``--topk`` also sample top-k (``sampling='topk', seed=``).
 """
 from __future__ import annotations
 
@@ -140,10 +141,28 @@ class ExportedModel:
             return self.embed_text(text)
         raise InputError("text_emb", "pass text_emb (b, E) or text (a list of b instructions)")
 
-    @staticmethod
-    def _sampling(sampling: str | None) -> None:
-        if sampling not in (None, "argmax"):
-            raise ValueError(f"exported graphs predict with argmax only; sampling {sampling!r} needs the PyTorch back end")
+    @property
+    def sampling_modes(self) -> list[str]:
+        """'argmax', and 'topk' when the export holds the top-k graphs (``amplify export --topk``)."""
+        return list(self.manifest.get("sampling") or ["argmax"])
+
+    def _graph_for(self, graph: str, sampling: str | None) -> str:
+        if sampling in (None, "argmax"):
+            return graph
+        if sampling == "topk":
+            if not self.has(f"{graph}_topk"):
+                raise ValueError(f"this export has no top-k graphs; re-export with 'amplify export --topk' "
+                                 f"(it samples with {self.sampling_modes})")
+            return f"{graph}_topk"
+        raise ValueError(f"sampling must be 'argmax' or 'topk', got {sampling!r}")
+
+    def _uniform(self, batch: int, seed: int | None) -> np.ndarray:
+        """Noise for top-k sampling: (b, S, K) uniform in [0, 1) from numpy's PCG64 with ``seed``."""
+        shape = (batch, int(self.metadata["code_length"]), int(self.metadata["codebook_size"]))
+        return np.random.default_rng(seed).random(shape, dtype=np.float32)
+
+    def _batch(self, images: Any) -> int:
+        return int(np.shape(images)[0]) if np.ndim(images) else 0
 
     # -- entry points ----------------------------------------------------------------------------
     def encode(self, tracks: Any = None, velocities: Any = None) -> tuple[np.ndarray, np.ndarray]:
@@ -177,17 +196,21 @@ class ExportedModel:
         return out["velocities"], out["logits"]
 
     def predict_codes(self, images: Any, text_emb: Any = None, text: Sequence[str] | None = None,
-                      sampling: str | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """Images (b, v, H, W, 3), text -> (indices (b, S) int64, codes (b, S, h)), argmax."""
-        self._sampling(sampling)
-        out = self.run("predict_codes", images=images, text_emb=self._text(text_emb, text))
+                      sampling: str | None = None, seed: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Images (b, v, H, W, 3), text -> (indices (b, S) int64, codes (b, S, h)).
+
+        ``sampling``: 'argmax' (default) or 'topk' (needs an export with --topk; ``seed`` makes it
+        repeatable; numpy's generator, so the draws differ from PyTorch's for the same seed)."""
+        graph = self._graph_for("predict_codes", sampling)
+        extra = {"uniform": self._uniform(self._batch(images), seed)} if graph.endswith("_topk") else {}
+        out = self.run(graph, images=images, text_emb=self._text(text_emb, text), **extra)
         return out["indices"], out["codes"]
 
     def predict_traj(self, images: Any, init_points: Any, text_emb: Any = None, text: Sequence[str] | None = None,
-                     sampling: str | None = None) -> np.ndarray:
+                     sampling: str | None = None, seed: int | None = None) -> np.ndarray:
         """Predicted tracks (b, v, H, n, 2) from initial points (b, v, n, 2) (or tracks (b, v, H', n, 2),
         whose first points are used); not clamped to [-1, 1]."""
-        _, codes = self.predict_codes(images, text_emb, text, sampling)
+        _, codes = self.predict_codes(images, text_emb, text, sampling, seed)
         velocities, _ = self.decode(codes=codes)
         return integrate_velocities(velocities, self._convert("init_points", init_points, "float32"))
 
@@ -199,10 +222,12 @@ class ExportedModel:
         return self.run("inverse_dynamics", images=images, proprio=proprio, text_emb=emb, codes=codes)["actions"]
 
     def act(self, images: Any, proprio: Any = None, text_emb: Any = None, text: Sequence[str] | None = None,
-            sampling: str | None = None) -> np.ndarray:
-        """Images (b, v, H, W, 3), proprio (b, P), text -> actions (b, A, action_dim)."""
-        self._sampling(sampling)
-        return self.run("act", images=images, proprio=proprio, text_emb=self._text(text_emb, text))["actions"]
+            sampling: str | None = None, seed: int | None = None) -> np.ndarray:
+        """Images (b, v, H, W, 3), proprio (b, P), text -> actions (b, A, action_dim); sampling as
+        in ``predict_codes``."""
+        graph = self._graph_for("act", sampling)
+        extra = {"uniform": self._uniform(self._batch(images), seed)} if graph.endswith("_topk") else {}
+        return self.run(graph, images=images, proprio=proprio, text_emb=self._text(text_emb, text), **extra)["actions"]
 
 
 def integrate_velocities(velocities: np.ndarray, init_points: np.ndarray) -> np.ndarray:

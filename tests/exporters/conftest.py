@@ -2,7 +2,8 @@
 
 Named models: ``fixture_small`` (the reference fixture's amplify.pt; skips without ../shared),
 ``fixture_perview_mt`` (the per-view tokenizer fixture), ``random_small`` (a random bundle of the
-``small`` preset with an instruction table); any other name is a checkpoint path.
+``small`` preset with an instruction table), ``random_mt`` (a random small tokenizer); any other
+name is a checkpoint path.
 """
 from __future__ import annotations
 
@@ -44,7 +45,17 @@ def random_small_dir(export_root) -> Path:
 
 
 @pytest.fixture(scope="session")
-def bundle_path(request, random_small_dir):
+def random_mt_dir(export_root) -> Path:
+    """A random motion tokenizer of the 'small' preset in the project's format (no ../shared needed)."""
+    from amplify import MotionTokenizer, save_model
+    from amplify.presets import small
+
+    torch.manual_seed(0)
+    return save_model(MotionTokenizer(small().motion_tokenizer).eval(), export_root / "random_mt", {"name": "random-mt"})
+
+
+@pytest.fixture(scope="session")
+def bundle_path(request, random_small_dir, random_mt_dir):
     """Test bundle name -> checkpoint path (the fixture bundle skips without ../shared)."""
 
     def get(name: str) -> Path:
@@ -54,13 +65,21 @@ def bundle_path(request, random_small_dir):
             return request.getfixturevalue("perview_fixture")[0] / "mt.pt"
         if name == "random_small":
             return random_small_dir
+        if name == "random_mt":
+            return random_mt_dir
         return Path(name)
 
     return get
 
 
+# Triton exports in these tests also carry the int8 and top-k graphs (timed with few runs), so one
+# export covers the Triton layout, int8 and top-k sampling.
+TRITON_TEST_SETTINGS = {"int8": True, "topk": True, "timing_runs": 1}
+
+
 class ExportCache:
-    """Export each (model, format) once per session; later requests reuse the directory."""
+    """Export each (model, format) once per session; later requests reuse the directory.
+    Triton exports default to ``TRITON_TEST_SETTINGS``."""
 
     def __init__(self, root: Path, bundle_path):
         self.root, self.bundle_path, self.done = root, bundle_path, {}
@@ -69,6 +88,8 @@ class ExportCache:
         from exporters.export import ExportSettings, export_model
         from exporters.source import load_source
 
+        if fmt == "triton" and not settings:
+            settings = TRITON_TEST_SETTINGS
         key = (bundle, fmt, tuple(sorted(settings.items())))
         if key not in self.done:
             out = self.root / f"{Path(bundle).name}-{fmt}-{len(self.done)}"

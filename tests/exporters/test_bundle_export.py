@@ -13,13 +13,12 @@ from exporters.manifest import read_manifest
 from exporters.runtime import load_exported
 
 # (bundle, format) pairs: the fixture bundle and a random small bundle each as ONNX graphs (the
-# random one in the Triton layout, which holds the same ONNX graphs, with int8 variants) and as
-# TorchScript; any bundle listed in AMPLIFY_EXPORT_TEST_BUNDLES (os.pathsep-separated checkpoint
+# random one in the Triton layout, which holds the same ONNX graphs, with int8 and top-k graphs) and
+# as TorchScript; any bundle listed in AMPLIFY_EXPORT_TEST_BUNDLES (os.pathsep-separated checkpoint
 # paths, e.g. the trained default bundle) in every format.
 EXTRA = [p for p in os.environ.get("AMPLIFY_EXPORT_TEST_BUNDLES", "").split(os.pathsep) if p]
 CASES = [("fixture_small", "onnx"), ("fixture_small", "torchscript"), ("random_small", "triton"),
          ("random_small", "torchscript"), *[(b, f) for b in EXTRA for f in ("onnx", "torchscript", "triton")]]
-EXPORT_SETTINGS = {"triton": {"int8": True, "timing_runs": 3}}
 ATOL = 1e-4
 API_METADATA_KEYS = ["views", "image_size", "track_horizon", "num_tracks", "code_length", "hidden_dim", "fsq_levels",
                      "codebook_size", "action_horizon", "action_dim", "proprio_dim", "text_embedding_dim", "instructions"]
@@ -28,7 +27,7 @@ API_METADATA_KEYS = ["views", "image_size", "track_horizon", "num_tracks", "code
 @pytest.fixture(scope="module", params=CASES, ids=lambda p: f"{p[0].split('/')[-1]}-{p[1]}")
 def exported(request, exports):
     bundle, fmt = request.param
-    out, _ = exports.get(bundle, fmt, **EXPORT_SETTINGS.get(fmt, {}))
+    out, _ = exports.get(bundle, fmt)
     return bundle, fmt, out
 
 
@@ -40,7 +39,9 @@ def test_manifest_complete(exported, bundle_path, policies):
     assert m["runtime"] == fmt
     assert m["model"]["kind"] == "bundle"
     assert m["model"]["source_sha256"] == file_sha256(bundle_path(bundle))
-    assert set(m["graphs"]) == set(GRAPHS)
+    topk = {"predict_codes_topk", "act_topk"}
+    assert set(m["graphs"]) == {g for g, spec in GRAPHS.items() if not spec.optional} | (topk if fmt == "triton" else set())
+    assert m["sampling"] == (["argmax", "topk"] if fmt == "triton" else ["argmax"])
     for name, g in m["graphs"].items():
         path = out / g["file"]
         assert path.is_file() and g["bytes"] == path.stat().st_size and g["sha256"] == file_sha256(path)
@@ -61,7 +62,7 @@ def test_manifest_complete(exported, bundle_path, policies):
     # parity at export: passed, batch 1 and a larger batch, every graph and output within tolerance
     p = m["parity"]
     assert p["passed"] and p["batch_sizes"] == [1, 3]
-    for name in GRAPHS:
+    for name in m["graphs"]:
         for b in ("1", "3"):
             assert set(p["max_abs_diff"][name][b]) == {t["name"] for t in m["graphs"][name]["outputs"]}
             assert all(v <= ATOL for v in p["max_abs_diff"][name][b].values())
@@ -94,9 +95,9 @@ def _inputs(policy, b: int, seed: int):
     return images, text_emb, proprio, tracks
 
 
-@pytest.mark.parametrize("batch", [1, 2])
-def test_runtime_matches_pytorch(exported, policies, batch):
-    """Fresh inputs (not the export's), uint8 images, every runtime entry point against the library."""
+def test_runtime_matches_pytorch(exported, policies, batch=2):
+    """Fresh inputs (not the export's), uint8 images, every runtime entry point against the library
+    (batch 1 and 3 are checked at export, on every graph)."""
     import torch
 
     from amplify.tracks import points_to_velocities
@@ -134,11 +135,10 @@ def test_runtime_matches_pytorch(exported, policies, batch):
                                       model.act(images, proprio, text_emb=model.embed_text(text)))
 
 
-def test_fixture_expected_outputs(exported, small_fixture):
+@pytest.mark.parametrize("fmt", ["onnx", "torchscript"])
+def test_fixture_expected_outputs(fmt, exports, small_fixture):
     """The original research code's outputs, reproduced by the exported graphs."""
-    bundle, fmt, out = exported
-    if bundle != "fixture_small":
-        pytest.skip("expected outputs exist for the reference fixture bundle only")
+    out, _ = exports.get("fixture_small", fmt)
     _, inp, exp = small_fixture
     model = load_exported(out, threads=1)
     idx, codes = model.predict_codes(inp["images"], text_emb=inp["text_emb"])
@@ -154,3 +154,32 @@ def test_fixture_expected_outputs(exported, small_fixture):
     vel, logits = model.decode(codes=exp["mt_codes"])
     np.testing.assert_allclose(vel, exp["mt_x_recon"], rtol=0, atol=ATOL)
     np.testing.assert_allclose(logits, exp["mt_rel_logits"], rtol=0, atol=ATOL)
+
+
+def test_topk_sampling(exports, policies):
+    """Top-k graphs: repeatable per seed, varied across seeds, and every first token is one of the
+    k most likely under PyTorch's logits (the fixed-noise parity against the uncached PyTorch
+    computation is checked at export)."""
+    import torch
+
+    out, _ = exports.get("random_small", "triton")
+    model = load_exported(out, threads=1)
+    policy = policies("random_small")
+    images, text_emb, proprio, _ = _inputs(policy, 1, seed=7)
+    images, text_emb, proprio = (np.repeat(x, 12, axis=0) for x in (images, text_emb, proprio))
+    a, _ = model.predict_codes(images, text_emb=text_emb, sampling="topk", seed=1)
+    b, _ = model.predict_codes(images, text_emb=text_emb, sampling="topk", seed=1)
+    c, _ = model.predict_codes(images, text_emb=text_emb, sampling="topk", seed=2)
+    np.testing.assert_array_equal(a, b)
+    assert (a != c).any() and len(set(a[:, 0])) > 1
+    with torch.no_grad():
+        _, logits = policy.forward_dynamics.predict(
+            policy.forward_dynamics.get_cond_tokens(policy.image_tokens(images[:1]).flatten(1, 2), torch.from_numpy(text_emb[:1])),
+            return_logits=True)
+    top = set(torch.topk(logits[0, 0], policy.cfg.forward_dynamics.top_k).indices.tolist())
+    assert set(a[:, 0].tolist()) <= top
+    actions = model.act(images[:2], proprio[:2], text_emb=text_emb[:2], sampling="topk", seed=3)
+    assert actions.shape == (2, 16, 7) and np.isfinite(actions).all()
+    with pytest.raises(ValueError, match="no top-k graphs"):
+        load_exported(exports.get("random_small", "torchscript")[0], threads=1).act(images[:1], proprio[:1],
+                                                                                      text_emb=text_emb[:1], sampling="topk")

@@ -7,7 +7,7 @@ from pathlib import Path
 
 
 def test_runtime_imports_neither_torch_nor_the_library(exports):
-    out, _ = exports.get("random_small", "triton", int8=True, timing_runs=3)
+    out, _ = exports.get("random_small", "triton")
     code = (
         "import sys; from exporters.runtime import load_exported; import numpy as np\n"
         f"m = load_exported({str(out)!r}, threads=1)\n"

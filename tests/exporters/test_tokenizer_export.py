@@ -31,22 +31,43 @@ def test_perview_tokenizer(fmt, exports, perview_fixture):
         model.act(np.zeros((1, 2, 128, 128, 3), np.float32), text_emb=np.zeros((1, 512), np.float32))
 
 
-def test_runtime_input_errors(exports, perview_fixture):
-    """Wrong shapes, dtypes, values and batch sizes name the field and the expected shape."""
-    _, inp, _ = perview_fixture
-    out, _ = exports.get("fixture_perview_mt", "onnx")
+def test_random_tokenizer_roundtrip(exports):
+    """A tokenizer export without ../shared: graphs agree with the PyTorch tokenizer at batch 1 and 3."""
+    import torch
+
+    from amplify import load_motion_tokenizer
+
+    out, manifest = exports.get("random_mt", "onnx")
+    assert set(manifest["graphs"]) == {"encode", "indices_to_codes", "decode"} and manifest["parity"]["passed"]
+    mt, cfg = load_motion_tokenizer(manifest["model"]["source"])
     model = load_exported(out, threads=1)
-    with pytest.raises(InputError, match=r"velocities: expected shape \(b, 2, 8, 25, 2\), got \(1, 2, 8, 24, 2\)"):
-        model.encode(velocities=np.zeros((1, 2, 8, 24, 2), np.float32))
+    rng = np.random.default_rng(0)
+    for b in (1, 3):
+        tracks = rng.uniform(-1, 1, (b, 2, 16, 16, 2)).astype(np.float32)
+        with torch.no_grad():
+            codes, idx = mt.tokenize(torch.from_numpy(np.diff(tracks, axis=2)))
+            vel, _ = mt.decode(codes)
+        got_idx, got_codes = model.encode(tracks=tracks)
+        np.testing.assert_array_equal(got_idx, idx.numpy())
+        np.testing.assert_allclose(got_codes, codes.numpy(), rtol=0, atol=ATOL)
+        np.testing.assert_allclose(model.decode(indices=got_idx)[0], vel.numpy(), rtol=0, atol=ATOL)
+
+
+def test_runtime_input_errors(exports):
+    """Wrong shapes, dtypes, values and batch sizes name the field and the expected shape."""
+    out, _ = exports.get("random_mt", "onnx")
+    model = load_exported(out, threads=1)
+    with pytest.raises(InputError, match=r"velocities: expected shape \(b, 2, 15, 16, 2\), got \(1, 2, 15, 15, 2\)"):
+        model.encode(velocities=np.zeros((1, 2, 15, 15, 2), np.float32))
     with pytest.raises(InputError, match="tracks: expected shape"):
-        model.encode(tracks=np.zeros((1, 2, 5, 25, 2), np.float32))
+        model.encode(tracks=np.zeros((1, 2, 5, 16, 2), np.float32))
     with pytest.raises(InputError, match="exactly one"):
         model.encode()
     with pytest.raises(InputError, match="indices: expected integers, got float32"):
-        model.decode(indices=np.zeros((1, 16), np.float32))
-    with pytest.raises(InputError, match=r"indices: values must be in \[0, 512\)"):
-        model.decode(indices=np.full((1, 16), 512))
+        model.decode(indices=np.zeros((1, 15), np.float32))
+    with pytest.raises(InputError, match=r"indices: values must be in \[0, 64\)"):
+        model.decode(indices=np.full((1, 15), 64))
     with pytest.raises(InputError, match="NaN"):
-        model.decode(codes=np.full((1, 16, 96), np.nan, np.float32))
-    with pytest.raises(InputError, match=r"codes: expected shape \(b, 16, 96\), got \(0, 16, 96\)"):
-        model.decode(codes=np.zeros((0, 16, 96), np.float32))
+        model.decode(codes=np.full((1, 15, 64), np.nan, np.float32))
+    with pytest.raises(InputError, match=r"codes: expected shape \(b, 15, 64\), got \(0, 15, 64\)"):
+        model.decode(codes=np.zeros((0, 15, 64), np.float32))

@@ -1,7 +1,6 @@
 """Triton repository layout, TorchScript without the project's code, int8 variants, provider choice."""
 from __future__ import annotations
 
-import json
 import os
 import re
 import subprocess
@@ -32,7 +31,7 @@ def _parse_pbtxt(text: str) -> dict:
 def test_triton_layout(exports):
     import onnx
 
-    out, manifest = exports.get("random_small", "triton", int8=True, timing_runs=3)
+    out, manifest = exports.get("random_small", "triton")
     models = sorted(p.name for p in out.iterdir() if p.is_dir())
     assert models == sorted([f"amplify_{g}" for g in manifest["graphs"]] + [f"amplify_{g}_int8" for g in manifest["graphs"]])
     dtypes = {"float32": "TYPE_FP32", "int64": "TYPE_INT64"}
@@ -106,7 +105,7 @@ def test_int8_variant(exports):
     from exporters.quantize import differences
     from exporters.source import load_source
 
-    out, manifest = exports.get("random_small", "triton", int8=True, timing_runs=3)
+    out, manifest = exports.get("random_small", "triton")
     rep = manifest["int8"]["graphs"]
     assert set(rep) == set(manifest["graphs"])
     for graph in rep:
@@ -123,7 +122,7 @@ def test_int8_variant(exports):
     actions = i8.act(feed["images"], feed["proprio"], text_emb=feed["text_emb"])
     assert actions.shape == (3, 16, 7) and np.isfinite(actions).all()
     with pytest.raises(Exception, match="no int8 variant"):
-        OnnxModel(exports.get("fixture_perview_mt", "onnx")[0], precision="int8")
+        OnnxModel(exports.get("random_mt", "onnx")[0], precision="int8")
 
 
 def test_provider_selection():
