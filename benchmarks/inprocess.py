@@ -37,14 +37,27 @@ def matmul_rate(n: int = 2048, repeats: int = 10) -> float:
     return 2 * n**3 / r["median_s"]
 
 
+def memory_bandwidth(mbytes: int = 256, repeats: int = 10) -> float:
+    """Sustained copy bandwidth (bytes read + written per second) of a ``mbytes`` MB float32 tensor."""
+    src = torch.randn(mbytes * (1 << 20) // 4)
+    dst = torch.empty_like(src)
+    r = time_call(lambda: dst.copy_(src), repeats=repeats, warmup=2)
+    return 2 * src.numel() * 4 / r["median_s"]
+
+
 def count_flops(fn) -> int:
     with FlopCounterMode(display=False) as counter:
         fn()
     return int(counter.get_total_flops())
 
 
-def run(model: AMPLIFY, batches=(1, 4, 16), repeats: int = 5, reference_max_batch: int = 4) -> dict:
-    """All section-1 measurements for ``model`` (a bundle in eval mode)."""
+def run(model: AMPLIFY, batches=(1, 4, 16), repeats: int = 5, reference_max_batch: int = 4,
+        backends: dict | None = None) -> dict:
+    """All section-1 measurements for ``model`` (a bundle in eval mode); ``backends``: exported runtime
+    models (``benchmarks.exports.load_backends``) timed on the same inputs as the PyTorch paths."""
+    from benchmarks.exports import act_fn
+
+    backends = backends or {}
     model = model.eval().requires_grad_(False)
     out: dict = {"act": {}, "stages": {}, "flops": {}}
     x1 = make_inputs(model, 1)
@@ -56,6 +69,14 @@ def run(model: AMPLIFY, batches=(1, 4, 16), repeats: int = 5, reference_max_batc
     rate = matmul_rate()
     out["flops"]["matmul_flops_per_s"] = rate
     out["flops"]["act_lower_bound_s"] = out["flops"]["act_cached"] / rate
+    # FD's incremental steps read every FD weight once per step: the memory-bandwidth bound
+    bw = memory_bandwidth()
+    fd_bytes = sum(p.numel() * p.element_size() for p in model.forward_dynamics.parameters())
+    steps = model.cfg.forward_dynamics.pred_seq_len  # one prefix pass + S-1 cached steps
+    out["flops"]["copy_bytes_per_s"] = bw
+    out["flops"]["fd_weight_bytes"] = fd_bytes
+    out["flops"]["fd_steps"] = steps
+    out["flops"]["fd_bandwidth_bound_s"] = steps * fd_bytes / bw
 
     # identical indices, cached vs reference
     i_cached, _ = model.predict_codes(x1["images"], text_emb=x1["text_emb"], cached=True)
@@ -67,7 +88,13 @@ def run(model: AMPLIFY, batches=(1, 4, 16), repeats: int = 5, reference_max_batc
         row = {"cached_torch": time_call(lambda: act(x, True), repeats=repeats)}
         if b <= reference_max_batch:
             row["reference_torch"] = time_call(lambda: act(x, False), repeats=max(2, repeats // 2))
+        ref_actions = act(x, True).numpy()
+        for name, m in backends.items():
+            fn = act_fn(m, x)
+            row[name] = time_call(fn, repeats=repeats, warmup=2)
+            row[name]["max_abs_diff_vs_torch"] = float(np.abs(np.asarray(fn()) - ref_actions).max())
         out["act"][b] = row
+        print(f"  act batch {b}: " + ", ".join(f"{k} {v['median_s'] * 1e3:.1f} ms" for k, v in row.items()), flush=True)
 
     # stages at batch 1 (and a larger batch for the tokenizer)
     with torch.no_grad():

@@ -1,28 +1,34 @@
 """Run every benchmark and write a markdown table and JSON.
 
-    python -m benchmarks.run_all [--bundle DIR] [--sections inprocess,...] [--out benchmarks/results]
+    python -m benchmarks.run_all                 # paper configuration, all sections (~10 min on 2 cores)
+    python -m benchmarks.run_all --quick         # small preset, few repeats (smoke test, < 1 min)
+    python -m benchmarks.run_all --bundle DIR --onnx EXPORT --torchscript EXPORT --sections inprocess
 
-Without ``--bundle`` a random-weight bundle of the paper's configuration is built in memory
-(the same as ``amplify init --preset paper --seed 0``).
+Sections: 1 ``inprocess`` (act at batch 1/4/16: reference vs cached PyTorch vs TorchScript vs ONNX
+Runtime float32/int8; each stage; FLOPs, matmul rate, bandwidth -> lower bounds), 2 ``overhead``
+(HTTP msgpack/JSON vs in-process at batch 1, bytes), 3 ``concurrency`` (1/4/16/64 clients on /act
+and /encode, batching off and on). Without ``--bundle`` a random bundle of ``--preset`` is written
+once with ``amplify init`` into ``--cache``, and exported there.
 """
 from __future__ import annotations
 
 import argparse
 import datetime as dt
 import json
+import os
+import subprocess
 import sys
 from pathlib import Path
 
 import torch
 
 from amplify import AMPLIFY
-from amplify.presets import paper
 from benchmarks import inprocess
 from benchmarks.common import fmt_ms, machine_info, ratio
 
 
 def render_inprocess(r: dict) -> list[str]:
-    lines = ["## 1. In-process `act` and stages (paper configuration)", ""]
+    lines = ["## 1. In-process `act` and stages (bundle of this run)", ""]
     f = r["flops"]
     lines += [
         f"- FLOPs of one `act` (batch 1): cached {f['act_cached'] / 1e9:.1f} GFLOP, "
@@ -55,25 +61,113 @@ def render_inprocess(r: dict) -> list[str]:
     return lines
 
 
+def render_serving(r: dict, act_b1_s: float | None) -> list[str]:
+    lines: list[str] = []
+    if "overhead" in r:
+        lines += ["## 2. Service overhead over in-process calls (batch 1, unbatched server)", "",
+                  "| endpoint | encoding | round trip p50 ms | in-process p50 ms | server model mean ms | "
+                  "overhead per call ms (mean round trip - model) | p50 - in-process ms | request bytes | response bytes |",
+                  "|---|---|---|---|---|---|---|---|---|"]
+        for ep, row in r["overhead"].items():
+            inp = row["inprocess"]["p50_s"]
+            for enc in ("msgpack", "json"):
+                t = row[enc]
+                lines.append(f"| /{ep} | {enc} | {fmt_ms(t['p50_s'])} | {fmt_ms(inp)} | {fmt_ms(t['server_model_mean_s'])} | "
+                             f"{t['overhead_mean_s'] * 1e3:.2f} | {(t['p50_s'] - inp) * 1e3:.2f} | {t['request_bytes']} | "
+                             f"{t['response_bytes']} |")
+        lines.append("")
+    if "unbatched" in r:
+        lines += [f"## 3. Throughput under concurrency (batch-1 requests, msgpack; batching = max_batch_size "
+                  f"{r['max_batch_size']}, max_wait_ms {r['max_wait_ms']})", "",
+                  "| endpoint | clients | batching | requests/s | p50 ms | p95 ms | p99 ms | mean formed batch | "
+                  "req/s on / off | p99 / (1-client p50 x mean batch) |", "|---|---|---|---|---|---|---|---|---|---|"]
+        for ep in r["unbatched"]:
+            for n, off in r["unbatched"][ep].items():
+                on = r.get("batched", {}).get(ep, {}).get(n)
+                for name, t in (("off", off), ("on", on)):
+                    if t is None:
+                        continue
+                    single = r["unbatched"][ep]["1"]["p50_s"] if "1" in r["unbatched"][ep] else float("nan")
+                    bound = t["p99_s"] / (single * max(t["mean_batch_requests"], 1))
+                    gain = f"{ratio(on['requests_per_s'], off['requests_per_s']):.2f}x" if (on and name == "on") else ""
+                    lines.append(f"| /{ep} | {n} | {name} | {t['requests_per_s']:.2f} | {fmt_ms(t['p50_s'])} | "
+                                 f"{fmt_ms(t['p95_s'])} | {fmt_ms(t['p99_s'])} | {t['mean_batch_requests']:.2f} | {gain} | "
+                                 f"{bound:.2f} |")
+        lines.append("")
+    return lines
+
+
+def bundle_dir(args: argparse.Namespace, cache: Path) -> Path:
+    """The benchmarked bundle: ``--bundle``, else a cached random one of the preset (``amplify init``)."""
+    if args.bundle:
+        return Path(args.bundle)
+    out = cache / f"random-{args.preset}"
+    if not (out / "config.json").exists():
+        subprocess.run([sys.executable, "-m", "amplify", "init", "--preset", args.preset, "--out", str(out)],
+                       check=True, cwd=Path(__file__).resolve().parents[1])
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--bundle", help="bundle directory or original amplify.pt (default: random paper bundle)")
-    p.add_argument("--sections", default="inprocess")
+    p.add_argument("--bundle", help="bundle directory or original amplify.pt (default: a cached random bundle of --preset)")
+    p.add_argument("--preset", default=None, help="preset of the random bundle (default: paper; small with --quick)")
+    p.add_argument("--sections", default="inprocess,overhead,concurrency")
     p.add_argument("--out", default=str(Path(__file__).parent / "results"))
+    p.add_argument("--cache", default=str(Path(__file__).parent / ".cache"),
+                   help="where random bundles and exports are kept between runs")
+    p.add_argument("--onnx", help="an ONNX export (with int8) of --bundle to reuse (default: export into --cache)")
+    p.add_argument("--torchscript", help="a TorchScript export of --bundle to reuse (default: export into --cache)")
+    p.add_argument("--no-export", action="store_true", help="time the PyTorch paths only")
+    p.add_argument("--device", default="cpu", help="cpu or cuda (the GPU path; not measured on the 2-core box)")
     p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--repeats", type=int, default=None)
+    p.add_argument("--quick", action="store_true", help="small preset, few repeats, small load (the harness's smoke test)")
     args = p.parse_args(argv)
+    args.preset = args.preset or ("small" if args.quick else "paper")
+    repeats = args.repeats or (2 if args.quick else 5)
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
-    model = AMPLIFY.load(args.bundle) if args.bundle else AMPLIFY(paper()).eval()
-    results = {"machine": machine_info(), "command": "python -m benchmarks.run_all " + " ".join(argv or sys.argv[1:]),
-               "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}
+    cache = Path(args.cache)
+    cache.mkdir(parents=True, exist_ok=True)
+    bundle = bundle_dir(args, cache)
+    model = AMPLIFY.load(str(bundle), args.device).eval()
+    results = {"machine": machine_info(), "command": "python -m benchmarks.run_all " + " ".join(
+        sys.argv[1:] if argv is None else argv), "bundle": str(bundle), "preset": args.preset,
+        "device": args.device, "threads": args.threads,
+        "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}
     md = ["# Benchmark results", "", f"- command: `{results['command']}`", f"- date: {results['date']}",
+          f"- bundle: {bundle} ({args.preset}), device {args.device}, {args.threads} threads",
           f"- machine: {json.dumps(results['machine'])}", ""]
     sections = args.sections.split(",")
     if "inprocess" in sections:
-        results["inprocess"] = inprocess.run(model, repeats=args.repeats)
+        backends = {}
+        if not args.no_export:
+            from benchmarks.exports import ensure_export, load_backends
+
+            tag = f"{bundle.name}-"
+            onnx_dir = Path(args.onnx) if args.onnx else ensure_export(bundle, cache / f"{tag}onnx", "onnx", int8=True,
+                                                                       threads=args.threads)
+            ts_dir = Path(args.torchscript) if args.torchscript else ensure_export(bundle, cache / f"{tag}ts",
+                                                                                   "torchscript", threads=args.threads)
+            backends = load_backends(onnx_dir, ts_dir, args.threads, args.device)
+            torch.set_num_threads(args.threads)
+        print("section 1: in-process", flush=True)
+        results["inprocess"] = inprocess.run(model, batches=(1, 4) if args.quick else (1, 4, 16), repeats=repeats,
+                                             backends=backends)
         md += render_inprocess(results["inprocess"])
+        del backends
+    serving_sections = tuple(s for s in ("overhead", "concurrency") if s in sections)
+    if serving_sections:
+        from benchmarks import serving
+
+        results["service"] = serving.run(
+            str(bundle), model, threads=args.threads, device=args.device, repeats=5 if args.quick else 20,
+            levels=(1, 4) if args.quick else (1, 4, 16, 64), min_requests=4 if args.quick else 16,
+            sections=serving_sections)
+        md += render_serving(results["service"], None)
+    results["load_average_end"] = os.getloadavg()
+    md.append(f"- load average at the end: {results['load_average_end']}")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     stamp = dt.datetime.now().strftime("%Y%m%d-%H%M")

@@ -1,0 +1,79 @@
+"""``amplify serve`` in a subprocess on a free port, and reading its Prometheus counters.
+
+The one server helper of the benchmarks (sections 2 and 3 of ``benchmarks.run_all``).
+"""
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def free_port() -> int:
+    """A TCP port nothing listens on right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Server:
+    """``amplify serve ARGS`` in a subprocess; ``with Server(...) as s:`` waits for ``/ready``."""
+
+    def __init__(self, *args: str, ready_timeout_s: float = 600):
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.args = args
+        self.ready_timeout_s = ready_timeout_s
+        self.meta: dict[str, Any] = {}
+        self.proc = subprocess.Popen([sys.executable, "-m", "amplify", "serve", "--port", str(self.port), *args],
+                                     cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                                     env={**os.environ})
+
+    def __enter__(self) -> "Server":
+        deadline = time.time() + self.ready_timeout_s
+        while time.time() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"amplify serve exited: {self.proc.stderr.read()[-2000:]}")
+            try:
+                if httpx.get(self.url + "/ready", timeout=2).status_code == 200:
+                    self.meta = httpx.get(self.url + "/metadata").json()
+                    return self
+            except httpx.TransportError:
+                pass
+            time.sleep(0.3)
+        self.__exit__()
+        raise RuntimeError(f"amplify serve {' '.join(self.args)} did not become ready in {self.ready_timeout_s} s")
+
+    def __exit__(self, *exc: Any) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(10)
+
+    def metrics(self) -> dict[str, float]:
+        """Every un-labelled-or-labelled sample of ``/metrics`` as ``{'name{labels}': value}``."""
+        out: dict[str, float] = {}
+        for line in httpx.get(self.url + "/metrics", timeout=30).text.splitlines():
+            if line and not line.startswith("#"):
+                key, _, value = line.rpartition(" ")
+                try:
+                    out[key] = float(value)
+                except ValueError:
+                    pass
+        return out
+
+
+def histogram(metrics: dict[str, float], name: str, endpoint: str) -> tuple[float, float]:
+    """(count, sum) of histogram ``name`` for ``endpoint`` in a :meth:`Server.metrics` snapshot."""
+    label = f'{{endpoint="{endpoint}"}}'
+    return metrics.get(f"{name}_count{label}", 0.0), metrics.get(f"{name}_sum{label}", 0.0)
