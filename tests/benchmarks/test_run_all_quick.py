@@ -1,0 +1,37 @@
+"""``python -m benchmarks.run_all --quick`` end to end, so the harness cannot rot."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.mark.timeout(240)
+def test_run_all_quick_writes_every_section(tmp_path: Path) -> None:
+    cmd = [sys.executable, "-m", "benchmarks.run_all", "--quick", "--threads", "1", "--out", str(tmp_path / "results"),
+           "--cache", str(tmp_path / "cache")]
+    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=230)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    (js,) = (tmp_path / "results").glob("*.json")
+    (md,) = (tmp_path / "results").glob("*.md")
+    r = json.loads(js.read_text())
+    act = r["inprocess"]["act"]["1"]
+    assert {"cached_torch", "reference_torch", "torchscript", "onnxruntime_float32", "onnxruntime_int8"} <= set(act)
+    assert act["onnxruntime_float32"]["max_abs_diff_vs_torch"] < 1e-3
+    assert r["inprocess"]["indices_identical"] is True
+    assert r["inprocess"]["stages"]["mt_decode_identical_b8"] is True
+    assert r["inprocess"]["flops"]["act_cached"] < r["inprocess"]["flops"]["act_reference"]
+    over = r["service"]["overhead"]
+    assert over["act"]["msgpack"]["request_bytes"] < over["act"]["json"]["request_bytes"]
+    for mode in ("unbatched", "batched"):
+        for endpoint in ("act", "encode"):
+            assert r["service"][mode][endpoint]["4"]["requests"] >= 4
+    assert r["service"]["unbatched"]["act"]["4"]["mean_batch_requests"] == 1.0
+    text = md.read_text()
+    for heading in ("## 1.", "## 2.", "## 3."):
+        assert heading in text
