@@ -126,7 +126,7 @@ class AMPLIFY(nn.Module):
         """Predicted tracks (b, v, H, n, 2) from initial points (b, v, n, 2) or tracks (b, v, H', n, 2)
         (whose first points are used). Not clamped to [-1, 1]."""
         _, codes = self.predict_codes(images, text_emb, text, ar_sampling, generator)
-        velocities, _ = self.motion_tokenizer.decode(codes)
+        velocities = self.motion_tokenizer.decode_velocities(codes)
         init = self._tensor(init_queries)
         init = init[:, :, None] if init.dim() == 4 else init[:, :, :1]
         return velocities_to_points(velocities, time_dim=2, init_points=init)

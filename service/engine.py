@@ -61,12 +61,14 @@ class InferenceEngine:
     async def encode(self, velocities: np.ndarray):
         return await self._submit("encode", lambda x: self.backend.encode(x["velocities"]), {"velocities": velocities})
 
-    async def decode(self, codes: np.ndarray | None = None, indices: np.ndarray | None = None):
+    async def decode(self, codes: np.ndarray | None = None, indices: np.ndarray | None = None,
+                     return_logits: bool = True):
         if indices is not None:
             def fn(x):
-                return self.backend.decode(self.backend.indices_to_codes(x["indices"]))
-            return await self._submit("decode", fn, {"indices": indices})
-        return await self._submit("decode", lambda x: self.backend.decode(x["codes"]), {"codes": codes})
+                return self.backend.decode(self.backend.indices_to_codes(x["indices"]), return_logits=return_logits)
+            return await self._submit("decode", fn, {"indices": indices}, return_logits)
+        return await self._submit("decode", lambda x: self.backend.decode(x["codes"], return_logits=return_logits),
+                                  {"codes": codes}, return_logits)
 
     async def predict_codes(self, images: np.ndarray, text_emb: np.ndarray, sampling: str, seed: int | None):
         self._check_sampling(sampling)

@@ -92,6 +92,22 @@ class TrackDecoder(nn.Module):
         x = x + self.decoder_mlp(torch.cat([x, tpe, ve], dim=-1))
         return rearrange(self.decoder_proj(x), "b v t n r -> b (v t n) r")
 
+    def _separable_parts(self, codes: torch.Tensor):
+        """The per-token, per-track and per-view pieces of the decoder MLP (see :meth:`forward_fast`).
+
+        Returns tok (b, v|1, t, 1, m) = W1x x + b1, trk (n, m) = W1p p, view (v, 1, 1, m) = W1e e,
+        folded_w (R, m) = Wp W2, folded_b (R,) = bp + Wp b2, tok_out (b, v|1, t, 1, R) = Wp x.
+        """
+        cfg = self.cfg
+        h = cfg.hidden_dim
+        lin1, lin2 = self.decoder_mlp[0], self.decoder_mlp[2]
+        w1x, w1p, w1e = lin1.weight[:, :h], lin1.weight[:, h:2 * h], lin1.weight[:, 2 * h:]
+        x = self._tokens(codes)  # (b, v|1, t, 1, h)
+        wp = self.decoder_proj.weight  # (R, h)
+        return (F.linear(x, w1x, lin1.bias), F.linear(self.track_pos_emb.weight, w1p),
+                F.linear(self.view_emb.weight, w1e).view(cfg.num_views, 1, 1, -1), wp @ lin2.weight,
+                self.decoder_proj.bias + wp @ lin2.bias, F.linear(x, wp))
+
     def forward_fast(self, codes: torch.Tensor) -> torch.Tensor:
         """The same logits with the per-point MLP split into its separable parts.
 
@@ -99,20 +115,42 @@ class TrackDecoder(nn.Module):
         the ReLU runs per point. Last two maps fold: Wp (x + W2 r + b2) + bp = Wp x + (Wp W2) r + const.
         """
         cfg = self.cfg
-        h = cfg.hidden_dim
-        lin1, lin2 = self.decoder_mlp[0], self.decoder_mlp[2]
-        w1x, w1p, w1e = lin1.weight[:, :h], lin1.weight[:, h:2 * h], lin1.weight[:, 2 * h:]
-        x = self._tokens(codes)  # (b, v|1, t, 1, h)
-        pre = (
-            F.linear(x, w1x, lin1.bias)  # (b, v|1, t, 1, m)
-            + F.linear(self.track_pos_emb.weight, w1p).view(1, 1, 1, cfg.num_tracks, -1)  # (n, m)
-            + F.linear(self.view_emb.weight, w1e).view(1, cfg.num_views, 1, 1, -1)  # (v, m)
-        )  # (b, v, t, n, m)
-        wp = self.decoder_proj.weight  # (R, h)
-        folded_w = wp @ lin2.weight  # (R, m)
-        folded_b = self.decoder_proj.bias + wp @ lin2.bias  # (R,)
-        logits = F.linear(F.relu(pre), folded_w, folded_b) + F.linear(x, wp)  # (b, v, t, n, R)
+        tok, trk, view, folded_w, folded_b, tok_out = self._separable_parts(codes)
+        pre = tok + trk.view(1, 1, 1, cfg.num_tracks, -1) + view.unsqueeze(0)  # (b, v, t, n, m)
+        logits = F.linear(F.relu(pre), folded_w, folded_b) + tok_out  # (b, v, t, n, R)
         return rearrange(logits, "b v t n r -> b (v t n) r")
+
+    @torch.no_grad()
+    def forward_classes(self, codes: torch.Tensor, chunk_points: int = 2048) -> torch.Tensor:
+        """Each point's argmax relative class (b, v, t, n) int64, without keeping the logits.
+
+        The separable form of :meth:`forward_fast`, computed over chunks of (view, time) rows of about
+        ``chunk_points`` points, so the (points, m) pre-activations and (points, R) logits stay in
+        cache; bias, ReLU and the per-token terms are applied in place. Inference only (no gradients).
+        """
+        cfg = self.cfg
+        b, v, t, n = codes.shape[0], cfg.num_views, cfg.num_steps, cfg.num_tracks
+        tok, trk, view, folded_w, folded_b, tok_out = self._separable_parts(codes)
+        m, r = trk.shape[-1], folded_w.shape[0]
+        tok = tok.expand(b, v, t, 1, m).reshape(b * v * t, 1, m)  # rows ordered (b, v, t)
+        tok_out = tok_out.expand(b, v, t, 1, r).reshape(b * v * t, 1, r)
+        view = view.expand(v, t, 1, m).reshape(1, v * t, 1, m).expand(b, v * t, 1, m).reshape(b * v * t, 1, m)
+        wt = folded_w.t().contiguous()  # (m, R)
+        rows = b * v * t
+        step = max(1, chunk_points // n)
+        classes = torch.empty(rows, n, dtype=torch.long, device=codes.device)
+        pre = torch.empty(step, n, m, dtype=tok.dtype, device=codes.device)
+        logits = torch.empty(step * n, r, dtype=tok.dtype, device=codes.device)
+        for i in range(0, rows, step):
+            k = min(step, rows - i)
+            p, lg = pre[:k], logits[: k * n]
+            torch.add(tok[i:i + k], trk, out=p)  # (k, n, m)
+            p.add_(view[i:i + k]).relu_()
+            torch.mm(p.view(k * n, m), wt, out=lg)  # (k n, R)
+            lg3 = lg.view(k, n, r)
+            lg3.add_(folded_b).add_(tok_out[i:i + k])
+            torch.argmax(lg3, dim=-1, out=classes[i:i + k])
+        return classes.view(b, v, t, n)
 
 
 class MotionTokenizer(nn.Module):
@@ -174,6 +212,12 @@ class MotionTokenizer(nn.Module):
         """Codes (b, S, h) -> (velocities (b, v, t, n, 2), logits (b, v*t*n, R))."""
         logits = self.decode_logits(codes, fast)
         return self.logits_to_velocities(logits), logits
+
+    def decode_velocities(self, codes: torch.Tensor) -> torch.Tensor:
+        """Codes (b, S, h) -> velocities (b, v, t, n, 2) only: the chunked separable decoder
+        (:meth:`TrackDecoder.forward_classes`), no logits materialized. For inference."""
+        classes = self.decoder.forward_classes(codes)
+        return relative_classes_to_velocities(classes, self.cfg.cls_img_size, self.cfg.rel_cls_img_size, codes.dtype)
 
     def forward(self, x: torch.Tensor, cond: torch.Tensor | None = None):
         """Velocities -> (reconstructed velocities, indices (b, S), logits)."""

@@ -76,8 +76,9 @@ class Backend(abc.ABC):
         """Indices (b, S) int64 -> codes (b, S, h) float32."""
 
     @abc.abstractmethod
-    def decode(self, codes: np.ndarray) -> dict[str, np.ndarray]:
-        """Codes (b, S, h) -> {"velocities": (b, v, t, n, 2), "logits": (b, v*t*n, R)}."""
+    def decode(self, codes: np.ndarray, return_logits: bool = True) -> dict[str, np.ndarray]:
+        """Codes (b, S, h) -> {"velocities": (b, v, t, n, 2), "logits": (b, v*t*n, R)}; a back end may
+        leave "logits" out when ``return_logits`` is false."""
 
     @abc.abstractmethod
     def predict_codes(self, images: np.ndarray, text_emb: np.ndarray, sampling: str = "argmax",
@@ -88,7 +89,7 @@ class Backend(abc.ABC):
                      sampling: str = "argmax", seed: int | None = None) -> dict[str, np.ndarray]:
         """-> {"tracks": (b, v, H, n, 2)}: predicted codes decoded and integrated from init_points (b, v, n, 2)."""
         codes = self.predict_codes(images, text_emb, sampling, seed)["codes"]
-        velocities = self.decode(codes)["velocities"]
+        velocities = self.decode(codes, return_logits=False)["velocities"]
         return {"tracks": integrate_velocities(velocities, init_points)}
 
     @abc.abstractmethod

@@ -76,7 +76,7 @@ class ExportedBackend(Backend):
     def indices_to_codes(self, indices):
         return self.rt.indices_to_codes(indices)
 
-    def decode(self, codes):
+    def decode(self, codes, return_logits=True):
         velocities, logits = self.rt.decode(codes=codes)
         return {"velocities": velocities, "logits": logits}
 

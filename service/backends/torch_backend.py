@@ -109,8 +109,11 @@ class TorchBackend(Backend):
         return self._np(self.model.motion_tokenizer.indices_to_codes(self._t(indices, torch.long))).astype(np.float32)
 
     @torch.inference_mode()
-    def decode(self, codes: np.ndarray) -> dict[str, np.ndarray]:
-        velocities, logits = self.model.motion_tokenizer.decode(self._t(codes))
+    def decode(self, codes: np.ndarray, return_logits: bool = True) -> dict[str, np.ndarray]:
+        mt = self.model.motion_tokenizer
+        if not return_logits:  # chunked separable decoder, no (b, v*t*n, R) logits materialized
+            return {"velocities": self._np(mt.decode_velocities(self._t(codes)))}
+        velocities, logits = mt.decode(self._t(codes))
         return {"velocities": self._np(velocities), "logits": self._np(logits)}
 
     @torch.inference_mode()

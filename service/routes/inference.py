@@ -110,7 +110,7 @@ def _decode_inputs(c: _Checks, req: DecodeRequest) -> dict[str, Any]:
 @_route("/decode", DecodeRequest, DecodeResponse, "Code indices or codes -> velocities, tracks (motion tokenizer)")
 async def decode(request: Request) -> Response:
     engine, req, enc, x = await _prepare(request, DecodeRequest, _decode_inputs)
-    out, timing = await engine.decode(codes=x.get("codes"), indices=x.get("indices"))
+    out, timing = await engine.decode(codes=x.get("codes"), indices=x.get("indices"), return_logits=bool(req.return_logits))
     payload = {"velocities": out["velocities"]}
     if x["init_points"] is not None:
         payload["tracks"] = integrate_velocities(out["velocities"], x["init_points"])
