@@ -30,7 +30,8 @@ def ensure_export(bundle: str | Path, out: str | Path, fmt: str, int8: bool = Fa
 
 
 def load_backends(onnx_dir: Path | None, ts_dir: Path | None, threads: int, device: str = "cpu") -> dict[str, Any]:
-    """Runtime models keyed by back-end name: torchscript, onnxruntime_float32, onnxruntime_int8."""
+    """Runtime models keyed by back-end name: torchscript, onnxruntime_float32 (and with intra-op threads that
+    sleep instead of spinning: onnxruntime_float32_nospin), onnxruntime_int8."""
     from exporters.runtime import OnnxModel, TorchScriptModel
 
     out: dict[str, Any] = {}
@@ -38,6 +39,7 @@ def load_backends(onnx_dir: Path | None, ts_dir: Path | None, threads: int, devi
         out["torchscript"] = TorchScriptModel(ts_dir, device=device, threads=threads)
     if onnx_dir:
         out["onnxruntime_float32"] = OnnxModel(onnx_dir, device=device, threads=threads)
+        out["onnxruntime_float32_nospin"] = OnnxModel(onnx_dir, device=device, threads=threads, spin=False)
         if "int8" in out["onnxruntime_float32"].graphs["act"]:
             out["onnxruntime_int8"] = OnnxModel(onnx_dir, device=device, precision="int8", threads=threads)
     return out

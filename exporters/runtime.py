@@ -246,7 +246,7 @@ class OnnxModel(ExportedModel):
     runtime = "onnx"
 
     def __init__(self, path: str | Path, device: str = "cpu", providers: Sequence[str] | None = None,
-                 precision: str = "float32", threads: int | None = None):
+                 precision: str = "float32", threads: int | None = None, spin: bool = True):
         super().__init__(path)
         import onnxruntime as ort
 
@@ -259,6 +259,8 @@ class OnnxModel(ExportedModel):
         opts = ort.SessionOptions()
         if threads:
             opts.intra_op_num_threads = threads
+        if not spin:  # idle intra-op threads sleep instead of spinning (better on a shared or busy CPU)
+            opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
         self._sessions = {}
         for name, g in self.graphs.items():
             if precision == "int8" and "int8" not in g:
