@@ -67,7 +67,8 @@ def render_inprocess(r: dict) -> list[str]:
 def render_serving(r: dict, act_b1_s: float | None) -> list[str]:
     lines: list[str] = []
     if "overhead" in r:
-        lines += ["## 2. Service overhead over in-process calls (batch 1, unbatched server)", "",
+        lines += [f"## 2. Service overhead over in-process calls (batch 1, unbatched server, {r['server_threads']} "
+                  "intra-op thread(s) in the server and in-process)", "",
                   "| endpoint | encoding | round trip p50 ms | in-process p50 ms | server model mean ms | "
                   "overhead per call ms (mean round trip - model) | p50 - in-process ms | request bytes | response bytes |",
                   "|---|---|---|---|---|---|---|---|---|"]
@@ -124,7 +125,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--no-export", action="store_true", help="time the PyTorch paths only")
     p.add_argument("--device", default="cpu", help="cpu or cuda (the GPU path; not measured on the 2-core box)")
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--server-threads", type=int, default=None,
+                   help="intra-op threads of the benchmark servers and of the in-process calls they are compared "
+                        "with (default: --threads; 1 keeps a server steady when clients share its cores)")
     p.add_argument("--repeats", type=int, default=None)
+    p.add_argument("--http-repeats", type=int, default=None, help="batch-1 HTTP calls per endpoint and encoding (20)")
+    p.add_argument("--requests", type=int, default=None, help="least requests per concurrency level (16)")
+    p.add_argument("--requests-per-client", type=int, default=2)
     p.add_argument("--quick", action="store_true", help="small preset, few repeats, small load (the harness's smoke test)")
     args = p.parse_args(argv)
     args.preset = args.preset or ("small" if args.quick else "paper")
@@ -143,6 +150,14 @@ def main(argv: list[str] | None = None) -> int:
           f"- bundle: {bundle} ({args.preset}), device {args.device}, {args.threads} threads",
           f"- machine: {json.dumps(results['machine'])}", ""]
     sections = args.sections.split(",")
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    stamp = dt.datetime.now().strftime("%Y%m%d-%H%M")
+
+    def write() -> None:  # after every section, so an interrupted run keeps what it measured
+        (out / f"{stamp}.json").write_text(json.dumps(results, indent=1, default=str))
+        (out / f"{stamp}.md").write_text("\n".join(md) + "\n")
+
     if "inprocess" in sections:
         backends = {}
         if not args.no_export:
@@ -160,22 +175,21 @@ def main(argv: list[str] | None = None) -> int:
                                              backends=backends)
         md += render_inprocess(results["inprocess"])
         del backends
+        write()
     serving_sections = tuple(s for s in ("overhead", "concurrency") if s in sections)
     if serving_sections:
         from benchmarks import serving
 
         results["service"] = serving.run(
-            str(bundle), model, threads=args.threads, device=args.device, repeats=5 if args.quick else 20,
-            levels=(1, 4) if args.quick else (1, 4, 16, 64), min_requests=4 if args.quick else 16,
+            str(bundle), model, threads=args.server_threads or args.threads, device=args.device,
+            repeats=args.http_repeats or (5 if args.quick else 20), levels=(1, 4) if args.quick else (1, 4, 16, 64),
+            min_requests=args.requests or (4 if args.quick else 16), requests_per_client=args.requests_per_client,
             sections=serving_sections)
         md += render_serving(results["service"], None)
+        write()
     results["load_average_end"] = os.getloadavg()
     md.append(f"- load average at the end: {results['load_average_end']}")
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    stamp = dt.datetime.now().strftime("%Y%m%d-%H%M")
-    (out / f"{stamp}.json").write_text(json.dumps(results, indent=1, default=str))
-    (out / f"{stamp}.md").write_text("\n".join(md) + "\n")
+    write()
     print("\n".join(md))
     return 0
 

@@ -143,10 +143,11 @@ def server_args(bundle: str, threads: int, device: str) -> list[str]:
 
 
 def run(bundle: str, model: Any, threads: int = 2, device: str = "cpu", repeats: int = 20,
-        levels: tuple[int, ...] = (1, 4, 16, 64), min_requests: int = 16, max_batch_size: int = 16,
-        sections: tuple[str, ...] = ("overhead", "concurrency")) -> dict[str, Any]:
+        levels: tuple[int, ...] = (1, 4, 16, 64), min_requests: int = 16, requests_per_client: int = 2,
+        max_batch_size: int = 16, sections: tuple[str, ...] = ("overhead", "concurrency")) -> dict[str, Any]:
     """Sections 2 (overhead, on the unbatched server) and 3 (concurrency, batching off then on)."""
-    out: dict[str, Any] = {"max_batch_size": max_batch_size, "max_wait_ms": 5.0}
+    out: dict[str, Any] = {"max_batch_size": max_batch_size, "max_wait_ms": 5.0, "server_threads": threads}
+    torch.set_num_threads(threads)  # in-process comparisons run with the server's thread count
     common = server_args(bundle, threads, device)
     with Server(*common, "--max-batch-size", "1") as server:
         if "overhead" in sections:
@@ -154,9 +155,9 @@ def run(bundle: str, model: Any, threads: int = 2, device: str = "cpu", repeats:
             out["overhead"] = overhead(server, model, repeats)
         if "concurrency" in sections:
             print("concurrency, batching off", flush=True)
-            out["unbatched"] = concurrency(server, levels, min_requests)
+            out["unbatched"] = concurrency(server, levels, min_requests, requests_per_client)
     if "concurrency" in sections:
         with Server(*common, "--max-batch-size", str(max_batch_size), "--max-wait-ms", "5") as server:
             print(f"concurrency, batching on (max_batch_size={max_batch_size})", flush=True)
-            out["batched"] = concurrency(server, levels, min_requests)
+            out["batched"] = concurrency(server, levels, min_requests, requests_per_client)
     return out
