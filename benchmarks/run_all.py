@@ -37,15 +37,19 @@ def render_inprocess(r: dict) -> list[str]:
         f"`act`: {fmt_ms(f['act_lower_bound_s'])} ms",
         f"- Cached and reference FD give identical indices: {r['indices_identical']}",
         "",
-        "| batch | back end | median ms | p95 ms | speed-up vs reference | x lower bound (b=1) |",
-        "|---|---|---|---|---|---|",
+        f"- Copy bandwidth {f['copy_bytes_per_s'] / 1e9:.1f} GB/s; FD weights {f['fd_weight_bytes'] / 1e6:.0f} MB read "
+        f"{f['fd_steps']} times per prediction -> FD bandwidth bound {fmt_ms(f['fd_bandwidth_bound_s'])} ms at any batch",
+        "",
+        "| batch | back end | median ms | p95 ms | speed-up vs reference | x FLOP lower bound (b=1) | max abs diff vs torch |",
+        "|---|---|---|---|---|---|---|",
     ]
     for b, row in r["act"].items():
         ref = row.get("reference_torch", {}).get("median_s")
         for name, t in row.items():
             sp = f"{ratio(ref, t['median_s']):.1f}x" if ref else "-"
             lb = f"{t['median_s'] / f['act_lower_bound_s']:.2f}" if int(b) == 1 else "-"
-            lines.append(f"| {b} | {name} | {fmt_ms(t['median_s'])} | {fmt_ms(t['p95_s'])} | {sp} | {lb} |")
+            diff = f"{t['max_abs_diff_vs_torch']:.2g}" if "max_abs_diff_vs_torch" in t else "-"
+            lines.append(f"| {b} | {name} | {fmt_ms(t['median_s'])} | {fmt_ms(t['p95_s'])} | {sp} | {lb} | {diff} |")
     lines += ["", "| stage | median ms |", "|---|---|"]
     for name, t in r["stages"].items():
         lines.append(f"| {name} | {t if isinstance(t, bool) else fmt_ms(t['median_s'])} |")
