@@ -24,6 +24,13 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def server_env() -> dict[str, str]:
+    """The servers' environment: this one, with ``OMP_WAIT_POLICY=PASSIVE`` unless set. The benchmark's
+    clients share the server's cores; spinning OpenMP threads then lose their time slices and one
+    ``act`` took 0.8-8 s instead of 0.56-0.59 s (paper bundle, 2 threads, load ~4)."""
+    return {**os.environ, "OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY", "PASSIVE")}
+
+
 class Server:
     """``amplify serve ARGS`` in a subprocess; ``with Server(...) as s:`` waits for ``/ready``."""
 
@@ -35,7 +42,7 @@ class Server:
         self.meta: dict[str, Any] = {}
         self.proc = subprocess.Popen([sys.executable, "-m", "amplify", "serve", "--port", str(self.port), *args],
                                      cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-                                     env={**os.environ})
+                                     env=server_env())
 
     def __enter__(self) -> "Server":
         deadline = time.time() + self.ready_timeout_s

@@ -146,7 +146,10 @@ def run(bundle: str, model: Any, threads: int = 2, device: str = "cpu", repeats:
         levels: tuple[int, ...] = (1, 4, 16, 64), min_requests: int = 16, requests_per_client: int = 2,
         max_batch_size: int = 16, sections: tuple[str, ...] = ("overhead", "concurrency")) -> dict[str, Any]:
     """Sections 2 (overhead, on the unbatched server) and 3 (concurrency, batching off then on)."""
-    out: dict[str, Any] = {"max_batch_size": max_batch_size, "max_wait_ms": 5.0, "server_threads": threads}
+    from benchmarks.server import server_env
+
+    out: dict[str, Any] = {"max_batch_size": max_batch_size, "max_wait_ms": 5.0, "server_threads": threads,
+                           "server_OMP_WAIT_POLICY": server_env()["OMP_WAIT_POLICY"]}
     torch.set_num_threads(threads)  # in-process comparisons run with the server's thread count
     common = server_args(bundle, threads, device)
     with Server(*common, "--max-batch-size", "1") as server:
