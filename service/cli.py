@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import signal
 import socket
 import sys
 from typing import Any
@@ -97,6 +98,9 @@ def run(args: argparse.Namespace) -> int:
     server = uvicorn.Server(config)
     log.info("starting", extra={"fields": {"host": settings.host, "port": settings.port, "backend": settings.backend,
                                            "model": settings.model or "default"}})
+    # uvicorn re-raises a captured SIGTERM once its graceful shutdown is over, which would end the
+    # process as killed by the signal (-15); by then in-flight requests are answered, so exit 0.
+    signal.signal(signal.SIGTERM, lambda *_: None)
     server.run(sockets=[sock])
     if failed:
         print(f"amplify serve: the model failed to load: {failed[0]}", file=sys.stderr)
