@@ -14,6 +14,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "convert": ("amplify.commands.convert", "convert original AMPLIFY checkpoints into the project's format"),
     "inspect": ("amplify.commands.inspect", "summarize any checkpoint: config, parameters per part, size"),
     "init": ("amplify.commands.init", "write a randomly initialized bundle of a preset configuration"),
+    "train": ("training.train_command", "train a motion tokenizer, forward or inverse dynamics model (key=value config)"),
+    "bundle": ("training.bundle", "join trained MT, FD, ID and vision weights into one servable bundle"),
+    "build-default": ("training.default_bundle", "generate built-in-world data, train and bundle the default model"),
+    "eval-world": ("training.eval_world", "closed-loop success rate of a bundle in the built-in world"),
 }
 
 
