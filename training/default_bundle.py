@@ -25,20 +25,20 @@ HORIZON = 16
 
 # part -> key=value overrides of that trainer's config (see training/config.py)
 RECIPE: dict[str, dict[str, object]] = {
-    "data": {"demos_per_task": 8, "val_fraction": 0.1},
+    "data": {"demos_per_task": 6, "val_fraction": 0.17, "frame_stride": 2},
     "mt": {
-        "epochs": 4, "batch_size": 32, "optim.lr": 1e-3, "optim.warmup_steps": 20,
+        "epochs": 3, "batch_size": 32, "optim.lr": 1e-3, "optim.warmup_steps": 20,
         "model.num_tracks": NUM_POINTS, "model.hidden_dim": 128, "model.num_heads": 4, "model.num_layers": 2,
         "model.codebook_size": 256, "model.decoder_mlp_hidden_dim": 64, "model.rel_cls_img_size": [9, 9],
         "model.dropout": 0.0, "model.loss_weights": {"agentview": 0.5, "eye_in_hand": 0.5},
     },
     "fd": {
-        "epochs": 4, "batch_size": 32, "optim.lr": 1e-3, "optim.warmup_steps": 20,
+        "epochs": 3, "batch_size": 32, "optim.lr": 1e-3, "optim.warmup_steps": 20,
         "model.num_heads": 4, "model.num_layers": 3, "model.dropout": 0.0, "model.mask_unused_logits": True,
         "vision.image_size": 64, "val_max_batches": 4,
     },
     "id": {
-        "epochs": 4, "batch_size": 32, "optim.lr": 1e-3, "optim.warmup_steps": 20,
+        "epochs": 3, "batch_size": 32, "optim.lr": 1e-3, "optim.warmup_steps": 20,
         "model.num_heads": 4, "model.num_layers": 2, "model.dropout": 0.0, "model.head": "gaussian",
     },
 }
@@ -86,6 +86,7 @@ def build_default(out: str | Path, work: str | Path, quick: bool = False, sets: 
 
     frac = float(recipe["data"].get("val_fraction", 0.1))
     common = [f"data.root={data_root}", f"data.track_method={track_method(NUM_POINTS, HORIZON)}",
+              f"data.frame_stride={int(recipe['data'].get('frame_stride', 1))}",
               f"data.train=[{SUITE}:traj{1 - frac:g}]", f"data.val=[{SUITE}:traj-{frac:g}]",
               f"progress={str(progress).lower()}", "save_every=0"]
     runs = work / "runs"
@@ -96,8 +97,8 @@ def build_default(out: str | Path, work: str | Path, quick: bool = False, sets: 
             extra.append(f"mt={runs / 'mt' / 'latest'}")
         if part == "id":
             extra.append(f"vision.weights={runs / 'fd' / 'vision.safetensors'}")
-            extra[-0:] = [e.replace(f"data.train=[{SUITE}:traj", f"data.train=[{SUITE}:action") for e in extra]
-        summary = train(part, common + extra + [_as_override(k, v) for k, v in recipe[part].items() if k != "val_fraction"])
+        args = [a.replace(":traj", ":action") if part == "id" else a for a in common]  # ID needs actions
+        summary = train(part, args + extra + [_as_override(k, v) for k, v in recipe[part].items() if k != "val_fraction"])
         report[part] = {"val": summary.get("val", {}), "train": summary.get("train", {}), "steps": summary["step"]}
         report["seconds"][part] = time.perf_counter() - t
 
