@@ -57,6 +57,7 @@ class MTTrainConfig(TrainConfig):
     """``amplify train mt``: the motion tokenizer from point tracks."""
 
     out: str = "runs/mt"
+    input_init: bool = True  # data-dependent init of the input projection (see trainers/mt.py)
     model: MotionTokenizerConfig = field(default_factory=MotionTokenizerConfig)
 
 
