@@ -27,10 +27,10 @@ HORIZON = 16
 RECIPE: dict[str, dict[str, object]] = {
     "data": {"demos_per_task": 6, "val_fraction": 0.17, "frame_stride": 2},
     "mt": {
-        "epochs": 3, "batch_size": 32, "optim.lr": 1e-3, "optim.warmup_steps": 20,
+        "epochs": 2, "batch_size": 16, "optim.lr": 2e-3, "optim.warmup_steps": 10,
         "model.num_tracks": NUM_POINTS, "model.hidden_dim": 128, "model.num_heads": 4, "model.num_layers": 2,
-        "model.codebook_size": 256, "model.decoder_mlp_hidden_dim": 64, "model.rel_cls_img_size": [9, 9],
-        "model.dropout": 0.0, "model.loss_weights": {"agentview": 0.5, "eye_in_hand": 0.5},
+        "model.codebook_size": 256, "model.decoder_mlp_hidden_dim": 64, "model.dropout": 0.0,
+        "model.loss_weights": {"agentview": 0.5, "eye_in_hand": 0.5},
     },
     "fd": {
         "epochs": 3, "batch_size": 32, "optim.lr": 1e-3, "optim.warmup_steps": 20,
@@ -38,8 +38,9 @@ RECIPE: dict[str, dict[str, object]] = {
         "vision.image_size": 64, "val_max_batches": 4,
     },
     "id": {
-        "epochs": 3, "batch_size": 32, "optim.lr": 1e-3, "optim.warmup_steps": 20,
+        "epochs": 2, "batch_size": 32, "optim.lr": 1e-3, "optim.warmup_steps": 20,
         "model.num_heads": 4, "model.num_layers": 2, "model.dropout": 0.0, "model.head": "gaussian",
+        "val_max_batches": 8,
     },
 }
 QUICK = {  # a smoke run for tests: tiny data, one short epoch each

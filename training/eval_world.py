@@ -77,7 +77,7 @@ def evaluate(policy, suite: str = "builtin_all", episodes: int = 50, execute: in
             "policy_calls": calls, "mean_steps": float(np.mean(steps)), "seconds": time.perf_counter() - t0}
 
 
-def bundle_policy(model, generator_seed: int | None = None):
+def bundle_policy(model):
     """A policy function over an AMPLIFY bundle (argmax FD decoding, instructions as text)."""
     def policy(images: np.ndarray, proprio: np.ndarray, instructions: list[str]) -> np.ndarray:
         with torch.no_grad():

@@ -233,9 +233,10 @@ def fit(task: TrainTask, cfg: TrainConfig) -> dict[str, Any]:
     out = Path(cfg.out)
     if rt.is_main:
         out.mkdir(parents=True, exist_ok=True)
-        (out / "train_config.json").write_text(json.dumps(to_dict(cfg), indent=2))
     seed_everything(cfg.seed)
-    task.setup(rt)
+    task.setup(rt)  # may fill derived model settings into cfg
+    if rt.is_main:
+        (out / "train_config.json").write_text(json.dumps(to_dict(cfg), indent=2))
     module = task.loss_module.to(rt.device)
 
     per_rank = max(1, cfg.batch_size // rt.world_size)

@@ -92,3 +92,13 @@ def test_eval_world_runs_closed_loop(parts, tmp_path):
     assert res["episodes"] == 2 and res["policy_calls"] == 2 and 0 <= res["success_rate"] <= 1
     rnd = evaluate(random_policy(0), "builtin_push", episodes=2, max_steps=16, progress=False)
     assert set(rnd["per_task"]) == set(res["per_task"])
+
+
+def test_train_command_rejects_bad_keys_and_shows_config(capsys):
+    from amplify.cli import main
+
+    assert main(["train", "mt", "model.no_such_key=1"]) == 2
+    assert "model.no_such_key" in capsys.readouterr().out
+    assert main(["train", "id", "model.head=flow", "--show-config"]) == 0
+    shown = json.loads(capsys.readouterr().out)
+    assert shown["model"]["head"] == "flow" and shown["optim"]["betas"] == [0.9, 0.95]
