@@ -90,3 +90,40 @@ def test_id_loss_goes_down_each_head(head):
     loss_module = IDLoss(InverseDynamics(cfg), mt, None)
     first, last = descend(loss_module, batch(), steps=30)
     assert last < 0.7 * first, (head, first, last)
+
+
+@pytest.mark.parametrize("head", ["diffusion", "flow"])
+def test_sampling_heads_are_deterministic_unless_random(head):
+    base = dict(head=head, hidden_dim=32, num_heads=2, num_layers=1, action_horizon=H, num_img_tokens=P,
+                img_embed_dim=V * 512, num_code_tokens=H - 1, diffusion_steps=20, diffusion_sample_steps=4,
+                flow_matching_steps=4)
+    data = batch()
+    codes = torch.randn(B, H - 1, 32)
+    outs = {}
+    for noise in ("zero", "seeded", "random"):
+        torch.manual_seed(0)
+        idm = InverseDynamics(InverseDynamicsConfig(**base, sample_noise=noise)).eval()
+        inputs = dict(img_tokens=data["img_tokens"].flatten(2, 3).reshape(B, P, V * 512), proprio=data["proprio"], codes=codes)
+        with torch.no_grad():
+            outs[noise] = (idm(**inputs), idm(**inputs))
+        assert outs[noise][0].shape == (B, H, 7) and outs[noise][0].abs().max() <= 1.0
+    assert torch.equal(*outs["zero"]) and torch.equal(*outs["seeded"])
+    assert not torch.equal(*outs["random"])
+    assert not torch.equal(outs["zero"][0], outs["seeded"][0])
+
+
+@pytest.mark.parametrize("head", ["diffusion", "flow"])
+def test_bundle_acts_with_sampling_head(head):
+    from amplify import AMPLIFY
+    from amplify.config import apply_overrides
+    from amplify.presets import small
+
+    cfg = apply_overrides(small(), [f"inverse_dynamics.head={head}", "inverse_dynamics.diffusion_sample_steps=3",
+                                    "inverse_dynamics.flow_matching_steps=3", "vision.image_size=64"])
+    cfg.forward_dynamics.img_tokens_per_view = 4
+    cfg.inverse_dynamics.num_img_tokens = 4
+    torch.manual_seed(0)
+    model = AMPLIFY(cfg).eval()
+    images = torch.rand(1, 2, 128, 128, 3)
+    a = model.act(images, torch.zeros(1, 9), text_emb=torch.zeros(1, 512))
+    assert a.shape == (1, 16, 7) and torch.equal(a, model.act(images, torch.zeros(1, 9), text_emb=torch.zeros(1, 512)))
