@@ -71,7 +71,10 @@ def build_default(out: str | Path, work: str | Path, quick: bool = False, sets: 
         part, sub = key.split(".", 1)
         if part not in recipe:
             raise ValueError(f"--set {item!r}: part must be one of {sorted(recipe)}")
-        recipe[part][sub] = json.loads(value) if value[:1] in "[{0123456789-tfn" else value
+        try:
+            recipe[part][sub] = json.loads(value)
+        except json.JSONDecodeError:
+            recipe[part][sub] = value  # a plain string
     work, out = Path(work), Path(out)
     data_root = work / "data"
     report: dict = {"recipe": recipe, "seconds": {}}

@@ -49,3 +49,10 @@ def test_two_process_ddp_on_cpu(world_root, tmp_path):
     assert (tmp_path / "ddp" / "latest" / "model.safetensors").is_file()
     state = torch.load(tmp_path / "ddp" / "latest" / "train_state.pt", weights_only=True)
     assert state["step"] == 3
+
+
+def test_accumulation_and_bf16_autocast(world_root, tmp_path):
+    """batch_size 8 over micro-batches of 4 -> 2 accumulation steps per update; bf16 autocast on the CPU."""
+    s = train("mt", tiny_overrides(world_root, tmp_path / "acc", gpu_max_bs=4, amp="bf16", max_steps_per_epoch=2, **MT_TINY))
+    assert s["micro_batch"] == 4 and s["accumulation"] == 2 and s["step"] == 2
+    assert all(map(lambda v: v == v, s["train"].values()))  # no NaN
