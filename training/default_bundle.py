@@ -5,9 +5,10 @@
 Steps: generate demonstrations, tracks and text embeddings with the built-in world (LIBERO / AMPLIFY
 layouts) -> train the motion tokenizer -> train forward dynamics (frozen MT targets; seeded random
 frozen ResNet-18 at 64x64, BatchNorm calibrated on the data, tokens cached) -> train inverse
-dynamics on true-track codes -> bundle with the instruction table -> ``--out`` (default
-``amplify.defaults.default_bundle_dir()``). Sizes are chosen to finish in minutes on a small CPU;
-``--set part.key=value`` changes any of them (e.g. ``--set mt.epochs=8``).
+dynamics on the forward dynamics' predicted codes (what it gets when acting) -> bundle with the
+instruction table -> ``--out`` (default ``amplify.defaults.default_bundle_dir()``). Sizes are chosen
+to finish in minutes on a small CPU; ``--set part.key=value`` changes any of them (e.g.
+``--set mt.epochs=8``, ``--set id.codes=gt``).
 """
 from __future__ import annotations
 
@@ -27,18 +28,18 @@ HORIZON = 16
 RECIPE: dict[str, dict[str, object]] = {
     "data": {"demos_per_task": 6, "val_fraction": 0.17, "frame_stride": 2},
     "mt": {
-        "epochs": 2, "batch_size": 16, "optim.lr": 2e-3, "optim.warmup_steps": 10,
+        "epochs": 3, "batch_size": 16, "optim.lr": 2e-3, "optim.warmup_steps": 10,
         "model.num_tracks": NUM_POINTS, "model.hidden_dim": 128, "model.num_heads": 4, "model.num_layers": 2,
         "model.codebook_size": 256, "model.decoder_mlp_hidden_dim": 64, "model.dropout": 0.0,
         "model.loss_weights": {"agentview": 0.5, "eye_in_hand": 0.5},
     },
     "fd": {
-        "epochs": 3, "batch_size": 32, "optim.lr": 1e-3, "optim.warmup_steps": 20,
+        "epochs": 8, "batch_size": 32, "optim.lr": 1e-3, "optim.warmup_steps": 20,
         "model.num_heads": 4, "model.num_layers": 3, "model.dropout": 0.0, "model.mask_unused_logits": True,
         "vision.image_size": 64, "val_max_batches": 4,
     },
     "id": {
-        "epochs": 2, "batch_size": 32, "optim.lr": 1e-3, "optim.warmup_steps": 20,
+        "epochs": 10, "batch_size": 32, "optim.lr": 1e-3, "optim.warmup_steps": 20, "codes": "fd",
         "model.num_heads": 4, "model.num_layers": 2, "model.dropout": 0.0, "model.head": "gaussian",
         "val_max_batches": 8,
     },
@@ -101,6 +102,7 @@ def build_default(out: str | Path, work: str | Path, quick: bool = False, sets: 
             extra.append(f"mt={runs / 'mt' / 'latest'}")
         if part == "id":
             extra.append(f"vision.weights={runs / 'fd' / 'vision.safetensors'}")
+            extra.append(f"fd={runs / 'fd' / 'latest'}")  # used when codes=fd (ID on FD's predicted codes)
         args = [a.replace(":traj", ":action") if part == "id" else a for a in common]  # ID needs actions
         summary = train(part, args + extra + [_as_override(k, v) for k, v in recipe[part].items() if k != "val_fraction"])
         report[part] = {"val": summary.get("val", {}), "train": summary.get("train", {}), "steps": summary["step"]}
