@@ -34,12 +34,12 @@ RECIPE: dict[str, dict[str, object]] = {
         "model.loss_weights": {"agentview": 0.5, "eye_in_hand": 0.5},
     },
     "fd": {
-        "epochs": 8, "batch_size": 32, "optim.lr": 1e-3, "optim.warmup_steps": 20,
+        "epochs": 4, "batch_size": 32, "optim.lr": 1e-3, "optim.warmup_steps": 20,
         "model.num_heads": 4, "model.num_layers": 3, "model.dropout": 0.0, "model.mask_unused_logits": True,
         "vision.image_size": 64, "val_max_batches": 4,
     },
     "id": {
-        "epochs": 10, "batch_size": 32, "optim.lr": 1e-3, "optim.warmup_steps": 20, "codes": "fd",
+        "epochs": 5, "batch_size": 32, "optim.lr": 1e-3, "optim.warmup_steps": 20, "codes": "fd",
         "model.num_heads": 4, "model.num_layers": 2, "model.dropout": 0.0, "model.head": "gaussian",
         "val_max_batches": 8,
     },
