@@ -19,6 +19,7 @@ import hashlib
 import json
 import pathlib
 import pickle
+import re
 from pathlib import Path
 from typing import Any
 
@@ -82,15 +83,22 @@ def load_original(path: str | Path) -> dict[str, Any]:
     except pickle.UnpicklingError as e:
         raise CheckpointError(
             f"{p}: refused: the file holds a pickled object that is not a tensor, a plain container or "
-            f"a pathlib path, and such objects are never unpickled ({_short(e)})"
+            f"a pathlib path, and such objects are never unpickled ({_unpickler_reason(e)})"
         ) from None
-    except (RuntimeError, EOFError, OSError, ValueError) as e:
+    except Exception as e:  # torch.load on arbitrary bytes raises many kinds (EOFError, IndexError, ...)
         raise CheckpointError(f"{p}: not a readable checkpoint (truncated or corrupt?): {_short(e)}") from None
     if not isinstance(data, dict) or "model" not in data:
         raise CheckpointError(f"{p}: expected a dict with a 'model' state dict, found {type(data).__name__}")
     if "config" in data:
         data["config"] = _plain(data["config"])
     return data
+
+
+def _unpickler_reason(e: Exception) -> str:
+    """What the weights-only unpickler refused (e.g. "Unsupported global: GLOBAL builtins.exec ..."),
+    without torch's advice to retry with weights_only=False, which would run the payload."""
+    m = re.search(r"WeightsUnpickler error: ([^\n]*?\.)(?:\s|$)", str(e))
+    return m.group(1) if m else type(e).__name__
 
 
 def _short(e: Exception) -> str:

@@ -37,56 +37,43 @@ def _finish(model: torch.nn.Module, device: str | torch.device) -> torch.nn.Modu
     return model.to(device).eval()
 
 
-def load_motion_tokenizer(path: str | Path, device: str | torch.device = "cpu") -> tuple[MotionTokenizer, MotionTokenizerConfig]:
-    """A motion tokenizer from an original ``mt.pt`` or a project directory -> (model, cfg)."""
+def _load(path: str | Path, kind: str, model_cls: type, cfg_cls: type, from_original, device,
+          mt_cfg: MotionTokenizerConfig | None = None, needs_mt: bool = False):
+    """Shared body of the three loaders: read either format, build the config, load the weights."""
     if detect_format(path) == "original":
+        if needs_mt and mt_cfg is None:
+            raise CheckpointError(f"{path}: an original {kind} checkpoint needs its motion tokenizer's config (mt_cfg)")
         data = load_original(path)
-        cfg = _config(from_original_mt, str(path), data["config"])
+        args = (data["config"], mt_cfg) if needs_mt else (data["config"],)
+        cfg = _config(from_original, str(path), *args)
         state = clean_original_state_dict(data["model"])
     else:
         doc, state = read_dir(path)
-        _expect_kind(doc, "motion_tokenizer", path)
-        cfg = _config(from_dict, str(path), MotionTokenizerConfig, doc["config"])
-    model = MotionTokenizer(cfg, init=False)
+        _expect_kind(doc, kind, path)
+        cfg = _config(from_dict, str(path), cfg_cls, doc["config"])
+    model = model_cls(cfg, init=False)
     load_state_into(model, state, str(path))
     return _finish(model, device), cfg
+
+
+def load_motion_tokenizer(path: str | Path, device: str | torch.device = "cpu") -> tuple[MotionTokenizer, MotionTokenizerConfig]:
+    """A motion tokenizer from an original ``mt.pt`` or a project directory -> (model, cfg)."""
+    return _load(path, "motion_tokenizer", MotionTokenizer, MotionTokenizerConfig, from_original_mt, device)
 
 
 def load_forward_dynamics(path: str | Path, mt_cfg: MotionTokenizerConfig | None = None,
                           device: str | torch.device = "cpu") -> tuple[ForwardDynamics, ForwardDynamicsConfig]:
     """Forward dynamics from an original ``fd.pt`` (its tokenizer's config ``mt_cfg`` needed, since the
     original derives FD's sizes from it) or a project directory."""
-    if detect_format(path) == "original":
-        if mt_cfg is None:
-            raise CheckpointError(f"{path}: an original fd.pt needs its motion tokenizer's config (mt_cfg)")
-        data = load_original(path)
-        cfg = _config(from_original_fd, str(path), data["config"], mt_cfg)
-        state = clean_original_state_dict(data["model"])
-    else:
-        doc, state = read_dir(path)
-        _expect_kind(doc, "forward_dynamics", path)
-        cfg = _config(from_dict, str(path), ForwardDynamicsConfig, doc["config"])
-    model = ForwardDynamics(cfg, init=False)
-    load_state_into(model, state, str(path))
-    return _finish(model, device), cfg
+    return _load(path, "forward_dynamics", ForwardDynamics, ForwardDynamicsConfig, from_original_fd, device,
+                 mt_cfg, needs_mt=True)
 
 
 def load_inverse_dynamics(path: str | Path, mt_cfg: MotionTokenizerConfig | None = None,
                           device: str | torch.device = "cpu") -> tuple[InverseDynamics, InverseDynamicsConfig]:
     """Inverse dynamics from an original ``id.pt`` (with its tokenizer's config) or a project directory."""
-    if detect_format(path) == "original":
-        if mt_cfg is None:
-            raise CheckpointError(f"{path}: an original id.pt needs its motion tokenizer's config (mt_cfg)")
-        data = load_original(path)
-        cfg = _config(from_original_id, str(path), data["config"], mt_cfg)
-        state = clean_original_state_dict(data["model"])
-    else:
-        doc, state = read_dir(path)
-        _expect_kind(doc, "inverse_dynamics", path)
-        cfg = _config(from_dict, str(path), InverseDynamicsConfig, doc["config"])
-    model = InverseDynamics(cfg, init=False)
-    load_state_into(model, state, str(path))
-    return _finish(model, device), cfg
+    return _load(path, "inverse_dynamics", InverseDynamics, InverseDynamicsConfig, from_original_id, device,
+                 mt_cfg, needs_mt=True)
 
 
 def save_model(model: torch.nn.Module, path: str | Path, metadata: dict[str, Any] | None = None) -> Path:

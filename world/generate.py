@@ -118,7 +118,8 @@ def _task_job(args: tuple) -> dict:
             g.attrs["init_state_index"] = k
             g.create_dataset("actions", data=ep["actions"])
             g.create_dataset("states", data=ep["states"])
-            g.create_dataset("robot_states", data=np.concatenate([ep["gripper_states"], ep["ee_pos"], ep["joint_states"]], 1))
+            quat = np.tile([1.0, 0.0, 0.0, 0.0], (T, 1))  # the effector never rotates
+            g.create_dataset("robot_states", data=np.concatenate([ep["gripper_states"], ep["ee_pos"], quat], 1))  # (T, 9)
             dones = np.zeros(T, np.uint8)
             dones[-1] = 1
             g.create_dataset("dones", data=dones)

@@ -1,0 +1,5 @@
+import sys
+
+from clients.libero.evaluate import main
+
+sys.exit(main())

@@ -1,0 +1,55 @@
+"""How a robot executes action chunks: temporal aggregation (ACT) or chunked replanning.
+
+Both take a chunk (A, action_dim) predicted at step t and answer the action to run at each step.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+
+class TemporalAggregator:
+    """Query every step; the action at step t averages every chunk covering t with weights
+    ``w_i = exp(-k * i)``, i = 0 for the oldest prediction (ACT's temporal ensembling)."""
+
+    def __init__(self, k: float = 0.01):
+        self.k = float(k)
+        self.reset()
+
+    def reset(self) -> None:
+        self._chunks: list[tuple[int, np.ndarray]] = []  # (start step, (A, d)) oldest first
+
+    def needs_query(self, step: int) -> bool:
+        return True
+
+    def add(self, step: int, chunk: np.ndarray) -> None:
+        self._chunks.append((step, np.asarray(chunk, dtype=np.float64)))
+
+    def action(self, step: int) -> np.ndarray:
+        self._chunks = [(s, c) for s, c in self._chunks if step - s < len(c)]  # drop chunks that ended
+        if not self._chunks:
+            raise RuntimeError(f"no predicted chunk covers step {step}")
+        preds = np.stack([c[step - s] for s, c in self._chunks])  # (m, d) oldest first
+        w = np.exp(-self.k * np.arange(len(preds)))
+        return (w[:, None] * preds).sum(0) / w.sum()
+
+
+class ChunkedExecutor:
+    """Query every ``replan_every`` steps and run that chunk's actions in order until the next query."""
+
+    def __init__(self, replan_every: int):
+        if replan_every < 1:
+            raise ValueError(f"replan_every must be >= 1, got {replan_every}")
+        self.replan_every = int(replan_every)
+        self.reset()
+
+    def reset(self) -> None:
+        self._start, self._chunk = 0, None
+
+    def needs_query(self, step: int) -> bool:
+        return self._chunk is None or step - self._start >= min(self.replan_every, len(self._chunk))
+
+    def add(self, step: int, chunk: np.ndarray) -> None:
+        self._start, self._chunk = step, np.asarray(chunk, dtype=np.float64)
+
+    def action(self, step: int) -> np.ndarray:
+        return self._chunk[step - self._start]

@@ -1,0 +1,107 @@
+"""The back-end interface: numpy arrays in, numpy arrays out, batch first; no HTTP here.
+
+Shapes (names from MODEL.md): b batch, v views, H points per track, t = H - 1, n tracks,
+S code tokens, h hidden size, A action horizon, E text-embedding size.
+"""
+from __future__ import annotations
+
+import abc
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """What the loaded model accepts and returns; inputs are validated against it."""
+
+    views: list[str]
+    image_size: list[int]          # [H_img, W_img] the model was trained on (inputs are resized)
+    track_horizon: int             # H
+    num_tracks: int                # n
+    code_length: int               # S
+    hidden_dim: int                # h
+    fsq_levels: list[int]
+    codebook_size: int
+    action_horizon: int            # A
+    action_dim: int
+    proprio_dim: int
+    text_embedding_dim: int        # E
+    num_classes: int = 0           # R, relative classes per decoded point (logits' last dim)
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def num_views(self) -> int:
+        return len(self.views)
+
+    @property
+    def num_steps(self) -> int:
+        """t = H - 1 velocities per track."""
+        return self.track_horizon - 1
+
+    def as_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d.pop("extra")
+        d.pop("num_classes")
+        return d
+
+
+class Backend(abc.ABC):
+    """One loaded model. Every method takes and returns numpy arrays with the batch first.
+
+    ``images`` are float32 (b, v, H_img, W_img, 3) in [0, 1], upright, views in ``info.views`` order;
+    ``sampling`` is "argmax" or "topk"; ``seed`` (topk only) seeds a generator for this call alone.
+    """
+
+    name: str = "base"
+    info: ModelInfo
+    device: str = "cpu"
+    sampling_modes: tuple[str, ...] = ("argmax", "topk")
+
+    @abc.abstractmethod
+    def model_metadata(self) -> dict[str, Any]:
+        """{"name", "version", "format", "trained", ...}: what model this is."""
+
+    def instruction_table(self) -> tuple[list[str], np.ndarray | None]:
+        """Known instructions and their embeddings (k, E); empty when the model holds none."""
+        return [], None
+
+    @abc.abstractmethod
+    def encode(self, velocities: np.ndarray) -> dict[str, np.ndarray]:
+        """Velocities (b, v, t, n, 2) -> {"indices": (b, S) int64, "codes": (b, S, h) float32}."""
+
+    @abc.abstractmethod
+    def indices_to_codes(self, indices: np.ndarray) -> np.ndarray:
+        """Indices (b, S) int64 -> codes (b, S, h) float32."""
+
+    @abc.abstractmethod
+    def decode(self, codes: np.ndarray) -> dict[str, np.ndarray]:
+        """Codes (b, S, h) -> {"velocities": (b, v, t, n, 2), "logits": (b, v*t*n, R)}."""
+
+    @abc.abstractmethod
+    def predict_codes(self, images: np.ndarray, text_emb: np.ndarray, sampling: str = "argmax",
+                      seed: int | None = None) -> dict[str, np.ndarray]:
+        """Images and text (b, E) -> {"indices": (b, S) int64, "codes": (b, S, h)}."""
+
+    def predict_traj(self, images: np.ndarray, text_emb: np.ndarray, init_points: np.ndarray,
+                     sampling: str = "argmax", seed: int | None = None) -> dict[str, np.ndarray]:
+        """-> {"tracks": (b, v, H, n, 2)}: predicted codes decoded and integrated from init_points (b, v, n, 2)."""
+        codes = self.predict_codes(images, text_emb, sampling, seed)["codes"]
+        velocities = self.decode(codes)["velocities"]
+        return {"tracks": integrate_velocities(velocities, init_points)}
+
+    @abc.abstractmethod
+    def act(self, images: np.ndarray, proprio: np.ndarray, text_emb: np.ndarray, sampling: str = "argmax",
+            seed: int | None = None) -> dict[str, np.ndarray]:
+        """Images, proprio (b, P) and text (b, E) -> {"actions": (b, A, action_dim)}."""
+
+    def close(self) -> None:
+        """Release resources (sessions, devices)."""
+
+
+def integrate_velocities(velocities: np.ndarray, init_points: np.ndarray) -> np.ndarray:
+    """Velocities (b, v, t, n, 2) + first points (b, v, n, 2) -> tracks (b, v, t+1, n, 2)."""
+    zeros = np.zeros_like(velocities[:, :, :1])
+    pts = np.cumsum(np.concatenate([zeros, velocities], axis=2), axis=2)
+    return (pts + init_points[:, :, None].astype(pts.dtype)).astype(np.float32)

@@ -1,0 +1,98 @@
+"""Back ends over an `amplify export` directory (``manifest.json`` + one graph per entry point), run
+with the exporter's runtime (``exporters.runtime``: ONNX Runtime or ``torch.jit``).
+
+The graphs take images at the bundle's ``image_size``; other sizes are resized here first
+(bilinear, align_corners=False, no antialiasing, as the vision encoder resizes). The graphs
+implement argmax prediction only: ``sampling="topk"`` is refused (``sampling_modes``).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from service.backends.base import Backend, ModelInfo
+
+# The graphs the service runs; inverse_dynamics is optional (``act`` holds the whole policy).
+REQUIRED_GRAPHS = ("encode", "indices_to_codes", "decode", "predict_codes", "act")
+
+
+class ExportedBackend(Backend):
+    """Shared by the ONNX and TorchScript back ends: manifest -> ModelInfo, numpy entry points."""
+
+    runtime_name = ""
+
+    def __init__(self, runtime: Any, path: Path, device: str):
+        self.rt = runtime
+        self.path = path
+        self.device = device
+        manifest = runtime.manifest
+        missing = [g for g in REQUIRED_GRAPHS if not runtime.has(g)]
+        if missing:
+            raise ValueError(f"{path}: the export lacks the graphs {missing} that the service runs; export a bundle with "
+                             f"`amplify export --model <bundle> --graphs {','.join(REQUIRED_GRAPHS)}`")
+        m = manifest["metadata"]
+        cfg = manifest.get("config", {})
+        proprio_dim = m.get("proprio_dim") or cfg.get("inverse_dynamics", {}).get("proprio_dim", 9)
+        self.info = ModelInfo(
+            views=list(m["views"]), image_size=list(m["image_size"]), track_horizon=int(m["track_horizon"]),
+            num_tracks=int(m["num_tracks"]), code_length=int(m["code_length"]), hidden_dim=int(m["hidden_dim"]),
+            fsq_levels=list(m["fsq_levels"]), codebook_size=int(m["codebook_size"]),
+            action_horizon=int(m["action_horizon"]), action_dim=int(m["action_dim"]), proprio_dim=int(proprio_dim),
+            text_embedding_dim=int(m["text_embedding_dim"]), num_classes=int(m.get("relative_classes") or 0),
+        )
+        self.sampling_modes = tuple(manifest.get("sampling") or ["argmax"])
+        model = manifest["model"]
+        self._meta = {"name": str(model.get("name")), "version": str(model.get("version")),
+                      "format": f"amplify-export/{manifest['runtime']}", "trained": model.get("trained"),
+                      "path": str(path)}
+
+    def model_metadata(self) -> dict[str, Any]:
+        return dict(self._meta)
+
+    def instruction_table(self) -> tuple[list[str], np.ndarray | None]:
+        if not self.rt.instructions:
+            return [], None
+        return list(self.rt.instructions), self.rt.embed_text(self.rt.instructions)
+
+    def _images(self, images: np.ndarray) -> np.ndarray:
+        """Resize (b, v, H, W, 3) to the graphs' image size when it differs."""
+        h, w = self.info.image_size
+        if images.shape[2:4] == (h, w):
+            return images
+        import torch
+        import torch.nn.functional as F
+
+        b, v = images.shape[:2]
+        x = torch.from_numpy(np.ascontiguousarray(images)).reshape(b * v, *images.shape[2:]).permute(0, 3, 1, 2)
+        x = F.interpolate(x, size=(h, w), mode="bilinear", align_corners=False, antialias=False)
+        return x.permute(0, 2, 3, 1).reshape(b, v, h, w, 3).contiguous().numpy()
+
+    def encode(self, velocities):
+        indices, codes = self.rt.encode(velocities=velocities)
+        return {"indices": indices.astype(np.int64), "codes": codes}
+
+    def indices_to_codes(self, indices):
+        return self.rt.indices_to_codes(indices)
+
+    def decode(self, codes):
+        velocities, logits = self.rt.decode(codes=codes)
+        return {"velocities": velocities, "logits": logits}
+
+    def predict_codes(self, images, text_emb, sampling="argmax", seed=None):
+        indices, codes = self.rt.predict_codes(self._images(images), text_emb=text_emb, sampling=sampling)
+        return {"indices": indices.astype(np.int64), "codes": codes}
+
+    def act(self, images, proprio, text_emb, sampling="argmax", seed=None):
+        return {"actions": self.rt.act(self._images(images), proprio, text_emb=text_emb, sampling=sampling)}
+
+
+def _check_dir(path: str | Path | None, backend: str) -> Path:
+    if path is None:
+        raise ValueError(f"--backend {backend} needs --model <directory written by `amplify export --format {backend}`>")
+    p = Path(path)
+    if not (p / "manifest.json").is_file():
+        raise FileNotFoundError(f"{p}: no manifest.json; --backend {backend} serves a directory written by "
+                                f"`amplify export --format {backend}`")
+    return p

@@ -1,0 +1,1 @@
+"""HTTP routes: ``inference`` (the model endpoints) and ``ops`` (health, readiness, metadata, metrics)."""

@@ -1,0 +1,100 @@
+"""The robot client: execution of chunks (unit), and whole episodes on the built-in world against a
+live server (the same code path as LIBERO; test_libero.py runs real LIBERO)."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from clients.libero.evaluate import EvalConfig, evaluate
+from clients.libero.execution import ChunkedExecutor, TemporalAggregator
+from clients.libero.video import draw_tracks, query_grid
+
+
+def test_temporal_aggregation_weights_oldest_most():
+    agg = TemporalAggregator(k=0.5)
+    agg.add(0, np.full((3, 2), 0.0))
+    assert np.allclose(agg.action(0), 0.0)
+    agg.add(1, np.full((3, 2), 1.0))
+    w = np.exp(-0.5 * np.arange(2))
+    assert np.allclose(agg.action(1), (w[0] * 0 + w[1] * 1) / w.sum())  # oldest (0.0) weighs more
+    agg.add(2, np.full((3, 2), 2.0))
+    w = np.exp(-0.5 * np.arange(3))
+    assert np.allclose(agg.action(2), (w * [0, 1, 2]).sum() / w.sum())
+    agg.add(3, np.full((3, 2), 3.0))  # the chunk from step 0 (length 3) no longer covers step 3
+    w = np.exp(-0.5 * np.arange(3))
+    assert np.allclose(agg.action(3), (w * [1, 2, 3]).sum() / w.sum())
+
+
+def test_chunked_replanning_queries_every_n_steps():
+    ex = ChunkedExecutor(replan_every=2)
+    queries, actions = [], []
+    for t in range(5):
+        if ex.needs_query(t):
+            queries.append(t)
+            ex.add(t, np.arange(4)[:, None] + 10 * t)
+        actions.append(ex.action(t)[0])
+    assert queries == [0, 2, 4] and actions == [0, 1, 20, 21, 40]
+    long = ChunkedExecutor(replan_every=10)  # never past the chunk's end
+    long.add(0, np.zeros((3, 1)))
+    assert [long.needs_query(t) for t in range(4)] == [False, False, False, True]
+
+
+def test_track_overlay_draws_inside_the_image():
+    img = np.zeros((32, 32, 3), np.uint8)
+    tracks = np.stack([query_grid(4), query_grid(4) + 0.2, query_grid(4) + 5.0])  # (H=3, n=4, 2), last step off-image
+    out = draw_tracks(img, tracks)
+    assert out.shape == img.shape and out.any() and not img.any()
+
+
+@pytest.mark.parametrize("execution", ["temporal", "chunk"])
+def test_builtin_episodes_against_live_server(server, tmp_path, execution):
+    cfg = EvalConfig(server=server.url, api_key=server.api_key, env="builtin", execution=execution,
+                     replan_every=4, max_steps=8, video_dir=str(tmp_path / "videos") if execution == "chunk" else None)
+    rep = evaluate(cfg, "builtin_push", tasks=["0", "push_the_blue_cube_to_the_right_edge"], episodes=2, num_envs=2)
+    assert [t["task_index"] for t in rep["tasks"]] == [0, 1]
+    assert all(t["episodes"] == 2 for t in rep["tasks"])
+    suite = rep["suites"]["builtin_push"]
+    assert suite["episodes"] == 4 and 0 <= suite["success_rate"] <= 1
+    queries = rep["act_latency_ms"]["count"]
+    assert queries == (rep["steps"] if execution == "temporal" else 4 * 2)  # 8 steps / replan 4 = 2 per episode
+    lat = rep["act_latency_ms"]
+    assert 0 < lat["p50"] <= lat["p95"] <= lat["p99"] <= lat["max"]
+    assert rep["steps_per_second"] > 0
+    if execution == "chunk":
+        videos = [v for t in rep["tasks"] for v in t["videos"]]
+        assert len(videos) == 4 and all(os.path.getsize(v) > 1000 for v in videos)
+
+
+def test_cli_builtin_sends_instruction_text_and_writes_json(server, tmp_path):
+    out = tmp_path / "report.json"
+    cmd = [sys.executable, "-m", "clients.libero", "--server", server.url, "--api-key", server.api_key,
+           "--env", "builtin", "--suite", "builtin_lift", "--tasks", "0", "--episodes", "1", "--max-steps", "3",
+           "--output", str(out)]
+    res = subprocess.run(cmd, cwd=server.repo, env={**os.environ, "PYTHONPATH": str(server.repo)},
+                         capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr
+    rep = json.loads(out.read_text())
+    assert rep["env"] == "builtin" and rep["act_latency_ms"]["count"] == 3 and rep["steps"] == 3
+    bad = subprocess.run(cmd[:-2] + ["--suite", "libero_nope"], cwd=server.repo,
+                         env={**os.environ, "PYTHONPATH": str(server.repo)}, capture_output=True, text=True, timeout=300)
+    assert bad.returncode == 1 and "unknown built-in suite" in bad.stderr
+
+
+def test_unknown_instruction_fails_before_any_environment_is_built(server):
+    from clients import NotFoundError
+    from clients.libero.envs import TaskInfo
+    from clients.libero.evaluate import _check_instructions, connect
+
+    cfg = EvalConfig(server=server.url, api_key=server.api_key, env="builtin")
+    with connect(cfg) as c:
+        meta = c.metadata()
+    known = TaskInfo("builtin", "builtin_push", 0, "t", meta["instructions"][0], 5, 1)
+    _check_instructions(cfg, meta, [known])  # listed by the model: no request, no error
+    with pytest.raises(NotFoundError) as e:
+        _check_instructions(cfg, meta, [known, TaskInfo("builtin", "s", 1, "u", "juggle three plates", 5, 1)])
+    assert e.value.field == "text"
