@@ -131,6 +131,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--workers", type=int, default=2, help="processes generating data")
     parser.add_argument("--eval-episodes", type=int, default=0, help="then evaluate closed loop (and a random policy)")
     parser.add_argument("--no-progress", action="store_true")
+    parser.add_argument("--if-missing", action="store_true", help="do nothing when the bundle already exists")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -138,6 +139,9 @@ def run(args: argparse.Namespace) -> int:
 
     out = Path(args.out) if args.out else default_bundle_dir()
     work = Path(args.work) if args.work else amplify_home() / "build-default"
+    if args.if_missing and (out / "config.json").is_file():
+        print(f"{out} exists; not rebuilding (drop --if-missing to rebuild)")
+        return 0
     report = build_default(out, work, args.quick, args.set, args.workers, not args.no_progress)
     sec = report["seconds"]
     print(f"wrote {out} in {sec['total']:.0f} s (" + ", ".join(f"{k} {v:.0f} s" for k, v in sec.items() if k != "total") + ")")
