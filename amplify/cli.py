@@ -17,6 +17,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "tokenize": ("clients.tokenize", "stream track files to a server's /encode and write the indices to HDF5"),
     "serve": ("service.cli", "run the HTTP inference service (torch, torchscript or onnx back end)"),
     "export": ("exporters.cli", "export a bundle or tokenizer to ONNX, TorchScript or a Triton model repository"),
+    "train": ("training.train_command", "train a motion tokenizer, forward or inverse dynamics model (key=value config)"),
+    "bundle": ("training.bundle", "join trained MT, FD, ID and vision weights into one servable bundle"),
+    "build-default": ("training.default_bundle", "generate built-in-world data, train and bundle the default model"),
+    "eval-world": ("training.eval_world", "closed-loop success rate of a bundle in the built-in world"),
 }
 
 

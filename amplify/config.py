@@ -172,12 +172,19 @@ class InverseDynamicsConfig:
     img_embed_dim: int = 1024  # views * 512, image tokens stacked in features
     text_embed_dim: int = 512
     num_code_tokens: int = 15
-    diffusion_steps: int = 100
-    flow_matching_steps: int = 100
+    diffusion_steps: int = 100  # diffusion head: training noise levels (DDPM, cosine schedule)
+    flow_matching_steps: int = 100  # flow head: Euler steps when sampling
+    diffusion_sample_steps: int = 10  # diffusion head: DDIM (deterministic) steps when sampling
+    sample_noise: str = "zero"  # diffusion/flow sampling start: zero | seeded (sample_seed) | random
+    sample_seed: int = 0
 
     def __post_init__(self) -> None:
         if self.head not in ("gaussian", "diffusion", "flow"):
             raise ConfigError(f"head must be gaussian, diffusion or flow, got {self.head!r}")
+        if self.sample_noise not in ("zero", "seeded", "random"):
+            raise ConfigError(f"sample_noise must be zero, seeded or random, got {self.sample_noise!r}")
+        if not 1 <= self.diffusion_sample_steps <= self.diffusion_steps:
+            raise ConfigError(f"diffusion_sample_steps must be in [1, diffusion_steps={self.diffusion_steps}]")
 
     @property
     def cond_seq_len(self) -> int:

@@ -6,6 +6,7 @@ or a Triton model repository), check parity against PyTorch, and write ``manifes
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import platform
 import time
@@ -13,7 +14,7 @@ import warnings
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import numpy as np
 import torch
@@ -74,14 +75,15 @@ class ExportSettings:
 # ---------------------------------------------------------------------------------------------
 # writers and runners per format
 # ---------------------------------------------------------------------------------------------
-def _quiet() -> warnings.catch_warnings:
-    w = warnings.catch_warnings()
-    w.__enter__()
-    warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
-    warnings.filterwarnings("ignore", category=DeprecationWarning)
-    warnings.filterwarnings("ignore", category=FutureWarning)
-    warnings.filterwarnings("ignore", message=".*(legacy|TorchScript-based) ONNX export.*")
-    return w
+@contextlib.contextmanager
+def _quiet() -> Iterator[None]:
+    """Silence the tracer's and the exporter's warnings (shape-to-int conversions, deprecations)."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
+        warnings.filterwarnings("ignore", category=DeprecationWarning)
+        warnings.filterwarnings("ignore", category=FutureWarning)
+        warnings.filterwarnings("ignore", message=".*(legacy|TorchScript-based) ONNX export.*")
+        yield
 
 
 def write_onnx(wrapper: torch.nn.Module, example: tuple[torch.Tensor, ...], path: Path, input_names: list[str],
@@ -93,16 +95,12 @@ def write_onnx(wrapper: torch.nn.Module, example: tuple[torch.Tensor, ...], path
     shapes) replace output dimensions the exporter left symbolic, so the graph declares them."""
     import onnx
 
-    w = _quiet()
-    try:
-        with torch.no_grad():
-            torch.onnx.export(
-                wrapper, example, str(path), dynamo=False, input_names=input_names, output_names=output_names,
-                opset_version=opset, do_constant_folding=True,
-                dynamic_axes={n: {0: BATCH_AXIS} for n in input_names + output_names},
-            )
-    finally:
-        w.__exit__(None, None, None)
+    with _quiet(), torch.no_grad():
+        torch.onnx.export(
+            wrapper, example, str(path), dynamo=False, input_names=input_names, output_names=output_names,
+            opset_version=opset, do_constant_folding=True,
+            dynamic_axes={n: {0: BATCH_AXIS} for n in input_names + output_names},
+        )
     if output_shapes:
         model = onnx.load(str(path))
         for out in model.graph.output:
@@ -116,13 +114,9 @@ def write_onnx(wrapper: torch.nn.Module, example: tuple[torch.Tensor, ...], path
 
 def write_torchscript(wrapper: torch.nn.Module, example: tuple[torch.Tensor, ...], path: Path) -> None:
     """Trace ``wrapper`` and save it; it loads with ``torch.jit.load`` without this project's code."""
-    w = _quiet()
-    try:
-        with torch.no_grad():
-            traced = torch.jit.trace(wrapper, example, check_trace=False)
-    finally:
-        w.__exit__(None, None, None)
-    torch.jit.save(traced, str(path))
+    with _quiet(), torch.no_grad():
+        traced = torch.jit.trace(wrapper, example, check_trace=False)
+        torch.jit.save(traced, str(path))
 
 
 def onnx_runner(path: Path, threads: int | None = None) -> Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]]:

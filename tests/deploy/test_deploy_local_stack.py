@@ -175,7 +175,9 @@ def test_robot_client_through_balancer_survives_a_killed_replica(stack, tmp_path
     result = json.loads(report.read_text())
     assert result["steps"] == 24 and result["act_latency_ms"]["count"] == 24
     log = [e for e in stack.access_log()[before:] if e["uri"] == "/act"]
-    assert len(log) == 24 and all(e["status"] == 200 for e in log)
+    # every step got its 200; a request caught by the kill may show once more as a retried 502/503/504
+    assert sum(e["status"] == 200 for e in log) == 24
+    assert all(e["status"] in (200, 502, 503, 504) for e in log) and len(log) <= 24 + 2
 
 
 def test_no_live_replica_gets_the_contracts_503(stack):
@@ -194,4 +196,8 @@ def test_no_live_replica_gets_the_contracts_503(stack):
     assert httpx.get(f"{stack.url}/ready", timeout=30).status_code == 503
     assert httpx.get(f"{stack.url}/lb-health", timeout=30).status_code == 200
     _ensure_all_running(stack)
-    assert httpx.get(f"{stack.url}/ready", timeout=30).status_code == 200
+    # the balancer takes a replica back once its fail_timeout (5 s) has passed
+    deadline = time.monotonic() + 30
+    while httpx.get(f"{stack.url}/ready", timeout=30).status_code != 200:
+        assert time.monotonic() < deadline, "the balancer never took the restarted replicas back"
+        time.sleep(0.5)

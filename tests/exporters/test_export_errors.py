@@ -123,3 +123,13 @@ def test_cli_subprocess_end_to_end(tmp_path, random_mt_dir, exports):
     reference = load_exported(exports.get("random_mt", "onnx")[0], threads=1)
     tracks = np.random.default_rng(1).uniform(-1, 1, (2, 2, 16, 16, 2)).astype(np.float32)
     np.testing.assert_array_equal(load_exported(out, threads=1).encode(tracks=tracks)[0], reference.encode(tracks=tracks)[0])
+
+
+def test_pickled_code_refused(tmp_path, capsys):
+    """A checkpoint carrying a pickled callable is refused before anything is unpickled."""
+    import torch
+
+    evil = tmp_path / "amplify.pt"
+    torch.save({"model": {}, "config": {"motion_tokenizer_cfg": {}}, "hook": print}, evil)
+    rc, err = _export(capsys, "--model", str(evil), "--out", str(tmp_path / "out"))
+    assert rc == 2 and "refused" in err and "never unpickled" in err

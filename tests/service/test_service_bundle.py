@@ -67,7 +67,8 @@ def test_metadata_lists_instructions_and_the_name(random_server):
     assert meta["model"] == {"name": "random-small", "version": "t1", "format": "amplify-dir"}
 
 
-def test_text_encoder_of_another_size_is_refused_at_startup(tmp_path):
+def test_text_encoder_of_another_size_is_refused_at_startup(tmp_path, monkeypatch):
+    monkeypatch.setenv("AMPLIFY_HOME", str(tmp_path / "home"))  # the untrained fallback, never the user's default
     enc = tmp_path / "minilm"
     (enc / "1_Pooling").mkdir(parents=True)
     (enc / "1_Pooling" / "config.json").write_text(json.dumps({"word_embedding_dimension": 384}))

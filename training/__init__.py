@@ -1,0 +1,3 @@
+"""Training for AMPLIFY: data readers (``training.data``), the three trainers (``amplify train mt|fd|id``),
+bundling (``amplify bundle``), the default bundle (``amplify build-default``) and closed-loop
+evaluation in the built-in world (``amplify eval-world``). See docs/training.md."""

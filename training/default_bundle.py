@@ -1,0 +1,160 @@
+"""``amplify build-default``: the default bundle from the built-in world, in one command.
+
+    amplify build-default [--out DIR] [--work DIR] [--quick] [--eval-episodes 50]
+
+Steps: generate demonstrations, tracks and text embeddings with the built-in world (LIBERO / AMPLIFY
+layouts) -> train the motion tokenizer -> train forward dynamics (frozen MT targets; seeded random
+frozen ResNet-18 at 64x64, BatchNorm calibrated on the data, tokens cached) -> train inverse
+dynamics on the forward dynamics' predicted codes (what it gets when acting) -> bundle with the
+instruction table -> ``--out`` (default ``amplify.defaults.default_bundle_dir()``). Sizes are chosen
+to finish in minutes on a small CPU; ``--set part.key=value`` changes any of them (e.g.
+``--set mt.epochs=8``, ``--set id.codes=gt``).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import time
+from pathlib import Path
+
+import torch
+
+SUITE = "builtin_all"
+NUM_POINTS = 36  # tracks per view (a 6x6 grid; the paper uses 400)
+HORIZON = 16
+
+# part -> key=value overrides of that trainer's config (see training/config.py)
+RECIPE: dict[str, dict[str, object]] = {
+    "data": {"demos_per_task": 6, "val_fraction": 0.17, "frame_stride": 2},
+    "mt": {
+        "epochs": 3, "batch_size": 16, "optim.lr": 2e-3, "optim.warmup_steps": 10,
+        "model.num_tracks": NUM_POINTS, "model.hidden_dim": 128, "model.num_heads": 4, "model.num_layers": 2,
+        "model.codebook_size": 256, "model.decoder_mlp_hidden_dim": 64, "model.dropout": 0.0,
+        "model.loss_weights": {"agentview": 0.5, "eye_in_hand": 0.5},
+    },
+    "fd": {
+        "epochs": 4, "batch_size": 32, "optim.lr": 1e-3, "optim.warmup_steps": 20,
+        "model.num_heads": 4, "model.num_layers": 3, "model.dropout": 0.0, "model.mask_unused_logits": True,
+        "vision.image_size": 64, "val_max_batches": 4,
+    },
+    "id": {
+        "epochs": 5, "batch_size": 32, "optim.lr": 1e-3, "optim.warmup_steps": 20, "codes": "fd",
+        "model.num_heads": 4, "model.num_layers": 2, "model.dropout": 0.0, "model.head": "gaussian",
+        "val_max_batches": 8,
+    },
+}
+QUICK = {  # a smoke run for tests: tiny data, one short epoch each
+    "data": {"demos_per_task": 2},
+    "mt": {"epochs": 1, "max_steps_per_epoch": 3, "batch_size": 8, "model.hidden_dim": 32},
+    "fd": {"epochs": 1, "max_steps_per_epoch": 3, "batch_size": 8, "model.num_layers": 1, "val_max_batches": 1},
+    "id": {"epochs": 1, "max_steps_per_epoch": 3, "batch_size": 8, "model.num_layers": 1},
+}
+
+
+def _as_override(key: str, value: object) -> str:
+    return f"{key}={json.dumps(value) if not isinstance(value, str) else value}"
+
+
+def build_default(out: str | Path, work: str | Path, quick: bool = False, sets: list[str] | None = None,
+                  workers: int = 2, progress: bool = True) -> dict:
+    """Generate, train and bundle; returns a report (timings and the parts' final validation metrics)."""
+    from training.bundle import build_bundle
+    from training.train_command import train
+    from world.generate import generate, track_method
+
+    recipe = {part: dict(v) for part, v in RECIPE.items()}
+    if quick:
+        for part, v in QUICK.items():
+            recipe[part].update(v)
+    for item in sets or []:
+        key, value = item.split("=", 1)
+        part, sub = key.split(".", 1)
+        if part not in recipe:
+            raise ValueError(f"--set {item!r}: part must be one of {sorted(recipe)}")
+        try:
+            recipe[part][sub] = json.loads(value)
+        except json.JSONDecodeError:
+            recipe[part][sub] = value  # a plain string
+    work, out = Path(work), Path(out)
+    data_root = work / "data"
+    report: dict = {"recipe": recipe, "seconds": {}}
+    t_all = time.perf_counter()
+
+    t = time.perf_counter()
+    if data_root.exists():
+        shutil.rmtree(data_root)
+    stats = generate(SUITE, str(data_root), demos_per_task=int(recipe["data"]["demos_per_task"]),
+                     num_points=NUM_POINTS, horizon=HORIZON, workers=workers)
+    report["data"] = {"demos": stats["demos"], "steps": stats["steps"]}
+    report["seconds"]["generate"] = time.perf_counter() - t
+
+    frac = float(recipe["data"].get("val_fraction", 0.1))
+    common = [f"data.root={data_root}", f"data.track_method={track_method(NUM_POINTS, HORIZON)}",
+              f"data.frame_stride={int(recipe['data'].get('frame_stride', 1))}",
+              f"data.train=[{SUITE}:traj{1 - frac:g}]", f"data.val=[{SUITE}:traj-{frac:g}]",
+              f"progress={str(progress).lower()}", "save_every=0"]
+    runs = work / "runs"
+    for part in ("mt", "fd", "id"):
+        t = time.perf_counter()
+        extra = [f"out={runs / part}"]
+        if part in ("fd", "id"):
+            extra.append(f"mt={runs / 'mt' / 'latest'}")
+        if part == "id":
+            extra.append(f"vision.weights={runs / 'fd' / 'vision.safetensors'}")
+            extra.append(f"fd={runs / 'fd' / 'latest'}")  # used when codes=fd (ID on FD's predicted codes)
+        args = [a.replace(":traj", ":action") if part == "id" else a for a in common]  # ID needs actions
+        summary = train(part, args + extra + [_as_override(k, v) for k, v in recipe[part].items() if k != "val_fraction"])
+        report[part] = {"val": summary.get("val", {}), "train": summary.get("train", {}), "steps": summary["step"]}
+        report["seconds"][part] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    model = build_bundle(runs / "mt" / "latest", runs / "fd" / "latest", runs / "id" / "latest",
+                         runs / "fd" / "vision.safetensors", str(data_root), [SUITE])
+    report["seconds"]["bundle"] = time.perf_counter() - t
+    report["seconds"]["total"] = time.perf_counter() - t_all
+    model.metadata["build_report"] = report
+    if out.exists():
+        shutil.rmtree(out)
+    model.save(out)
+    (out / "build_report.json").write_text(json.dumps(report, indent=1))
+    return report
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.description = __doc__
+    parser.formatter_class = argparse.RawDescriptionHelpFormatter
+    parser.add_argument("--out", default=None, help="bundle directory (default: $AMPLIFY_HOME/default)")
+    parser.add_argument("--work", default=None, help="data and training runs (default: $AMPLIFY_HOME/build-default)")
+    parser.add_argument("--quick", action="store_true", help="a smoke run (tiny data and steps; not a useful model)")
+    parser.add_argument("--set", action="append", default=[], help="recipe override part.key=value, e.g. mt.epochs=8")
+    parser.add_argument("--workers", type=int, default=2, help="processes generating data")
+    parser.add_argument("--eval-episodes", type=int, default=0, help="then evaluate closed loop (and a random policy)")
+    parser.add_argument("--no-progress", action="store_true")
+    parser.add_argument("--if-missing", action="store_true", help="do nothing when the bundle already exists")
+
+
+def run(args: argparse.Namespace) -> int:
+    from amplify.defaults import amplify_home, default_bundle_dir
+
+    out = Path(args.out) if args.out else default_bundle_dir()
+    work = Path(args.work) if args.work else amplify_home() / "build-default"
+    if args.if_missing and (out / "config.json").is_file():
+        print(f"{out} exists; not rebuilding (drop --if-missing to rebuild)")
+        return 0
+    report = build_default(out, work, args.quick, args.set, args.workers, not args.no_progress)
+    sec = report["seconds"]
+    print(f"wrote {out} in {sec['total']:.0f} s (" + ", ".join(f"{k} {v:.0f} s" for k, v in sec.items() if k != "total") + ")")
+    for part in ("mt", "fd", "id"):
+        print(f"  {part}: " + " ".join(f"{k}={v:.4g}" for k, v in report[part]["val"].items()))
+    if args.eval_episodes:
+        from training.eval_world import bundle_policy, evaluate, random_policy
+        from amplify.policy import AMPLIFY
+        model = AMPLIFY.load(out)
+        torch.manual_seed(0)
+        res = {"policy": evaluate(bundle_policy(model), SUITE, args.eval_episodes, progress=not args.no_progress),
+               "random": evaluate(random_policy(0), SUITE, args.eval_episodes, progress=not args.no_progress)}
+        (out / "eval_world.json").write_text(json.dumps(res, indent=1))
+        print(f"closed loop over {args.eval_episodes} episodes: policy {res['policy']['success_rate']:.1%}, "
+              f"random {res['random']['success_rate']:.1%}")
+    return 0

@@ -1,0 +1,84 @@
+"""What the FD and ID trainers share: the frozen tokenizer, the frozen vision encoder, and image
+tokens (cached per dataset, or computed per batch)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from einops import rearrange
+
+from amplify.config import MotionTokenizerConfig
+from amplify.loading import load_motion_tokenizer
+from amplify.models.motion_tokenizer import MotionTokenizer
+from amplify.models.vision import VisionEncoder
+from training.config import TrainConfig, VisionSettings, vision_config
+from training.data.dataset import AmplifyDataset
+from training.loop import Runtime
+from training.vision import (
+    build_vision_encoder, cached_tokens, calibrate_batchnorm, calibration_images, load_vision, save_vision,
+)
+
+VISION_FILE = "vision.safetensors"
+
+
+def frozen(module: torch.nn.Module) -> torch.nn.Module:
+    for p in module.parameters():
+        p.requires_grad_(False)
+    return module.eval()
+
+
+def load_frozen_mt(path: str) -> tuple[MotionTokenizer, MotionTokenizerConfig]:
+    if not path:
+        raise ValueError("set mt=<motion tokenizer directory> (e.g. runs/mt/latest)")
+    mt, cfg = load_motion_tokenizer(path)
+    return frozen(mt), cfg
+
+
+def dataset_for(cfg: TrainConfig, selection: list[str], mt_cfg: MotionTokenizerConfig,
+                action_horizon: int, require_actions: bool = False) -> AmplifyDataset:
+    """The dataset for FD/ID training. Images stay at their stored size: the vision encoder resizes
+    them exactly as it does when serving."""
+    d = cfg.data
+    return AmplifyDataset(d.root, selection, mt_cfg.views, mt_cfg.num_tracks, mt_cfg.track_pred_horizon,
+                          action_horizon, img_size=mt_cfg.img_shape, interp=d.interp,
+                          track_method=d.track_method, frame_stride=d.frame_stride, load_images=not d.cache_tokens,
+                          require_actions=require_actions)
+
+
+def vision_encoder(settings: VisionSettings, out: Path, calib_set: AmplifyDataset | None, rt: Runtime) -> VisionEncoder:
+    """Load the encoder from ``settings.weights``, or build the seeded random one and calibrate its
+    BatchNorm on ``calib_set``; either way write it to ``<out>/vision.safetensors`` (rank 0)."""
+    if settings.weights:
+        enc = load_vision(settings.weights)
+    else:
+        enc = build_vision_encoder(vision_config(settings), settings.seed)
+        if calib_set is not None:
+            calibrate_batchnorm(enc, calibration_images(calib_set, settings.calibration_images // len(calib_set.views)))
+    if rt.is_main:
+        save_vision(enc, out / VISION_FILE)
+    return frozen(enc)
+
+
+def token_cache(enc: VisionEncoder, ds: AmplifyDataset, cfg: TrainConfig, rt: Runtime) -> torch.Tensor | None:
+    """Cached image tokens of ``ds`` (N, v, P, 512) float16 when ``data.cache_tokens``; rank 0 computes first."""
+    if not cfg.data.cache_tokens:
+        return None
+    cache_dir = cfg.cache_dir or str(Path(cfg.data.root) / ".amplify_cache")
+    if not rt.is_main:
+        rt.barrier()
+    tokens = cached_tokens(enc.to("cpu"), ds, cache_dir, progress=cfg.progress and rt.is_main)
+    if rt.is_main:
+        rt.barrier()
+    return tokens
+
+
+def batch_image_tokens(batch: dict[str, torch.Tensor], cache: torch.Tensor | None, enc: VisionEncoder,
+                       device: torch.device) -> torch.Tensor:
+    """Image tokens of a batch (b, v, P, 512) float32: from the cache by sample index, else encoded now."""
+    if cache is not None:
+        return cache[batch["index"].cpu()].to(device, torch.float32)
+    images = batch["images"].to(device)  # (b, v, S, S, 3) uint8
+    b = images.shape[0]
+    x = rearrange(images, "b v h w c -> (b v) h w c").float() / 255.0
+    with torch.no_grad():
+        return rearrange(enc.to(device)(x), "(b v) p d -> b v p d", b=b)

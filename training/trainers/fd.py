@@ -1,0 +1,120 @@
+"""Forward-dynamics trainer: targets are a frozen tokenizer's indices of the true velocities;
+teacher-forced cross entropy; validation also predicts autoregressively (token accuracy, and the
+decoded tracks' error)."""
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn as nn
+from einops import rearrange
+
+from amplify.models.forward_dynamics import ForwardDynamics
+from amplify.models.motion_tokenizer import MotionTokenizer
+from amplify.tracks import points_to_velocities, velocities_to_points
+from training.config import FDTrainConfig
+from training.loop import Runtime, TrainTask
+from training.metrics import MetricAverager, track_metrics
+from training.trainers.common import (
+    batch_image_tokens, dataset_for, load_frozen_mt, token_cache, vision_encoder,
+)
+
+
+class FDLoss(nn.Module):
+    """batch (with ``img_tokens`` (b, v, P, 512)) -> (cross entropy, metrics)."""
+
+    def __init__(self, fd: ForwardDynamics, mt: MotionTokenizer):
+        super().__init__()
+        self.fd = fd
+        self.mt = mt  # frozen; its quantizer is shared with fd
+
+    def targets(self, tracks: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            return self.mt.tokenize(points_to_velocities(tracks, time_dim=2))[1]  # (b, S)
+
+    def cond(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        return self.fd.get_cond_tokens(rearrange(batch["img_tokens"], "b v p d -> b (v p) d"), batch["text_emb"])
+
+    def forward(self, batch: dict[str, torch.Tensor]):
+        target = self.targets(batch["tracks"])
+        loss, logits = self.fd.loss(self.cond(batch), target)
+        return loss, {"token_acc_teacher_forced": (logits.argmax(-1) == target).float().mean().detach()}
+
+
+class FDTask(TrainTask):
+    name = "fd"
+
+    def __init__(self, cfg: FDTrainConfig):
+        self.cfg = cfg
+
+    def setup(self, rt: Runtime) -> None:
+        cfg = self.cfg
+        self.mt, mt_cfg = load_frozen_mt(cfg.mt)
+        self.train_set = dataset_for(cfg, cfg.data.train, mt_cfg, 1)
+        self.val_set = dataset_for(cfg, cfg.data.val, mt_cfg, 1) if cfg.data.val else None
+        self.encoder = vision_encoder(cfg.vision, Path(cfg.out), self.train_set, rt)
+        self.train_tokens = token_cache(self.encoder, self.train_set, cfg, rt)
+        self.val_tokens = token_cache(self.encoder, self.val_set, cfg, rt) if self.val_set is not None else None
+        p = (self.encoder.cfg.image_size // 32) ** 2  # image tokens per view
+        model_cfg = dataclasses.replace(
+            cfg.model, hidden_dim=mt_cfg.hidden_dim, codebook_size=mt_cfg.codebook_size, pred_seq_len=mt_cfg.seq_len,
+            num_views=mt_cfg.num_views, img_tokens_per_view=p, img_embed_dim=self.encoder.cfg.embed_dim,
+            text_embed_dim=int(self.train_set.tasks[0].text_emb.shape[0]))
+        self.cfg.model = model_cfg
+        self.fd = ForwardDynamics(model_cfg, quantize=self.mt.quantize)
+        self.loss_module = FDLoss(self.fd, self.mt)
+
+    @property
+    def model(self) -> ForwardDynamics:
+        return self.fd
+
+    def load_weights(self, path: Path) -> None:
+        from amplify.checkpoints import read_dir
+        _, state = read_dir(path)
+        self.fd.load_state_dict(state)
+
+    def _prepare(self, batch, rt: Runtime, tokens) -> dict[str, torch.Tensor]:
+        out = {k: v.to(rt.device) for k, v in batch.items() if k != "images"}
+        out["img_tokens"] = batch_image_tokens(batch, tokens, self.encoder, rt.device)
+        return out
+
+    def prepare(self, batch, rt: Runtime):
+        return self._prepare(batch, rt, self.train_tokens)
+
+    @torch.no_grad()
+    def validate(self, loader, rt: Runtime, max_batches: int) -> dict[str, float]:
+        avg = MetricAverager()
+        for i, batch in enumerate(loader):
+            if max_batches and i >= max_batches:
+                break
+            batch = self._prepare(batch, rt, self.val_tokens)
+            loss, m = self.loss_module(batch)
+            metrics = {"loss": loss, **m}
+            if self.cfg.val_ar:
+                target = self.loss_module.targets(batch["tracks"])
+                pred = self.fd.predict(self.loss_module.cond(batch), "argmax")
+                metrics["token_acc"] = (pred == target).float().mean()
+                vel, _ = self.mt.decode(self.mt.indices_to_codes(pred))
+                metrics.update(track_metrics(vel, batch["tracks"], self.mt.cfg.img_shape, prefix="pred_track"))
+            avg.add(metrics, len(batch["tracks"]))
+        return avg.result()
+
+    @torch.no_grad()
+    def plot(self, out: Path, epoch: int) -> None:
+        from training.plots import plot_tracks
+        ds = self.val_set or self.train_set
+        tokens = self.val_tokens if self.val_set is not None else self.train_tokens
+        idx = np.linspace(0, len(ds) - 1, 2).round().astype(int)
+        batch = torch.utils.data.default_collate([ds[int(i)] for i in idx])
+        if "images" not in batch:
+            batch["images"] = torch.from_numpy(np.stack([ds.images(int(i)) for i in idx]))
+        b = self._prepare(batch, type("R", (), {"device": torch.device("cpu")})(), tokens)
+        self.fd.eval()
+        pred = self.fd.predict(self.loss_module.cond(b), "argmax")
+        vel, _ = self.mt.decode(self.mt.indices_to_codes(pred))
+        tracks = b["tracks"]
+        plot_tracks(batch["images"].numpy(), tracks.numpy(), velocities_to_points(vel, 2, tracks[:, :, :1]).numpy(),
+                    self.mt.cfg.views, self.mt.cfg.img_shape, out / "tracks_fd.png",
+                    f"forward dynamics: predicted tracks, epoch {epoch}")
