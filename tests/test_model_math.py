@@ -67,7 +67,7 @@ def test_fsq_table_every_size(size):
     mt = MotionTokenizer(cfg).eval()
     n_codes = int(np.prod(levels))
     idx = torch.arange(n_codes)[None]
-    codes = mt.quantize.indices_to_codes(idx)
+    assert mt.quantize.indices_to_codes(idx).shape == (1, n_codes, 32)
     # index -> level codes -> index is the identity on all real codes
     level_codes = mt.quantize._indices_to_codes(idx)
     assert torch.equal(mt.quantize.codes_to_indices(level_codes).long(), idx)

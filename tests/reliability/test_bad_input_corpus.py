@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import json
-import struct
 from typing import Any
 
 import msgpack
 import numpy as np
 import pytest
 
-from tests.reliability.harness import EXPECTED_FIELD, JSON, MSGPACK, check_answer, encode, pack_array, valid_payloads
+from tests.reliability.harness import EXPECTED_FIELD, JSON, MSGPACK, check_answer, encode, valid_payloads
 
 pytestmark = pytest.mark.timeout(120)  # a hang is a failure, not a stuck suite
 

@@ -10,7 +10,6 @@ from typing import Any, Iterator
 import httpx
 import msgpack
 import numpy as np
-import pytest
 import torch
 import uvicorn
 

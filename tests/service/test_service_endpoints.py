@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import torch
 
 from amplify import AMPLIFY
 from amplify.tracks import velocities_to_points

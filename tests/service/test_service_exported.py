@@ -2,7 +2,6 @@
 every endpoint gives the reference numbers; top-k is refused with a clear 400."""
 from __future__ import annotations
 
-from pathlib import Path
 
 import numpy as np
 import pytest

@@ -13,7 +13,7 @@ from amplify.models.motion_tokenizer import MotionTokenizer
 from amplify.models.vision import VisionEncoder
 from training.config import TrainConfig, VisionSettings, vision_config
 from training.data.dataset import AmplifyDataset
-from training.loop import Runtime
+from training.loop import Runtime, TrainTask
 from training.vision import (
     build_vision_encoder, cached_tokens, calibrate_batchnorm, calibration_images, load_vision, save_vision,
 )
@@ -82,3 +82,18 @@ def batch_image_tokens(batch: dict[str, torch.Tensor], cache: torch.Tensor | Non
     x = rearrange(images, "b v h w c -> (b v) h w c").float() / 255.0
     with torch.no_grad():
         return rearrange(enc.to(device)(x), "(b v) p d -> b v p d", b=b)
+
+
+class ImageTokenTask(TrainTask):
+    """A task whose batches get image tokens from the frozen encoder's cache (FD and ID).
+
+    Subclasses set ``encoder``, ``train_tokens`` and ``val_tokens``.
+    """
+
+    def _prepare(self, batch, rt: Runtime, tokens) -> dict[str, torch.Tensor]:
+        out = {k: v.to(rt.device) for k, v in batch.items() if k != "images"}
+        out["img_tokens"] = batch_image_tokens(batch, tokens, self.encoder, rt.device)
+        return out
+
+    def prepare(self, batch, rt: Runtime):
+        return self._prepare(batch, rt, self.train_tokens)

@@ -15,10 +15,10 @@ from amplify.models.forward_dynamics import ForwardDynamics
 from amplify.models.motion_tokenizer import MotionTokenizer
 from amplify.tracks import points_to_velocities, velocities_to_points
 from training.config import FDTrainConfig
-from training.loop import Runtime, TrainTask
+from training.loop import Runtime
 from training.metrics import MetricAverager, track_metrics
 from training.trainers.common import (
-    batch_image_tokens, dataset_for, load_frozen_mt, token_cache, vision_encoder,
+    ImageTokenTask, dataset_for, load_frozen_mt, token_cache, vision_encoder,
 )
 
 
@@ -43,7 +43,7 @@ class FDLoss(nn.Module):
         return loss, {"token_acc_teacher_forced": (logits.argmax(-1) == target).float().mean().detach()}
 
 
-class FDTask(TrainTask):
+class FDTask(ImageTokenTask):
     name = "fd"
 
     def __init__(self, cfg: FDTrainConfig):
@@ -74,14 +74,6 @@ class FDTask(TrainTask):
         from amplify.checkpoints import read_dir
         _, state = read_dir(path)
         self.fd.load_state_dict(state)
-
-    def _prepare(self, batch, rt: Runtime, tokens) -> dict[str, torch.Tensor]:
-        out = {k: v.to(rt.device) for k, v in batch.items() if k != "images"}
-        out["img_tokens"] = batch_image_tokens(batch, tokens, self.encoder, rt.device)
-        return out
-
-    def prepare(self, batch, rt: Runtime):
-        return self._prepare(batch, rt, self.train_tokens)
 
     @torch.no_grad()
     def validate(self, loader, rt: Runtime, max_batches: int) -> dict[str, float]:

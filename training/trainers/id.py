@@ -6,7 +6,6 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
-import numpy as np
 import torch
 import torch.nn as nn
 from einops import rearrange
@@ -17,10 +16,10 @@ from amplify.models.inverse_dynamics import InverseDynamics
 from amplify.models.motion_tokenizer import MotionTokenizer
 from amplify.tracks import points_to_velocities
 from training.config import IDTrainConfig
-from training.loop import Runtime, TrainTask
+from training.loop import Runtime
 from training.metrics import MetricAverager, action_metrics
 from training.trainers.common import (
-    batch_image_tokens, dataset_for, frozen, load_frozen_mt, token_cache, vision_encoder,
+    ImageTokenTask, dataset_for, frozen, load_frozen_mt, token_cache, vision_encoder,
 )
 
 
@@ -47,7 +46,7 @@ class IDLoss(nn.Module):
         return self.idm.loss(batch["actions"], **self.inputs(batch)), {}
 
 
-class IDTask(TrainTask):
+class IDTask(ImageTokenTask):
     name = "id"
 
     def __init__(self, cfg: IDTrainConfig):
@@ -83,14 +82,6 @@ class IDTask(TrainTask):
     @property
     def model(self) -> InverseDynamics:
         return self.idm
-
-    def _prepare(self, batch, rt: Runtime, tokens) -> dict[str, torch.Tensor]:
-        out = {k: v.to(rt.device) for k, v in batch.items() if k != "images"}
-        out["img_tokens"] = batch_image_tokens(batch, tokens, self.encoder, rt.device)
-        return out
-
-    def prepare(self, batch, rt: Runtime):
-        return self._prepare(batch, rt, self.train_tokens)
 
     @torch.no_grad()
     def validate(self, loader, rt: Runtime, max_batches: int) -> dict[str, float]:
