@@ -26,20 +26,20 @@ HORIZON = 16
 
 # part -> key=value overrides of that trainer's config (see training/config.py)
 RECIPE: dict[str, dict[str, object]] = {
-    "data": {"demos_per_task": 6, "val_fraction": 0.17, "frame_stride": 2},
+    "data": {"demos_per_task": 12, "val_fraction": 0.17, "frame_stride": 2},
     "mt": {
-        "epochs": 3, "batch_size": 16, "optim.lr": 2e-3, "optim.warmup_steps": 10,
+        "epochs": 6, "batch_size": 16, "optim.lr": 2e-3, "optim.warmup_steps": 10,
         "model.num_tracks": NUM_POINTS, "model.hidden_dim": 128, "model.num_heads": 4, "model.num_layers": 2,
         "model.codebook_size": 256, "model.decoder_mlp_hidden_dim": 64, "model.dropout": 0.0,
         "model.loss_weights": {"agentview": 0.5, "eye_in_hand": 0.5},
     },
     "fd": {
-        "epochs": 4, "batch_size": 32, "optim.lr": 1e-3, "optim.warmup_steps": 20,
+        "epochs": 15, "batch_size": 32, "optim.lr": 1e-3, "optim.warmup_steps": 20,
         "model.num_heads": 4, "model.num_layers": 3, "model.dropout": 0.0, "model.mask_unused_logits": True,
-        "vision.image_size": 64, "val_max_batches": 4,
+        "vision.image_size": 128, "val_max_batches": 4,
     },
     "id": {
-        "epochs": 5, "batch_size": 32, "optim.lr": 1e-3, "optim.warmup_steps": 20, "codes": "fd",
+        "epochs": 20, "batch_size": 32, "optim.lr": 1e-3, "optim.warmup_steps": 20, "codes": "fd",
         "model.num_heads": 4, "model.num_layers": 2, "model.dropout": 0.0, "model.head": "gaussian",
         "val_max_batches": 8,
     },
