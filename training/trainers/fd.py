@@ -4,6 +4,7 @@ decoded tracks' error)."""
 from __future__ import annotations
 
 import dataclasses
+import itertools
 from pathlib import Path
 
 import numpy as np
@@ -78,9 +79,7 @@ class FDTask(ImageTokenTask):
     @torch.no_grad()
     def validate(self, loader, rt: Runtime, max_batches: int) -> dict[str, float]:
         avg = MetricAverager()
-        for i, batch in enumerate(loader):
-            if max_batches and i >= max_batches:
-                break
+        for batch in itertools.islice(loader, max_batches or None):
             batch = self._prepare(batch, rt, self.val_tokens)
             loss, m = self.loss_module(batch)
             metrics = {"loss": loss, **m}

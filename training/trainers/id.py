@@ -4,6 +4,7 @@ dynamics model's predictions (``codes=fd``). Any head in ``ACTION_HEADS`` (gauss
 from __future__ import annotations
 
 import dataclasses
+import itertools
 from pathlib import Path
 
 import torch
@@ -86,9 +87,7 @@ class IDTask(ImageTokenTask):
     @torch.no_grad()
     def validate(self, loader, rt: Runtime, max_batches: int) -> dict[str, float]:
         avg = MetricAverager()
-        for i, batch in enumerate(loader):
-            if max_batches and i >= max_batches:
-                break
+        for batch in itertools.islice(loader, max_batches or None):
             batch = self._prepare(batch, rt, self.val_tokens)
             inputs = self.loss_module.inputs(batch)
             loss = self.idm.loss(batch["actions"], **inputs)

@@ -1,6 +1,7 @@
 """Motion-tokenizer trainer: relative-classification loss with per-view weights (``get_loss``)."""
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 
 import numpy as np
@@ -80,9 +81,7 @@ class MTTask(TrainTask):
     def validate(self, loader, rt: Runtime, max_batches: int) -> dict[str, float]:
         avg = MetricAverager()
         all_idx = []
-        for i, batch in enumerate(loader):
-            if max_batches and i >= max_batches:
-                break
+        for batch in itertools.islice(loader, max_batches or None):
             batch = self.prepare(batch, rt)
             loss, m = self.loss_module(batch)
             m.pop("codebook_perplexity"), m.pop("codebook_usage")
