@@ -1,6 +1,10 @@
 """Dynamic batching on a worker thread: requests to the same endpoint with the same trailing shapes and
-options are stacked into one model call (up to ``max_batch_size`` samples, waiting at most
-``max_wait_ms`` for more) and split back. Inference never runs on the event loop.
+options are stacked into one model call (up to ``max_batch_size`` samples) and split back. Inference
+never runs on the event loop.
+
+The worker waits for more requests (at most ``max_wait_ms`` after the first one was queued) only while
+others are on their way: the HTTP side counts the requests it is reading and validating
+(:meth:`Batcher.arriving`), and when none are, a lone request runs at once instead of idling.
 
 The queue is bounded (:class:`QueueFull` when full) and each request has a deadline
 (:class:`RequestTimeout`); a request whose deadline passed before its batch started is skipped.
@@ -9,11 +13,12 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import logging
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Hashable
+from typing import Any, Callable, Hashable, Iterator
 
 import numpy as np
 
@@ -72,6 +77,7 @@ class Batcher:
         self._items: collections.deque[_Item] = collections.deque()
         self._cond = threading.Condition()
         self._stopped = False
+        self._arriving = 0  # requests being read and validated, not yet submitted
         self._thread = threading.Thread(target=self._work, name=name, daemon=True)
         self.busy = False
 
@@ -88,6 +94,18 @@ class Batcher:
     def depth(self) -> int:
         """Requests waiting (not yet in a running batch)."""
         return len(self._items)
+
+    @contextlib.contextmanager
+    def arriving(self) -> Iterator[None]:
+        """Count a request that is being read and validated (it will be submitted next), so a forming batch
+        waits for it (up to ``max_wait_ms``); with none arriving a batch starts at once."""
+        with self._cond:
+            self._arriving += 1
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._arriving -= 1
 
     async def submit(self, endpoint: str, key: Hashable, fn: BatchFn, inputs: dict[str, np.ndarray], rows: int,
                      batchable: bool = True, timeout_s: float = 30.0) -> tuple[dict[str, np.ndarray], Timing]:
@@ -139,7 +157,7 @@ class Batcher:
                         batch.append(it)
                         rows += it.rows
                 remaining = deadline - time.perf_counter()
-                if rows >= self.max_batch_size or remaining <= 0 or self._stopped:
+                if rows >= self.max_batch_size or remaining <= 0 or self._stopped or self._arriving == 0:
                     break
                 self._cond.wait(remaining)
             return batch

@@ -42,6 +42,10 @@ class InferenceEngine:
         self.batcher.stop()
         self.backend.close()
 
+    def arriving(self):
+        """Context manager around reading and validating a request (see :meth:`Batcher.arriving`)."""
+        return self.batcher.arriving()
+
     def embed(self, text: Sequence[str]) -> np.ndarray:
         """Instructions -> (b, E) embeddings (table, else text encoder, else UnknownInstruction)."""
         return self.text(text)

@@ -65,9 +65,10 @@ async def _prepare(request: Request, model: type, build: Callable[[_Checks, Any]
     """-> (engine, request model, response encoding, validated inputs)."""
     state = service_state(request)
     engine = state.ready_engine()
-    req, enc = await read_request(request, model)
-    checks = _Checks(engine, state.settings.max_request_batch)
-    inputs = await run_in_threadpool(build, checks, req)
+    with engine.arriving():  # a forming batch waits for this request while it is read and validated
+        req, enc = await read_request(request, model)
+        checks = _Checks(engine, state.settings.max_request_batch)
+        inputs = await run_in_threadpool(build, checks, req)
     return engine, req, enc, inputs
 
 

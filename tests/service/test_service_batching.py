@@ -181,3 +181,52 @@ def test_a_server_fault_is_500_with_the_request_id_and_no_traceback():
         assert "Traceback" not in r.text and "simulated" not in r.text
         assert result(post(server.client, "/predict_codes", {k: v for k, v in act_body().items() if k != "proprio"},
                            "msgpack"))["indices"].shape == (1, 15)  # the rest keeps serving
+
+
+def _batcher_run(coro_fn):
+    import asyncio
+
+    from service.batching import Batcher
+
+    batcher = Batcher(max_batch_size=8, max_wait_ms=2000)
+    batcher.start()
+    try:
+        return asyncio.run(coro_fn(batcher))
+    finally:
+        batcher.stop()
+
+
+def _double(x: dict) -> dict:
+    return {"y": x["x"] * 2}
+
+
+def test_a_lone_request_does_not_wait_for_max_wait_when_nothing_else_is_arriving():
+    async def go(batcher):
+        start = time.perf_counter()
+        out, timing = await batcher.submit("e", "k", _double, {"x": np.ones((1, 3))}, 1)
+        return time.perf_counter() - start, out, timing
+
+    elapsed, out, timing = _batcher_run(go)
+    np.testing.assert_array_equal(out["y"], np.full((1, 3), 2.0))
+    assert elapsed < 1.0, f"a lone request waited {elapsed:.2f} s (max_wait is 2 s)"
+    assert timing.batch_requests == 1
+
+
+def test_a_forming_batch_waits_for_a_request_that_is_arriving():
+    import asyncio
+
+    async def go(batcher):
+        async def late():
+            with batcher.arriving():  # being read and validated
+                await asyncio.sleep(0.3)
+            return await batcher.submit("e", "k", _double, {"x": np.full((1, 3), 5.0)}, 1)
+
+        task = asyncio.create_task(late())
+        await asyncio.sleep(0.05)  # `late` is arriving when the first request is queued
+        first = await batcher.submit("e", "k", _double, {"x": np.ones((1, 3))}, 1)
+        return first, await task
+
+    (out1, t1), (out2, t2) = _batcher_run(go)
+    np.testing.assert_array_equal(out2["y"], np.full((1, 3), 10.0))
+    assert t1.batch_requests == t2.batch_requests == 2, "the arriving request should have joined the batch"
+    assert t1.queue_s >= 0.2
