@@ -7,7 +7,8 @@
 Sections: 1 ``inprocess`` (act at batch 1/4/16: reference vs cached PyTorch vs TorchScript vs ONNX
 Runtime float32/int8; each stage; FLOPs, matmul rate, bandwidth -> lower bounds), 2 ``overhead``
 (HTTP msgpack/JSON vs in-process at batch 1, bytes), 3 ``concurrency`` (1/4/16/64 clients on /act
-and /encode, batching off and on). Without ``--bundle`` a random bundle of ``--preset`` is written
+and /encode, batching off and on; closed-loop steady state: a window that opens once every client has
+completed one request, ``--duration``/``--act-duration`` long and holding at least ``--min-requests``). Without ``--bundle`` a random bundle of ``--preset`` is written
 once with ``amplify init`` into ``--cache``, and exported there.
 """
 from __future__ import annotations
@@ -85,10 +86,16 @@ def render_serving(r: dict, act_b1_s: float | None) -> list[str]:
                              f"{t['response_bytes']} |")
         lines.append("")
     if "unbatched" in r:
+        w = r.get("window", {})
         lines += [f"## 3. Throughput under concurrency (batch-1 requests, msgpack; batching = max_batch_size "
                   f"{r['max_batch_size']}, max_wait_ms {r['max_wait_ms']})", "",
-                  "| endpoint | clients | batching | requests/s | p50 ms | p95 ms | p99 ms | mean formed batch | "
-                  "req/s on / off | p99 / (1-client p50 x mean batch) |", "|---|---|---|---|---|---|---|---|---|---|"]
+                  f"Closed loop, steady state: each client sends back to back; the window opens once every client has "
+                  f"completed one request and lasts {', '.join(f'{s:g} s on /{e}' for e, s in w.get('durations_s', {}).items())} "
+                  f"(longer until {w.get('min_requests')} completions, at most {w.get('max_s')} s from the first request); "
+                  f"only completions inside it count. Little's law: clients / mean time between a client's completions.", "",
+                  "| endpoint | clients | batching | requests/s | (Little) | window s (requests) | p50 ms | p95 ms | p99 ms | "
+                  "mean formed batch | req/s on / off | p99 / (1-client p50 x mean batch) | client / server CPU ms per request |",
+                  "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
         for ep in r["unbatched"]:
             for n, off in r["unbatched"][ep].items():
                 on = r.get("batched", {}).get(ep, {}).get(n)
@@ -98,10 +105,16 @@ def render_serving(r: dict, act_b1_s: float | None) -> list[str]:
                     single = r["unbatched"][ep]["1"]["p50_s"] if "1" in r["unbatched"][ep] else float("nan")
                     bound = t["p99_s"] / (single * max(t["mean_batch_requests"], 1))
                     gain = f"{ratio(on['requests_per_s'], off['requests_per_s']):.2f}x" if (on and name == "on") else ""
-                    lines.append(f"| /{ep} | {n} | {name} | {t['requests_per_s']:.2f} | {fmt_ms(t['p50_s'])} | "
+                    little = f"{t['requests_per_s_little']:.2f}" if t.get("requests_per_s_little") else "-"
+                    cpu = "/".join("-" if t.get(k) is None else fmt_ms(t[k])
+                                   for k in ("client_cpu_s_per_request", "server_cpu_s_per_request"))
+                    lines.append(f"| /{ep} | {n} | {name} | {t['requests_per_s']:.2f} | {little} | "
+                                 f"{t.get('window_s', t['wall_s']):.1f} ({t['requests']}) | {fmt_ms(t['p50_s'])} | "
                                  f"{fmt_ms(t['p95_s'])} | {fmt_ms(t['p99_s'])} | {t['mean_batch_requests']:.2f} | {gain} | "
-                                 f"{bound:.2f} |")
-        lines.append("")
+                                 f"{bound:.2f} | {cpu} |")
+        notes = [f"- /{ep} {n} clients, batching {mode}: {t['note']}" for mode, key in (("off", "unbatched"), ("on", "batched"))
+                 for ep, levels in r.get(key, {}).items() for n, t in levels.items() if t.get("note")]
+        lines += ([""] + notes if notes else []) + [""]
     return lines
 
 
@@ -134,8 +147,16 @@ def main(argv: list[str] | None = None) -> int:
                         "with (default: --threads; 1 keeps a server steady when clients share its cores)")
     p.add_argument("--repeats", type=int, default=None)
     p.add_argument("--http-repeats", type=int, default=None, help="batch-1 HTTP calls per endpoint and encoding (20)")
-    p.add_argument("--requests", type=int, default=None, help="least requests per concurrency level (16)")
-    p.add_argument("--requests-per-client", type=int, default=2)
+    p.add_argument("--duration", type=float, default=None,
+                   help="section 3: seconds of each /encode measurement window, opened once every client has "
+                        "completed one request (5; 0.5 with --quick)")
+    p.add_argument("--act-duration", type=float, default=None,
+                   help="section 3: seconds of each /act measurement window (15; 1 with --quick)")
+    p.add_argument("--min-requests", type=int, default=None,
+                   help="section 3: least completions inside a window; it stays open until then (32; 4 with --quick)")
+    p.add_argument("--max-s", type=float, default=120.0,
+                   help="section 3: safety limit per level, from the first request: the window closes by then "
+                        "(noted in the result) even short of --min-requests (120)")
     p.add_argument("--quick", action="store_true", help="small preset, few repeats, small load (the harness's smoke test)")
     args = p.parse_args(argv)
     args.preset = args.preset or ("small" if args.quick else "paper")
@@ -187,8 +208,9 @@ def main(argv: list[str] | None = None) -> int:
         results["service"] = serving.run(
             str(bundle), model, threads=args.server_threads or args.threads, device=args.device,
             repeats=args.http_repeats or (5 if args.quick else 20), levels=(1, 4) if args.quick else (1, 4, 16, 64),
-            min_requests=args.requests or (4 if args.quick else 16), requests_per_client=args.requests_per_client,
-            sections=serving_sections)
+            durations={"encode": args.duration or (0.5 if args.quick else 5.0),
+                       "act": args.act_duration or (1.0 if args.quick else 15.0)},
+            min_requests=args.min_requests or (4 if args.quick else 32), max_s=args.max_s, sections=serving_sections)
         md += render_serving(results["service"], None)
         write()
     results["load_average_end"] = os.getloadavg()

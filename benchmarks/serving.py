@@ -1,16 +1,21 @@
 """Sections 2 and 3: the service's overhead over in-process calls, and throughput under concurrency.
 
 Each configuration runs in its own ``amplify serve`` subprocess (:class:`benchmarks.server.Server`);
-clients are threads of this process with one ``httpx.Client`` each. The model's own time per call
+clients are threads of this process with one ``httpx.Client`` each. Section 3 is a closed-loop,
+steady-state measurement (:func:`load`): every client sends back to back, and only completions inside
+a window that opens after each client's first request are counted. The model's own time per call
 comes from the server's ``amplify_model_seconds`` histogram, so the per-call overhead (HTTP, codecs,
 validation, queueing) is measured on the same calls as the round trips.
 """
 from __future__ import annotations
 
 import json
+import os
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Callable
 
 import httpx
@@ -22,6 +27,7 @@ from benchmarks.server import Server, histogram
 from service.codecs import JSON, MSGPACK, encode_body
 
 ENDPOINTS = ("act", "encode")
+DEFAULT_DURATIONS = {"act": 15.0, "encode": 5.0}  # window seconds per endpoint (an /act batch of 16 takes ~2 s)
 
 
 def request_fields(meta: dict[str, Any], endpoint: str, batch: int = 1, seed: int = 0) -> dict[str, np.ndarray]:
@@ -87,52 +93,149 @@ def overhead(server: Server, model: Any, repeats: int = 20) -> dict[str, Any]:
     return out
 
 
-def load(server: Server, endpoint: str, clients: int, requests_per_client: int, encoding: str = MSGPACK) -> dict[str, Any]:
-    """``clients`` threads each sending ``requests_per_client`` batch-1 calls: req/s, latency, formed batch size."""
+@dataclass
+class Completion:
+    """One request of one closed-loop client: when it was sent and when its response was read."""
+
+    client: int
+    sent: float  # time.perf_counter()
+    done: float  # time.perf_counter()
+
+
+def window_close(done: list[float], open_s: float, duration_s: float, min_requests: int,
+                 deadline_s: float) -> tuple[float, str | None]:
+    """When the measurement window opened at ``open_s`` closes, and a note when it closed early.
+
+    Normally ``open_s + duration_s``; later if fewer than ``min_requests`` completions (times in ``done``)
+    fall in ``(open_s, open_s + duration_s]``: then at the ``min_requests``-th completion after ``open_s``.
+    The safety limit ``deadline_s`` caps that: the window then closes at ``deadline_s`` (or at the first
+    completion after ``open_s`` when the warm-up itself ran past ``deadline_s``), with a note.
+    """
+    after = sorted(t for t in done if t > open_s)
+    target = open_s + duration_s
+    if sum(t <= target for t in after) >= min_requests:
+        return target, None
+    if len(after) >= min_requests and after[min_requests - 1] <= deadline_s:
+        return after[min_requests - 1], None
+    close = max(deadline_s, after[0]) if after else max(deadline_s, open_s)
+    n = sum(t <= close for t in after)
+    return close, (f"max_s reached: window closed after {close - open_s:.1f} s with {n} of "
+                   f"min_requests={min_requests} completions")
+
+
+def cpu_seconds(pid: int) -> float | None:
+    """User + system CPU seconds of process ``pid`` so far (Linux ``/proc``; None elsewhere)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def load(server: Server, endpoint: str, clients: int, duration_s: float = 5.0, min_requests: int = 32,
+         max_s: float = 120.0, encoding: str = MSGPACK, poll_s: float = 0.01) -> dict[str, Any]:
+    """Closed-loop steady-state load: ``clients`` threads (one ``httpx.Client`` each) send batch-1 calls back to back.
+
+    The window opens when every client has completed one request (the first burst is warm-up) and closes
+    per :func:`window_close`; then clients stop issuing, in-flight requests finish uncounted. Requests/s =
+    completions inside the window / its length; latency percentiles from those completions; mean formed
+    batch from ``amplify_batch_requests`` in ``/metrics`` snapshots at the window's edges; client and server
+    CPU seconds per counted request over the same span. ``max_s`` (from the first request) is a safety
+    limit on when the window must close.
+    """
     bodies = [body(request_fields(server.meta, endpoint, seed=k), encoding) for k in range(clients)]
-    latencies: list[float] = []
     lock = threading.Lock()
-    start_gate = threading.Barrier(clients)
+    log: list[Completion] = []
+    finished_first: set[int] = set()
+    opened, stop = threading.Event(), threading.Event()
+    edge: dict[str, float] = {}
+    counted = [0]  # completions after the window opened (for the live stop rule)
+    gate = threading.Barrier(clients + 1, timeout=120)  # connections open, then all start together
 
     def client(k: int) -> None:
         data, headers = bodies[k]
-        with httpx.Client(base_url=server.url, timeout=600) as c:
+        with httpx.Client(base_url=server.url, timeout=3600) as c:
             c.get("/health")  # open the connection before the clock starts
-            start_gate.wait()
-            for _ in range(requests_per_client):
+            gate.wait()
+            while not stop.is_set():
                 t0 = time.perf_counter()
                 r = c.post(f"/{endpoint}", content=data, headers=headers)
-                dt = time.perf_counter() - t0
+                t1 = time.perf_counter()
                 r.raise_for_status()
                 with lock:
-                    latencies.append(dt)
+                    log.append(Completion(k, t0, t1))
+                    if opened.is_set():
+                        counted[0] += 1
+                    elif k not in finished_first:
+                        finished_first.add(k)
+                        if len(finished_first) == clients:
+                            edge["open"] = t1
+                            opened.set()
 
-    before = server.metrics()
-    start = time.perf_counter()
     with ThreadPoolExecutor(clients) as pool:
-        list(pool.map(client, range(clients)))
+        futures = [pool.submit(client, k) for k in range(clients)]
+        try:
+            gate.wait()
+            start = time.perf_counter()
+            deadline = start + max_s
+            while not opened.wait(poll_s):
+                if any(f.done() for f in futures):  # a client failed before the window opened
+                    break
+            if opened.is_set():
+                cpu0, server_cpu0, before = time.process_time(), cpu_seconds(server.proc.pid), server.metrics()
+                target = edge["open"] + duration_s
+                while not any(f.done() for f in futures):
+                    now = time.perf_counter()
+                    if (now >= target and counted[0] >= min_requests) or (now >= deadline and counted[0] >= 1):
+                        break
+                    time.sleep(min(poll_s, max(target - now, 0.0)) or poll_s)
+                cpu1, server_cpu1, after = time.process_time(), cpu_seconds(server.proc.pid), server.metrics()
+        finally:
+            stop.set()
+            gate.abort()  # a client still at the barrier (it failed to connect) must not hang
+        for f in futures:
+            f.result()  # re-raise a client's error
     wall = time.perf_counter() - start
-    after = server.metrics()
+    if not opened.is_set():
+        raise RuntimeError(f"{endpoint} {clients} clients: the window never opened")
+    open_s = edge["open"]
+    close_s, note = window_close([c.done for c in log], open_s, duration_s, min_requests, deadline)
+    inside = [c for c in log if open_s < c.done <= close_s]
+    window = close_s - open_s
     calls, reqs = (a - b for a, b in zip(histogram(after, "amplify_batch_requests", endpoint),
                                          histogram(before, "amplify_batch_requests", endpoint)))
-    s = summarize(latencies)
-    return {"clients": clients, "requests": len(latencies), "wall_s": wall, "requests_per_s": len(latencies) / wall,
-            **s, "model_calls": calls, "mean_batch_requests": reqs / max(calls, 1)}
+    # Little's law cross-check: N clients / mean time between a client's consecutive completions (in window).
+    by_client: dict[int, list[float]] = {}
+    for c in sorted(log, key=lambda c: c.done):
+        by_client.setdefault(c.client, []).append(c.done)
+    cycles = [b - a for times in by_client.values() for a, b in zip(times, times[1:]) if open_s < b <= close_s]
+    n = len(inside)
+    out: dict[str, Any] = {
+        "clients": clients, "requests": n, "window_s": window, "requests_per_s": n / window if window > 0 else 0.0,
+        "requests_per_s_little": clients / float(np.mean(cycles)) if cycles else None,
+        "warmup_s": open_s - start, "wall_s": wall, "issued": len(log),
+        **(summarize([c.done - c.sent for c in inside]) if inside else {}),
+        "model_calls": calls, "mean_batch_requests": reqs / max(calls, 1),
+        "client_cpu_s_per_request": (cpu1 - cpu0) / max(n, 1),
+        "server_cpu_s_per_request": (server_cpu1 - server_cpu0) / max(n, 1) if server_cpu0 is not None else None,
+        "note": note}
+    return out
 
 
-def concurrency(server: Server, levels: tuple[int, ...] = (1, 4, 16, 64), min_requests: int = 16,
-                requests_per_client: int = 2, endpoints: tuple[str, ...] = ENDPOINTS) -> dict[str, Any]:
-    """:func:`load` at each concurrency level for each endpoint (warm call first)."""
+def concurrency(server: Server, levels: tuple[int, ...] = (1, 4, 16, 64), durations: dict[str, float] | None = None,
+                min_requests: int = 32, max_s: float = 120.0, endpoints: tuple[str, ...] = ENDPOINTS) -> dict[str, Any]:
+    """:func:`load` at each concurrency level for each endpoint (warm call first); ``durations``: window s per endpoint."""
+    durations = {**DEFAULT_DURATIONS, **(durations or {})}
     out: dict[str, Any] = {}
     for endpoint in endpoints:
         data, headers = body(request_fields(server.meta, endpoint), MSGPACK)
         httpx.post(server.url + f"/{endpoint}", content=data, headers=headers, timeout=600).raise_for_status()
         out[endpoint] = {}
         for n in levels:
-            per_client = max(requests_per_client, -(-min_requests // n))
-            out[endpoint][str(n)] = load(server, endpoint, n, per_client)
-            print(f"  {endpoint} {n} clients: {json.dumps({k: round(v, 4) for k, v in out[endpoint][str(n)].items() if k in ('requests_per_s', 'p50_s', 'p99_s', 'mean_batch_requests')})}",
-                  flush=True)
+            r = out[endpoint][str(n)] = load(server, endpoint, n, durations[endpoint], min_requests, max_s)
+            shown = {k: round(v, 4) for k, v in r.items() if k in ("requests_per_s", "requests", "window_s", "p50_s",
+                                                                  "p99_s", "mean_batch_requests", "wall_s")}
+            print(f"  {endpoint} {n} clients: {json.dumps(shown)}{'  ' + r['note'] if r['note'] else ''}", flush=True)
     return out
 
 
@@ -143,13 +246,15 @@ def server_args(bundle: str, threads: int, device: str) -> list[str]:
 
 
 def run(bundle: str, model: Any, threads: int = 2, device: str = "cpu", repeats: int = 20,
-        levels: tuple[int, ...] = (1, 4, 16, 64), min_requests: int = 16, requests_per_client: int = 2,
-        max_batch_size: int = 16, sections: tuple[str, ...] = ("overhead", "concurrency")) -> dict[str, Any]:
+        levels: tuple[int, ...] = (1, 4, 16, 64), durations: dict[str, float] | None = None, min_requests: int = 32,
+        max_s: float = 120.0, max_batch_size: int = 16, sections: tuple[str, ...] = ("overhead", "concurrency")) -> dict[str, Any]:
     """Sections 2 (overhead, on the unbatched server) and 3 (concurrency, batching off then on)."""
     from benchmarks.server import server_env
 
     out: dict[str, Any] = {"max_batch_size": max_batch_size, "max_wait_ms": 5.0, "server_threads": threads,
-                           "server_OMP_WAIT_POLICY": server_env()["OMP_WAIT_POLICY"]}
+                           "server_OMP_WAIT_POLICY": server_env()["OMP_WAIT_POLICY"],
+                           "window": {"durations_s": {**DEFAULT_DURATIONS, **(durations or {})},
+                                      "min_requests": min_requests, "max_s": max_s}}
     torch.set_num_threads(threads)  # in-process comparisons run with the server's thread count
     common = server_args(bundle, threads, device)
     with Server(*common, "--max-batch-size", "1") as server:
@@ -158,9 +263,9 @@ def run(bundle: str, model: Any, threads: int = 2, device: str = "cpu", repeats:
             out["overhead"] = overhead(server, model, repeats)
         if "concurrency" in sections:
             print("concurrency, batching off", flush=True)
-            out["unbatched"] = concurrency(server, levels, min_requests, requests_per_client)
+            out["unbatched"] = concurrency(server, levels, durations, min_requests, max_s)
     if "concurrency" in sections:
         with Server(*common, "--max-batch-size", str(max_batch_size), "--max-wait-ms", "5") as server:
             print(f"concurrency, batching on (max_batch_size={max_batch_size})", flush=True)
-            out["batched"] = concurrency(server, levels, min_requests, requests_per_client)
+            out["batched"] = concurrency(server, levels, durations, min_requests, max_s)
     return out
