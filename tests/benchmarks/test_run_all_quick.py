@@ -28,9 +28,14 @@ def test_run_all_quick_writes_every_section(tmp_path: Path) -> None:
     assert r["inprocess"]["flops"]["act_cached"] < r["inprocess"]["flops"]["act_reference"]
     over = r["service"]["overhead"]
     assert over["act"]["msgpack"]["request_bytes"] < over["act"]["json"]["request_bytes"]
+    window = r["service"]["window"]
     for mode in ("unbatched", "batched"):
         for endpoint in ("act", "encode"):
-            assert r["service"][mode][endpoint]["4"]["requests"] >= 4
+            for level in r["service"][mode][endpoint].values():  # closed-loop windows: warm-up excluded
+                assert level["requests"] >= window["min_requests"] == 4
+                assert level["window_s"] >= window["durations_s"][endpoint] - 1e-6
+                assert level["issued"] >= level["requests"] + level["clients"]
+                assert level["requests_per_s"] == pytest.approx(level["requests"] / level["window_s"])
     assert r["service"]["unbatched"]["act"]["4"]["mean_batch_requests"] == 1.0
     text = md.read_text()
     for heading in ("## 1.", "## 2.", "## 3."):
