@@ -8,8 +8,9 @@ Sections: 1 ``inprocess`` (act at batch 1/4/16: reference vs cached PyTorch vs T
 Runtime float32/int8; each stage; FLOPs, matmul rate, bandwidth -> lower bounds), 2 ``overhead``
 (HTTP msgpack/JSON vs in-process at batch 1, bytes), 3 ``concurrency`` (1/4/16/64 clients on /act
 and /encode, batching off and on; closed-loop steady state: a window that opens once every client has
-completed one request, ``--duration``/``--act-duration`` long and holding at least ``--min-requests``). Without ``--bundle`` a random bundle of ``--preset`` is written
-once with ``amplify init`` into ``--cache``, and exported there.
+completed one request, ``--duration``/``--act-duration`` long and holding at least ``--min-requests``).
+Without ``--bundle`` a random bundle of ``--preset`` is written once with ``amplify init`` into
+``--cache``, and exported there.
 """
 from __future__ import annotations
 

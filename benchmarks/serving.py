@@ -155,7 +155,11 @@ def load(server: Server, endpoint: str, clients: int, duration_s: float = 5.0, m
     def client(k: int) -> None:
         data, headers = bodies[k]
         with httpx.Client(base_url=server.url, timeout=3600) as c:
-            c.get("/health")  # open the connection before the clock starts
+            try:
+                c.get("/health").raise_for_status()  # open the connection before the clock starts
+            except Exception:
+                gate.abort()  # release the others (and the coordinator) at once
+                raise
             gate.wait()
             while not stop.is_set():
                 t0 = time.perf_counter()
@@ -175,7 +179,10 @@ def load(server: Server, endpoint: str, clients: int, duration_s: float = 5.0, m
     with ThreadPoolExecutor(clients) as pool:
         futures = [pool.submit(client, k) for k in range(clients)]
         try:
-            gate.wait()
+            try:
+                gate.wait()
+            except threading.BrokenBarrierError:
+                pass  # a client failed to connect: its error is raised below
             start = time.perf_counter()
             deadline = start + max_s
             while not opened.wait(poll_s):
@@ -192,9 +199,9 @@ def load(server: Server, endpoint: str, clients: int, duration_s: float = 5.0, m
                 cpu1, server_cpu1, after = time.process_time(), cpu_seconds(server.proc.pid), server.metrics()
         finally:
             stop.set()
-            gate.abort()  # a client still at the barrier (it failed to connect) must not hang
-        for f in futures:
-            f.result()  # re-raise a client's error
+        errors = [e for e in (f.exception() for f in futures) if e is not None]
+        if errors:  # re-raise a client's own error rather than another's broken barrier
+            raise next((e for e in errors if not isinstance(e, threading.BrokenBarrierError)), errors[0])
     wall = time.perf_counter() - start
     if not opened.is_set():
         raise RuntimeError(f"{endpoint} {clients} clients: the window never opened")
