@@ -16,8 +16,35 @@ import torch.nn.functional as F
 
 MaskKind = Literal["causal", "diag", "causal_cond", "full"]
 
-# Per-layer key/value cache: a list over layers of (k, v), each (B, heads, T, head_dim).
-KVCache = list[tuple[torch.Tensor, torch.Tensor]]
+
+
+class KVBuffer:
+    """One layer's keys and values, written in place into (B, heads, max_len, head_dim) tensors made on
+    the first write; ``length`` tokens are filled. Appending copies only the new tokens, where
+    concatenation copies the whole cache at every step."""
+
+    def __init__(self, max_len: int):
+        self.max_len, self.length = max_len, 0
+        self.k: torch.Tensor | None = None
+        self.v: torch.Tensor | None = None
+
+    def append(self, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Write k, v (B, heads, T_new, head_dim) after the filled tokens; -> all keys and values so far."""
+        b, nh, t, hd = k.shape
+        if self.k is None:
+            self.k, self.v = k.new_empty(b, nh, self.max_len, hd), v.new_empty(b, nh, self.max_len, hd)
+        end = self.length + t
+        if end > self.max_len:
+            raise ValueError(f"key/value buffer of {self.max_len} tokens cannot take {end}")
+        self.k[:, :, self.length:end] = k
+        self.v[:, :, self.length:end] = v
+        self.length = end
+        return self.k[:, :, :end], self.v[:, :, :end]
+
+
+# Per-layer key/value cache: a list over layers of (k, v), each (B, heads, T, head_dim), grown by
+# concatenation (what the exported graphs trace), or of KVBuffer, filled in place (eager inference).
+KVCache = list[tuple[torch.Tensor, torch.Tensor]] | list[KVBuffer]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -85,19 +112,21 @@ class SelfAttention(nn.Module):
         self,
         x: torch.Tensor,  # (B, T, h)
         mask: torch.Tensor | None,  # (T, T_total) bool or None for full
-        cache: tuple[torch.Tensor, torch.Tensor] | None = None,
-    ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
+        cache: tuple[torch.Tensor, torch.Tensor] | KVBuffer | None = None,
+    ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor] | KVBuffer]:
         b, t, h = x.shape
         q, k, v = self.c_attn(x).split(h, dim=2)
         q, k, v = self._heads(q), self._heads(k), self._heads(v)
-        if cache is not None:
+        if isinstance(cache, KVBuffer):
+            k, v = cache.append(k, v)
+        elif cache is not None:
             k = torch.cat([cache[0], k], dim=2)
             v = torch.cat([cache[1], v], dim=2)
         y = F.scaled_dot_product_attention(
             q, k, v, attn_mask=mask, dropout_p=self.dropout if self.training else 0.0
         )  # (B, nh, T, hd)
         y = y.transpose(1, 2).contiguous().view(b, t, h)
-        return self.resid_dropout(self.c_proj(y)), (k, v)
+        return self.resid_dropout(self.c_proj(y)), (cache if isinstance(cache, KVBuffer) else (k, v))
 
 
 class CrossAttention(nn.Module):
@@ -212,8 +241,13 @@ class TransformerEncoder(nn.Module):
         return tr.ln_f(x)
 
     def forward_cached(self, x: torch.Tensor, cache: KVCache | None) -> tuple[torch.Tensor, KVCache]:
-        """Run new tokens x (B, T_new, h) after the cached ones; returns outputs and the new cache."""
-        past = 0 if not cache else cache[0][0].shape[2]
+        """Run new tokens x (B, T_new, h) after the cached ones; returns outputs and the new cache.
+
+        ``cache``: None (start), the (k, v) list this returned, or :meth:`kv_buffers` (filled in place)."""
+        if cache and isinstance(cache[0], KVBuffer):
+            past = cache[0].length
+        else:
+            past = 0 if not cache else cache[0][0].shape[2]
         t = x.shape[1]
         if past + t > self.seq_len:
             raise ValueError(f"sequence of {past + t} tokens is longer than the model's {self.seq_len}")
@@ -225,6 +259,10 @@ class TransformerEncoder(nn.Module):
             x, kv = block(x, mask, cache[i] if cache else None)
             new_cache.append(kv)
         return tr.ln_f(x), new_cache
+
+    def kv_buffers(self) -> list[KVBuffer]:
+        """An empty in-place key/value cache for :meth:`forward_cached`, one buffer per layer."""
+        return [KVBuffer(self.seq_len) for _ in self.transformer.h]
 
 
 class TransformerDecoder(nn.Module):

@@ -25,6 +25,7 @@ from amplify.config import (
     BundleConfig, ConfigError, VisionEncoderConfig, from_dict, from_original_fd, from_original_id,
     from_original_mt, to_dict,
 )
+from amplify.inference import is_prepared, prepare_for_inference
 from amplify.models.forward_dynamics import ForwardDynamics
 from amplify.models.inverse_dynamics import InverseDynamics
 from amplify.models.motion_tokenizer import MotionTokenizer
@@ -150,8 +151,16 @@ class AMPLIFY(nn.Module):
         )
 
     # -- checkpoints -------------------------------------------------------------------------
+    def prepare_for_inference(self) -> "AMPLIFY":
+        """Swap the linear layers for faster inference ones (:mod:`amplify.inference`; same numbers up
+        to rounding), in place. The prepared bundle cannot be saved or trained."""
+        return prepare_for_inference(self)
+
     def save(self, path: str | Path, metadata: dict[str, Any] | None = None) -> Path:
         """Write the bundle in the project's format (a directory)."""
+        if is_prepared(self):
+            raise RuntimeError("this bundle was prepared for inference (prepare_for_inference) and cannot be saved; "
+                               "save it before preparing, or load it again")
         state = {k: v for k, v in self.state_dict().items() if not k.startswith(_SHARED_PREFIX)}
         meta = {**self.metadata, **(metadata or {}), "instructions": self.instructions}
         extra = {TEXT_TABLE_KEY: self.text_table} if self.instructions else None

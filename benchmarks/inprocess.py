@@ -1,11 +1,14 @@
 """Section 1: in-process speed of ``act`` and of each stage, on the paper's configuration.
 
 Compares, side by side in one run: the reference computation (FD recomputing the whole sequence
-every step, as the original does) vs the cached PyTorch path (and the exported back ends, when an
-export directory is given), plus each stage alone, the FLOPs of one ``act`` and this machine's
-sustained matmul rate (the floating-point lower bound).
+every step, as the original does) vs the cached PyTorch path, the same with the linear layers
+prepared for inference (``prepare_for_inference``: what the torch back end serves), and the exported
+back ends when an export directory is given; plus each stage alone, the FLOPs of one ``act`` and this
+machine's sustained matmul rate (the floating-point lower bound).
 """
 from __future__ import annotations
+
+import copy
 
 import numpy as np
 import torch
@@ -59,9 +62,11 @@ def run(model: AMPLIFY, batches=(1, 4, 16), repeats: int = 5, reference_max_batc
 
     backends = backends or {}
     model = model.eval().requires_grad_(False)
+    prepared = copy.deepcopy(model).prepare_for_inference()
     out: dict = {"act": {}, "stages": {}, "flops": {}}
     x1 = make_inputs(model, 1)
     act = lambda x, cached: model.act(x["images"], x["proprio"], text_emb=x["text_emb"], cached=cached)  # noqa: E731
+    act_prepared = lambda x: prepared.act(x["images"], x["proprio"], text_emb=x["text_emb"])  # noqa: E731
 
     # FLOPs of one act (batch 1) and the machine's matmul rate -> lower bound
     out["flops"]["act_cached"] = count_flops(lambda: act(x1, True))
@@ -81,14 +86,17 @@ def run(model: AMPLIFY, batches=(1, 4, 16), repeats: int = 5, reference_max_batc
     # identical indices, cached vs reference
     i_cached, _ = model.predict_codes(x1["images"], text_emb=x1["text_emb"], cached=True)
     i_ref, _ = model.predict_codes(x1["images"], text_emb=x1["text_emb"], cached=False)
-    out["indices_identical"] = bool(torch.equal(i_cached, i_ref))
+    i_prep, _ = prepared.predict_codes(x1["images"], text_emb=x1["text_emb"])
+    out["indices_identical"] = bool(torch.equal(i_cached, i_ref) and torch.equal(i_prep, i_ref))
 
     for b in batches:
         x = make_inputs(model, b)
-        row = {"cached_torch": time_call(lambda: act(x, True), repeats=repeats)}
+        row = {"cached_torch": time_call(lambda: act(x, True), repeats=repeats),
+               "cached_torch_prepared": time_call(lambda: act_prepared(x), repeats=repeats)}
         if b <= reference_max_batch:
             row["reference_torch"] = time_call(lambda: act(x, False), repeats=max(2, repeats // 2))
         ref_actions = act(x, True).numpy()
+        row["cached_torch_prepared"]["max_abs_diff_vs_torch"] = float(np.abs(act_prepared(x).numpy() - ref_actions).max())
         for name, m in backends.items():
             if name == "torchscript" and b > reference_max_batch:  # seconds per call on 2 busy cores: keep the run short
                 continue
@@ -108,21 +116,27 @@ def run(model: AMPLIFY, batches=(1, 4, 16), repeats: int = 5, reference_max_batc
         st = out["stages"]
         st["vision_encoder_2views"] = time_call(lambda: model.image_tokens(x1["images"]), repeats=repeats)
         st["fd_predict_cached"] = time_call(lambda: model.forward_dynamics.predict(cond), repeats=repeats)
+        st["fd_predict_cached_prepared"] = time_call(lambda: prepared.forward_dynamics.predict(cond), repeats=repeats)
         st["fd_predict_reference"] = time_call(lambda: model.forward_dynamics.predict_uncached(cond), repeats=2)
         img_id = rearrange(tokens, "b v p d -> b p (v d)")
         prop = torch.from_numpy(x1["proprio"])
         txt = torch.from_numpy(x1["text_emb"])
         st["inverse_dynamics"] = time_call(lambda: model.inverse_dynamics(img_id, txt, prop, codes), repeats=repeats)
-        mt = model.motion_tokenizer
+        st["inverse_dynamics_prepared"] = time_call(lambda: prepared.inverse_dynamics(img_id, txt, prop, codes),
+                                                    repeats=repeats)
+        mt, mt_prep = model.motion_tokenizer, prepared.motion_tokenizer
         for b in (1, 32):
             vel = points_to_velocities(torch.from_numpy(make_inputs(model, b)["tracks"]))
             st[f"mt_encode_b{b}"] = time_call(lambda: mt.tokenize(vel), repeats=repeats)
+            st[f"mt_encode_b{b}_prepared"] = time_call(lambda: mt_prep.tokenize(vel), repeats=repeats)
         for b in (1, 8):
             c = codes.expand(b, -1, -1).contiguous()
             st[f"mt_decode_reference_b{b}"] = time_call(lambda: mt.decode(c, fast=False), repeats=2)
             st[f"mt_decode_fast_logits_b{b}"] = time_call(lambda: mt.decode(c, fast=True), repeats=repeats)
             st[f"mt_decode_velocities_b{b}"] = time_call(lambda: mt.decode_velocities(c), repeats=repeats)
+            st[f"mt_decode_velocities_b{b}_prepared"] = time_call(lambda: mt_prep.decode_velocities(c), repeats=repeats)
             v_ref, _ = mt.decode(c, fast=False)
             v_fast, _ = mt.decode(c, fast=True)
-            st[f"mt_decode_identical_b{b}"] = bool(torch.equal(v_fast, v_ref) and torch.equal(mt.decode_velocities(c), v_ref))
+            st[f"mt_decode_identical_b{b}"] = bool(torch.equal(v_fast, v_ref) and torch.equal(mt.decode_velocities(c), v_ref)
+                                                   and torch.equal(mt_prep.decode_velocities(c), v_ref))
     return out

@@ -58,12 +58,16 @@ def render_inprocess(r: dict) -> list[str]:
     st = r["stages"]
     lines += [
         "",
-        f"- FD prediction, cached vs reference: {ratio(st['fd_predict_reference']['median_s'], st['fd_predict_cached']['median_s']):.1f}x",
+        f"- FD prediction, cached vs reference: {ratio(st['fd_predict_reference']['median_s'], st['fd_predict_cached']['median_s']):.1f}x"
+        f" (prepared linear layers: {ratio(st['fd_predict_reference']['median_s'], st['fd_predict_cached_prepared']['median_s']):.1f}x)",
         f"- MT decode vs the original form, batch 1: separable with logits "
         f"{ratio(st['mt_decode_reference_b1']['median_s'], st['mt_decode_fast_logits_b1']['median_s']):.1f}x, "
         f"chunked velocities only {ratio(st['mt_decode_reference_b1']['median_s'], st['mt_decode_velocities_b1']['median_s']):.1f}x; "
         f"batch 8: {ratio(st['mt_decode_reference_b8']['median_s'], st['mt_decode_fast_logits_b8']['median_s']):.1f}x, "
-        f"{ratio(st['mt_decode_reference_b8']['median_s'], st['mt_decode_velocities_b8']['median_s']):.1f}x "
+        f"{ratio(st['mt_decode_reference_b8']['median_s'], st['mt_decode_velocities_b8']['median_s']):.1f}x; "
+        f"chunked velocities with prepared linear layers: batch 1 "
+        f"{ratio(st['mt_decode_reference_b1']['median_s'], st['mt_decode_velocities_b1_prepared']['median_s']):.1f}x, batch 8 "
+        f"{ratio(st['mt_decode_reference_b8']['median_s'], st['mt_decode_velocities_b8_prepared']['median_s']):.1f}x "
         f"(identical velocities: {st['mt_decode_identical_b1'] and st['mt_decode_identical_b8']})",
         "",
     ]

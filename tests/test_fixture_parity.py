@@ -14,6 +14,7 @@ import torch
 from einops import rearrange
 
 from amplify import AMPLIFY, load_forward_dynamics, load_inverse_dynamics, load_motion_tokenizer, points_to_velocities
+from amplify.inference import InferenceLinear, prepare_for_inference
 from amplify.loading import save_model
 
 ATOL = 1e-4
@@ -29,8 +30,10 @@ def equal(actual, expected):
     np.testing.assert_array_equal(a.astype(np.int64), expected.astype(np.int64))
 
 
-@pytest.fixture(scope="module", params=["original", "project"])
+@pytest.fixture(scope="module", params=["original", "project", "prepared"])
 def fmt(request):
+    """How the checkpoint is loaded: the original file, our format, or the original file with its linear
+    layers swapped for the inference ones (``prepare_for_inference``, what the torch back end serves)."""
     return request.param
 
 
@@ -40,6 +43,8 @@ def _mt(d, fmt, tmp_path_factory):
         out = tmp_path_factory.mktemp("mt")
         save_model(model, out)
         model, cfg = load_motion_tokenizer(out)
+    if fmt == "prepared":
+        prepare_for_inference(model)
     return model
 
 
@@ -87,6 +92,8 @@ def bundle(small_fixture, fmt, tmp_path_factory):
         out = tmp_path_factory.mktemp("bundle")
         model.save(out)
         model = AMPLIFY.load(out)
+    if fmt == "prepared":
+        model.prepare_for_inference()
     return model
 
 
@@ -166,3 +173,11 @@ def test_fsq_pin_matches_fixture_version():
     from importlib.metadata import version
 
     assert version("vector-quantize-pytorch") == "1.20.11"
+
+
+def test_prepared_bundle_swaps_every_linear_and_refuses_to_save(small_fixture, tmp_path):
+    model = AMPLIFY.load(small_fixture[0] / "amplify.pt").prepare_for_inference()
+    assert not any(type(m) is torch.nn.Linear for m in model.modules())
+    assert sum(isinstance(m, InferenceLinear) for m in model.modules()) > 10
+    with pytest.raises(RuntimeError, match="prepared for inference"):
+        model.save(tmp_path / "out")

@@ -179,3 +179,23 @@ def test_overrides():
     assert cfg.forward_dynamics.num_layers == 5 and cfg.motion_tokenizer.views == ["a", "b"]
     with pytest.raises(ConfigError, match="unknown config key"):
         apply_overrides(small(), ["forward_dynamics.nope=1"])
+
+
+def test_decoder_weight_parts_are_remade_when_weights_change():
+    """The velocity-only decoder keeps its weight-only parts between calls: a weight changed in place
+    (an optimizer step, load_state_dict) or a prepared model must still match the original form."""
+    from amplify.inference import prepare_for_inference
+
+    torch.manual_seed(0)
+    mt = MotionTokenizer(small().motion_tokenizer).eval()
+    codes = mt.indices_to_codes(torch.randint(0, mt.cfg.codebook_size, (2, mt.cfg.seq_len)))
+    with torch.no_grad():
+        before = mt.decode_velocities(codes)
+        torch.testing.assert_close(before, mt.decode(codes, fast=False)[0], rtol=0, atol=0)
+        mt.decoder.track_pos_emb.weight.mul_(3.0)
+        mt.decoder.decoder_proj.bias.add_(torch.linspace(-2, 2, mt.decoder.decoder_proj.bias.numel()))
+        after = mt.decode_velocities(codes)
+        torch.testing.assert_close(after, mt.decode(codes, fast=False)[0], rtol=0, atol=0)
+        assert not torch.equal(after, before)
+        prepare_for_inference(mt)
+        torch.testing.assert_close(mt.decode_velocities(codes), after, rtol=0, atol=0)

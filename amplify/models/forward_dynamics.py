@@ -95,7 +95,7 @@ class ForwardDynamics(nn.Module):
         (and the logits of each step (b, S, K) with ``return_logits``)."""
         sampling = sampling or self.cfg.sampling
         sos = self.sos_token.expand(cond.shape[0], -1, -1)
-        hidden, cache = self.trunk.forward_cached(torch.cat([cond, sos], dim=1), None)
+        hidden, cache = self.trunk.forward_cached(torch.cat([cond, sos], dim=1), self.trunk.kv_buffers())
         indices, step_logits = [], []
         for step in range(self.cfg.pred_seq_len):
             logits = self._logits(hidden[:, -1])  # (b, K)

@@ -98,15 +98,32 @@ class TrackDecoder(nn.Module):
         Returns tok (b, v|1, t, 1, m) = W1x x + b1, trk (n, m) = W1p p, view (v, 1, 1, m) = W1e e,
         folded_w (R, m) = Wp W2, folded_b (R,) = bp + Wp b2, tok_out (b, v|1, t, 1, R) = Wp x.
         """
-        cfg = self.cfg
-        h = cfg.hidden_dim
-        lin1, lin2 = self.decoder_mlp[0], self.decoder_mlp[2]
-        w1x, w1p, w1e = lin1.weight[:, :h], lin1.weight[:, h:2 * h], lin1.weight[:, 2 * h:]
+        lin1 = self.decoder_mlp[0]
         x = self._tokens(codes)  # (b, v|1, t, 1, h)
-        wp = self.decoder_proj.weight  # (R, h)
-        return (F.linear(x, w1x, lin1.bias), F.linear(self.track_pos_emb.weight, w1p),
-                F.linear(self.view_emb.weight, w1e).view(cfg.num_views, 1, 1, -1), wp @ lin2.weight,
-                self.decoder_proj.bias + wp @ lin2.bias, F.linear(x, wp))
+        trk, view, folded_w, folded_b = self._weight_parts()
+        return (F.linear(x, lin1.weight[:, :self.cfg.hidden_dim], lin1.bias), trk, view, folded_w, folded_b,
+                F.linear(x, self.decoder_proj.weight))
+
+    def _weight_parts(self) -> tuple[torch.Tensor, ...]:
+        """trk (n, m), view (v, 1, 1, m), folded_w (R, m), folded_b (R,): functions of the weights alone.
+
+        Kept between calls when gradients are off, and made again when any weight they come from is
+        replaced or changed in place (its storage or version counter moves)."""
+        cfg, h = self.cfg, self.cfg.hidden_dim
+        lin1, lin2, proj = self.decoder_mlp[0], self.decoder_mlp[2], self.decoder_proj
+        sources = (lin1.weight, lin2.weight, lin2.bias, proj.weight, proj.bias, self.track_pos_emb.weight,
+                   self.view_emb.weight)
+        key = tuple((t.data_ptr(), t._version, t.device) for t in sources)
+        cached = getattr(self, "_weight_parts_cache", None)
+        if cached is not None and cached[0] == key and not torch.is_grad_enabled():
+            return cached[1]
+        wp = proj.weight  # (R, h)
+        parts = (F.linear(self.track_pos_emb.weight, lin1.weight[:, h:2 * h]),
+                 F.linear(self.view_emb.weight, lin1.weight[:, 2 * h:]).view(cfg.num_views, 1, 1, -1),
+                 wp @ lin2.weight, proj.bias + wp @ lin2.bias)
+        if not torch.is_grad_enabled():
+            self._weight_parts_cache = (key, parts)
+        return parts
 
     def forward_fast(self, codes: torch.Tensor) -> torch.Tensor:
         """The same logits with the per-point MLP split into its separable parts.
