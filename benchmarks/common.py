@@ -57,7 +57,8 @@ def machine_info() -> dict:
         "torch_threads": torch.get_num_threads(),
         "python": platform.python_version(),
         "numpy": np.__version__,
-        "OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY", "(unset: libgomp spins)"),
+        "OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY", "(unset)"),
+        "GOMP_SPINCOUNT": os.environ.get("GOMP_SPINCOUNT", "(unset)"),
     }
     try:
         import onnxruntime

@@ -78,7 +78,7 @@ def render_serving(r: dict, act_b1_s: float | None) -> list[str]:
     lines: list[str] = []
     if "overhead" in r:
         lines += [f"## 2. Service overhead over in-process calls (batch 1, unbatched server, {r['server_threads']} "
-                  f"intra-op thread(s) in the server and in-process; server OMP_WAIT_POLICY={r.get('server_OMP_WAIT_POLICY')})", "",
+                  f"intra-op thread(s) in the server and in-process; server threads: {r.get('server_thread_policy')})", "",
                   "| endpoint | encoding | round trip p50 ms | in-process p50 ms | server model mean ms | "
                   "overhead per call ms (mean round trip - model) | p50 - in-process ms | request bytes | response bytes |",
                   "|---|---|---|---|---|---|---|---|---|"]

@@ -25,10 +25,22 @@ def free_port() -> int:
 
 
 def server_env() -> dict[str, str]:
-    """The servers' environment: this one, with ``OMP_WAIT_POLICY=PASSIVE`` unless set. The benchmark's
-    clients share the server's cores; spinning OpenMP threads then lose their time slices and one
-    ``act`` took 0.8-8 s instead of 0.56-0.59 s (paper bundle, 2 threads, load ~4)."""
-    return {**os.environ, "OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY", "PASSIVE")}
+    """The servers' environment: this one, with ``GOMP_SPINCOUNT=10000`` unless ``OMP_WAIT_POLICY`` or
+    ``GOMP_SPINCOUNT`` is set. libgomp's idle threads then spin briefly (covering the gaps between one
+    op and the next) and sleep soon after (leaving the cores to the clients that share them). Paper
+    bundle, 2 threads, quiet box: /act at one client 269 ms vs 360 ms with ``OMP_WAIT_POLICY=PASSIVE``
+    (threads always sleep) and 261 ms with libgomp's default long spin; /encode 16 clients batched 346
+    vs 304 vs 345 req/s. Long spinning on busy shared cores made one ``act`` 0.8-8 s."""
+    env = dict(os.environ)
+    if "OMP_WAIT_POLICY" not in env and "GOMP_SPINCOUNT" not in env:
+        env["GOMP_SPINCOUNT"] = "10000"
+    return env
+
+
+def thread_policy(env: dict[str, str]) -> str:
+    """How ``env`` sets libgomp's idle threads, for the results: e.g. ``GOMP_SPINCOUNT=10000``."""
+    parts = [f"{k}={env[k]}" for k in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT") if k in env]
+    return " ".join(parts) or "libgomp default (spin ~300k iterations)"
 
 
 class Server:

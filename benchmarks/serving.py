@@ -256,10 +256,10 @@ def run(bundle: str, model: Any, threads: int = 2, device: str = "cpu", repeats:
         levels: tuple[int, ...] = (1, 4, 16, 64), durations: dict[str, float] | None = None, min_requests: int = 32,
         max_s: float = 120.0, max_batch_size: int = 16, sections: tuple[str, ...] = ("overhead", "concurrency")) -> dict[str, Any]:
     """Sections 2 (overhead, on the unbatched server) and 3 (concurrency, batching off then on)."""
-    from benchmarks.server import server_env
+    from benchmarks.server import server_env, thread_policy
 
     out: dict[str, Any] = {"max_batch_size": max_batch_size, "max_wait_ms": 5.0, "server_threads": threads,
-                           "server_OMP_WAIT_POLICY": server_env()["OMP_WAIT_POLICY"],
+                           "server_thread_policy": thread_policy(server_env()),
                            "window": {"durations_s": {**DEFAULT_DURATIONS, **(durations or {})},
                                       "min_requests": min_requests, "max_s": max_s}}
     torch.set_num_threads(threads)  # in-process comparisons run with the server's thread count
