@@ -115,6 +115,7 @@ def run(model: AMPLIFY, batches=(1, 4, 16), repeats: int = 5, reference_max_batc
         codes = model.motion_tokenizer.indices_to_codes(idx)
         st = out["stages"]
         st["vision_encoder_2views"] = time_call(lambda: model.image_tokens(x1["images"]), repeats=repeats)
+        st["vision_encoder_2views_prepared"] = time_call(lambda: prepared.image_tokens(x1["images"]), repeats=repeats)
         st["fd_predict_cached"] = time_call(lambda: model.forward_dynamics.predict(cond), repeats=repeats)
         st["fd_predict_cached_prepared"] = time_call(lambda: prepared.forward_dynamics.predict(cond), repeats=repeats)
         st["fd_predict_reference"] = time_call(lambda: model.forward_dynamics.predict_uncached(cond), repeats=2)

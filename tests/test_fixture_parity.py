@@ -179,5 +179,7 @@ def test_prepared_bundle_swaps_every_linear_and_refuses_to_save(small_fixture, t
     model = AMPLIFY.load(small_fixture[0] / "amplify.pt").prepare_for_inference()
     assert not any(type(m) is torch.nn.Linear for m in model.modules())
     assert sum(isinstance(m, InferenceLinear) for m in model.modules()) > 10
+    convs = [m for m in model.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert convs and all(m.weight.is_contiguous(memory_format=torch.channels_last) for m in convs)
     with pytest.raises(RuntimeError, match="prepared for inference"):
         model.save(tmp_path / "out")
