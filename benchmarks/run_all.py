@@ -210,6 +210,7 @@ def main(argv: list[str] | None = None) -> int:
     if serving_sections:
         from benchmarks import serving
 
+        model.prepare_for_inference()  # in-process comparisons run what the torch back end serves
         results["service"] = serving.run(
             str(bundle), model, threads=args.server_threads or args.threads, device=args.device,
             repeats=args.http_repeats or (5 if args.quick else 20), levels=(1, 4) if args.quick else (1, 4, 16, 64),

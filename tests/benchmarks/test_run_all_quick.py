@@ -21,8 +21,10 @@ def test_run_all_quick_writes_every_section(tmp_path: Path) -> None:
     (md,) = (tmp_path / "results").glob("*.md")
     r = json.loads(js.read_text())
     act = r["inprocess"]["act"]["1"]
-    assert {"cached_torch", "reference_torch", "torchscript", "onnxruntime_float32", "onnxruntime_int8"} <= set(act)
+    assert {"cached_torch", "cached_torch_prepared", "reference_torch", "torchscript", "onnxruntime_float32",
+            "onnxruntime_int8"} <= set(act)
     assert act["onnxruntime_float32"]["max_abs_diff_vs_torch"] < 1e-3
+    assert act["cached_torch_prepared"]["max_abs_diff_vs_torch"] < 1e-4
     assert r["inprocess"]["indices_identical"] is True
     assert r["inprocess"]["stages"]["mt_decode_identical_b8"] is True
     assert r["inprocess"]["flops"]["act_cached"] < r["inprocess"]["flops"]["act_reference"]
