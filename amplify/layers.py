@@ -17,7 +17,6 @@ import torch.nn.functional as F
 MaskKind = Literal["causal", "diag", "causal_cond", "full"]
 
 
-
 class KVBuffer:
     """One layer's keys and values, written in place into (B, heads, max_len, head_dim) tensors made on
     the first write; ``length`` tokens are filled. Appending copies only the new tokens, where

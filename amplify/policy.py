@@ -152,8 +152,9 @@ class AMPLIFY(nn.Module):
 
     # -- checkpoints -------------------------------------------------------------------------
     def prepare_for_inference(self) -> "AMPLIFY":
-        """Swap the linear layers for faster inference ones (:mod:`amplify.inference`; same numbers up
-        to rounding), in place. The prepared bundle cannot be saved or trained."""
+        """Transposed linear weights and channels-last convolutions for faster inference
+        (:mod:`amplify.inference`; same numbers up to rounding), in place. The prepared bundle cannot
+        be saved or trained."""
         return prepare_for_inference(self)
 
     def save(self, path: str | Path, metadata: dict[str, Any] | None = None) -> Path:

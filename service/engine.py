@@ -6,6 +6,7 @@ their samples depend on the seed only.
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from typing import Any, Sequence
@@ -42,7 +43,7 @@ class InferenceEngine:
         self.batcher.stop()
         self.backend.close()
 
-    def arriving(self):
+    def arriving(self) -> contextlib.AbstractContextManager[None]:
         """Context manager around reading and validating a request (see :meth:`Batcher.arriving`)."""
         return self.batcher.arriving()
 

@@ -44,7 +44,7 @@ class TorchBackend(Backend):
     name = "torch"
 
     def __init__(self, model: AMPLIFY, meta: dict[str, Any], device: str = "cpu"):
-        self.model = model.prepare_for_inference()  # transposed linear weights: same numbers, faster short matmuls
+        self.model = model.prepare_for_inference()  # same numbers, faster (amplify/inference.py)
         self.device = device
         self.info = bundle_info(model)
         self._meta = meta
