@@ -175,9 +175,11 @@ def test_robot_client_through_balancer_survives_a_killed_replica(stack, tmp_path
     result = json.loads(report.read_text())
     assert result["steps"] == 24 and result["act_latency_ms"]["count"] == 24
     log = [e for e in stack.access_log()[before:] if e["uri"] == "/act"]
-    # every step got its 200; a request caught by the kill may show once more as a retried 502/503/504
+    # every step got its 200; requests caught by the kill may show once more as retried 502/503/504s
+    # (up to 2 on a quiet machine; a CI run under load saw 3)
     assert sum(e["status"] == 200 for e in log) == 24
-    assert all(e["status"] in (200, 502, 503, 504) for e in log) and len(log) <= 24 + 2
+    statuses = [e["status"] for e in log]
+    assert all(s in (200, 502, 503, 504) for s in statuses) and len(log) <= 24 + 4, statuses
 
 
 def test_no_live_replica_gets_the_contracts_503(stack):
