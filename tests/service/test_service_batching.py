@@ -1,6 +1,7 @@
-"""Batching, the bounded queue, timeouts, readiness and seeded sampling, against live servers."""
+"""Batching, the bounded queue, timeouts, readiness and seeded sampling, against live servers; the batcher's wait rule directly."""
 from __future__ import annotations
 
+import asyncio
 import re
 import threading
 import time
@@ -12,6 +13,7 @@ import torch
 
 from amplify import AMPLIFY
 from service.backends.torch_backend import TorchBackend
+from service.batching import Batcher
 from tests.service.live import live_server, post, result, untrained_backend
 
 
@@ -184,10 +186,6 @@ def test_a_server_fault_is_500_with_the_request_id_and_no_traceback():
 
 
 def _batcher_run(coro_fn):
-    import asyncio
-
-    from service.batching import Batcher
-
     batcher = Batcher(max_batch_size=8, max_wait_ms=2000)
     batcher.start()
     try:
@@ -213,8 +211,6 @@ def test_a_lone_request_does_not_wait_for_max_wait_when_nothing_else_is_arriving
 
 
 def test_a_forming_batch_waits_for_a_request_that_is_arriving():
-    import asyncio
-
     async def go(batcher):
         async def late():
             with batcher.arriving():  # being read and validated
