@@ -1,4 +1,4 @@
-"""Batching, the bounded queue, timeouts, readiness and seeded sampling, against live servers; the batcher's wait rule directly."""
+"""Batching, the bounded queue, timeouts, readiness, seeded sampling (live servers); the batcher's wait rule."""
 from __future__ import annotations
 
 import asyncio
