@@ -78,7 +78,7 @@ def balancer(local_stack, tmp_path_factory) -> Iterator[str]:
 
     backend_port, port = local_stack.free_port(), local_stack.free_port()
     server = uvicorn.Server(uvicorn.Config(_echo_app(), host="127.0.0.1", port=backend_port, log_level="warning",
-                                           ws="websockets"))
+                                           ws="websockets-sansio"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     prefix = Path(tmp_path_factory.mktemp("nginx-ws"))
