@@ -24,10 +24,11 @@ log = logging.getLogger("amplify.service")
 ENDPOINTS = {"/encode", "/decode", "/predict_codes", "/predict_traj", "/act", "/health", "/ready", "/metadata",
              "/metrics", "/docs", "/openapi.json", "/redoc"}
 OPEN_PATHS = {"/health", "/ready", "/docs", "/openapi.json", "/redoc", "/docs/oauth2-redirect"}
+_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
+
 # The Swagger UI / ReDoc scripts and styles the /docs and /redoc pages load (served by the service).
 DOCS_ASSETS_URL = "/docs/assets"
 OPEN_PREFIXES = (DOCS_ASSETS_URL + "/",)
-_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
 
 
 class ServiceMiddleware:
