@@ -1,8 +1,10 @@
 """docker/nginx/nginx.conf forwards WebSockets (openpi's policy protocol at ``/`` and ``/openpi``):
 Debian's nginx runs the image's configuration (rendered for local ports, as docker/local_stack.py
-does) in front of a minimal Starlette WebSocket echo server, and a client talks through it."""
+does) in front of a minimal Starlette WebSocket echo server, and a client talks through it. The
+service's own WebSocket route behind the same nginx: test_deploy_local_stack.py."""
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 import shutil
@@ -15,6 +17,8 @@ from typing import Iterator
 import pytest
 
 from deploy_helpers import NGINX_CONF
+
+HTTP_READ_TIMEOUT_S = 2
 
 websockets_sync = pytest.importorskip("websockets.sync.client", reason="the websockets package is not installed")
 
@@ -65,8 +69,12 @@ def _echo_app():
     async def headers(request) -> JSONResponse:
         return JSONResponse(dict(request.headers))
 
+    async def slow(request) -> JSONResponse:
+        await asyncio.sleep(float(request.query_params["s"]))
+        return JSONResponse({"slept": True})
+
     return Starlette(routes=[WebSocketRoute("/", echo), WebSocketRoute("/openpi", echo),
-                             Route("/headers", headers)])
+                             Route("/headers", headers), Route("/slow", slow)])
 
 
 @pytest.fixture(scope="module")
@@ -84,6 +92,14 @@ def balancer(local_stack, tmp_path_factory) -> Iterator[str]:
     prefix = Path(tmp_path_factory.mktemp("nginx-ws"))
     (prefix / "temp").mkdir()
     conf = local_stack.render_nginx_conf(NGINX_CONF.read_text(), [("127.0.0.1", backend_port)], ("127.0.0.1", port))
+    # The HTTP location's read timeout cut from 60 s to HTTP_READ_TIMEOUT_S, so that a test can show
+    # in seconds that a WebSocket outlives it (the WebSocket location keeps its own 3600 s).
+    head, http_block = conf.split("        location / {", 1)
+    http_block, tail = http_block.split("\n        }\n", 1)
+    assert "proxy_read_timeout 60s;" in http_block
+    conf = (head + "        location / {" + http_block.replace("proxy_read_timeout 60s;",
+                                                               f"proxy_read_timeout {HTTP_READ_TIMEOUT_S}s;")
+            + "\n        }\n" + tail)
     (prefix / "nginx.conf").write_text(conf)
     proc = subprocess.Popen(["nginx", "-p", f"{prefix}/", "-c", str(prefix / "nginx.conf"), "-g", "daemon off;"],
                             stdout=subprocess.DEVNULL, stderr=open(prefix / "error.log", "wb"), start_new_session=True)
@@ -127,3 +143,17 @@ def test_plain_http_through_nginx_keeps_upstream_keepalive(balancer):
     got = httpx.get(f"http://{balancer}/headers", headers={"Upgrade": "websocket", "Connection": "Upgrade"},
                     timeout=10).json()
     assert "upgrade" not in got and got.get("connection", "") == "", got
+
+
+def test_an_idle_websocket_outlives_the_http_read_timeout(balancer):
+    """Silent longer than the HTTP location's read timeout (which answers a slow request with the
+    contract's 504), the WebSocket stays open and usable: its location has its own timeout."""
+    import httpx
+
+    r = httpx.get(f"http://{balancer}/slow", params={"s": HTTP_READ_TIMEOUT_S + 1.5}, timeout=30)
+    assert r.status_code == 504 and r.json()["error"]["code"] == "timeout", r.text
+    with websockets_sync.connect(f"ws://{balancer}/", open_timeout=10) as ws:
+        ws.recv(timeout=10)
+        time.sleep(HTTP_READ_TIMEOUT_S + 1.5)
+        ws.send(b"still here")
+        assert ws.recv(timeout=10) == b"still here"
