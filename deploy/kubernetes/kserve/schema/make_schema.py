@@ -34,8 +34,8 @@ K8S_NAMES = {"V1ObjectMeta": "io.k8s.apimachinery.pkg.apis.meta.v1.ObjectMeta",
 
 def read_model(wheel: zipfile.ZipFile, cls: str) -> tuple[dict[str, str], dict[str, str], list[str]]:
     """(python name -> type, python name -> JSON name, required python names) of one SDK class."""
-    name = re.sub(r"^(V1alpha1|V1beta1)", lambda m: m.group(1).lower() + "_", cls)
-    name = name[: name.index("_") + 1] + re.sub(r"(?<!^)(?=[A-Z])", "_", name[name.index("_") + 1:]).lower()
+    version, rest = re.fullmatch(r"(V1alpha1|V1beta1)(\w+)", cls).groups()  # V1beta1ModelSpec -> v1beta1_model_spec
+    name = version.lower() + "_" + re.sub(r"(?<!^)(?=[A-Z])", "_", rest).lower()
     src = wheel.read(f"kserve/models/{name}.py").decode()
     types = ast.literal_eval("{" + re.search(r"openapi_types = \{(.*?)\n    \}", src, re.S).group(1) + "}")
     names = ast.literal_eval("{" + re.search(r"attribute_map = \{(.*?)\n    \}", src, re.S).group(1) + "}")
@@ -44,7 +44,8 @@ def read_model(wheel: zipfile.ZipFile, cls: str) -> tuple[dict[str, str], dict[s
 
 
 def type_schema(t: str, k8s_defs: set[str]) -> dict:
-    if t in ("str",):
+    """The JSON schema of one SDK type name (``str``, ``list[V1EnvVar]``, ``V1beta1ModelSpec``, ...)."""
+    if t == "str":
         return {"type": "string"}
     if t == "int":
         return {"type": "integer"}
