@@ -23,17 +23,18 @@ import amplify
 from amplify.checkpoints import file_sha256
 from exporters.graphs import GRAPHS, build_graph
 from exporters.manifest import (
-    BATCH_AXIS, FORMAT_NAME, FORMAT_VERSION, INSTRUCTIONS_FILE, MANIFEST_NAME, TEXT_EMBEDDINGS_FILE, write_manifest,
+    BATCH_AXIS, FORMAT_NAME, FORMAT_VERSION, IMAGE_AXES, INSTRUCTIONS_FILE, MANIFEST_NAME, TEXT_EMBEDDINGS_FILE,
+    write_manifest,
 )
 from exporters.parity import ParityError, compare, reference_outputs, sample_inputs
 from exporters.source import ExportSource
 
 FORMATS = ("onnx", "torchscript", "triton")
 IMAGE_NOTE = (
-    "float32 (b, v, H, W, 3) in [0, 1], upright, views in metadata order, H x W = metadata.image_size; "
-    "inside the graph each view is resized bilinearly (align_corners=False, no antialiasing) to the vision "
-    "encoder's {size}x{size} and goes into ResNet-18 without mean/std normalization. Convert uint8 images "
-    "with x / 255 and resize other sizes to image_size before calling."
+    "float32 (b, v, H, W, 3) in [0, 1], upright, views in metadata order, any H x W (the model was trained on "
+    "metadata.image_size); inside the graph each view is resized once, bilinearly (align_corners=False, no "
+    "antialiasing), to the vision encoder's {size}x{size} and goes into ResNet-18 without mean/std "
+    "normalization, as the library does. Convert uint8 images with x / 255; do not resize them first."
 )
 
 
@@ -99,7 +100,7 @@ def write_onnx(wrapper: torch.nn.Module, example: tuple[torch.Tensor, ...], path
         torch.onnx.export(
             wrapper, example, str(path), dynamo=False, input_names=input_names, output_names=output_names,
             opset_version=opset, do_constant_folding=True,
-            dynamic_axes={n: {0: BATCH_AXIS} for n in input_names + output_names},
+            dynamic_axes={n: {0: BATCH_AXIS, **(IMAGE_AXES if n == "images" else {})} for n in input_names + output_names},
         )
     if output_shapes:
         model = onnx.load(str(path))
@@ -168,7 +169,14 @@ def graph_file(graph: str, settings: ExportSettings, int8: bool = False) -> str:
 
 
 def _io(names: list[str], arrays: dict[str, np.ndarray]) -> list[dict[str, Any]]:
-    return [{"name": n, "dtype": str(arrays[n].dtype), "shape": [BATCH_AXIS, *arrays[n].shape[1:]]} for n in names]
+    def shape(n: str) -> list[int | str]:
+        dims: list[int | str] = [BATCH_AXIS, *arrays[n].shape[1:]]
+        if n == "images":
+            for axis, name in IMAGE_AXES.items():
+                dims[axis] = name
+        return dims
+
+    return [{"name": n, "dtype": str(arrays[n].dtype), "shape": shape(n)} for n in names]
 
 
 def model_metadata(source: ExportSource, instructions: list[str]) -> dict[str, Any]:

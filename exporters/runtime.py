@@ -8,7 +8,8 @@
 This module imports numpy, onnxruntime (ONNX) or torch (TorchScript) and the manifest reader only:
 a server can use it without the exporter or the model library. Inputs are checked against the
 manifest; a wrong shape or dtype raises ``InputError`` naming the field, the expected and the
-received shape. Images may be uint8 (0-255) or float (0-1) at ``metadata['image_size']``.
+received shape. Images may be uint8 (0-255) or float (0-1), of any size (the graphs resize them
+once, to the vision encoder's size; exports older than manifest format 2 take ``image_size`` only).
 Prediction is argmax; exports made with ``--topk`` also sample top-k (``sampling='topk', seed=``).
 """
 from __future__ import annotations
@@ -96,8 +97,8 @@ class ExportedModel:
             if inputs.get(name) is None:
                 raise InputError(name, f"required by the {graph!r} graph, shape {self._shape_text(t)}")
             arr = self._convert(name, inputs[name], t["dtype"])
-            expected = t["shape"][1:]
-            if arr.ndim != len(t["shape"]) or list(arr.shape[1:]) != list(expected) or arr.shape[0] < 1:
+            fits = all(isinstance(d, str) or got == d for got, d in zip(arr.shape[1:], t["shape"][1:]))
+            if arr.ndim != len(t["shape"]) or not fits or min(arr.shape) < 1:
                 raise InputError(name, f"expected shape {self._shape_text(t)}, got {tuple(arr.shape)}")
             if batch is None:
                 batch = arr.shape[0]
@@ -108,7 +109,8 @@ class ExportedModel:
 
     @staticmethod
     def _shape_text(t: dict[str, Any]) -> str:
-        return "(" + ", ".join("b" if d == BATCH_AXIS else str(d) for d in t["shape"]) + ")"
+        names = {BATCH_AXIS: "b", "height": "H", "width": "W"}
+        return "(" + ", ".join(names.get(d, str(d)) if isinstance(d, str) else str(d) for d in t["shape"]) + ")"
 
     @staticmethod
     def _convert(name: str, value: Any, dtype: str) -> np.ndarray:

@@ -1,9 +1,10 @@
 """Back ends over an `amplify export` directory (``manifest.json`` + one graph per entry point), run
 with the exporter's runtime (``exporters.runtime``: ONNX Runtime or ``torch.jit``).
 
-The graphs take images at the bundle's ``image_size``; other sizes are resized here first
-(bilinear, align_corners=False, no antialiasing, as the vision encoder resizes). The graphs
-implement argmax prediction only: ``sampling="topk"`` is refused (``sampling_modes``).
+The graphs take images of any size and resize them once, inside, straight to the vision encoder's
+size, as the PyTorch back end does. (Exports older than manifest format 2 take the bundle's
+``image_size`` only: for those alone, other sizes are resized to it here first.) Exports made
+without ``--topk`` implement argmax prediction only: ``sampling="topk"`` is refused (``sampling_modes``).
 """
 from __future__ import annotations
 
@@ -57,10 +58,12 @@ class ExportedBackend(Backend):
         return list(self.rt.instructions), self.rt.embed_text(self.rt.instructions)
 
     def _images(self, images: np.ndarray) -> np.ndarray:
-        """Resize (b, v, H, W, 3) to the graphs' image size when it differs."""
-        h, w = self.info.image_size
-        if images.shape[2:4] == (h, w):
+        """Images (b, v, H, W, 3) as the graphs take them: unchanged, except for a format-1 export whose
+        graphs take ``image_size`` only (those are resized to it)."""
+        dims = next(t["shape"] for t in self.rt.graphs["act"]["inputs"] if t["name"] == "images")[2:4]
+        if any(isinstance(d, str) for d in dims) or images.shape[2:4] == tuple(dims):
             return images
+        h, w = (int(d) for d in dims)
         import torch
         import torch.nn.functional as F
 
