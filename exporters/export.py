@@ -21,6 +21,7 @@ import torch
 
 import amplify
 from amplify.checkpoints import file_sha256
+from amplify.info import ModelInfo
 from exporters.graphs import GRAPHS, build_graph
 from exporters.manifest import (
     BATCH_AXIS, FORMAT_NAME, FORMAT_VERSION, IMAGE_AXES, INSTRUCTIONS_FILE, MANIFEST_NAME, TEXT_EMBEDDINGS_FILE,
@@ -179,27 +180,6 @@ def _io(names: list[str], arrays: dict[str, np.ndarray]) -> list[dict[str, Any]]
     return [{"name": n, "dtype": str(arrays[n].dtype), "shape": shape(n)} for n in names]
 
 
-def model_metadata(source: ExportSource, instructions: list[str]) -> dict[str, Any]:
-    """The model facts a server's /metadata needs (spec/API.md names), without torch."""
-    mt = source.mt_cfg
-    meta: dict[str, Any] = {
-        "views": list(mt.views), "image_size": list(mt.img_shape), "track_horizon": mt.track_pred_horizon,
-        "num_tracks": mt.num_tracks, "code_length": mt.seq_len, "hidden_dim": mt.hidden_dim,
-        "fsq_levels": list(mt.fsq_levels), "codebook_size": mt.codebook_size, "num_codes": mt.num_codes,
-        "velocity_steps": mt.num_steps, "relative_classes": mt.rel_cls_img_size[0] * mt.rel_cls_img_size[1],
-        "action_horizon": None, "action_dim": None, "proprio_dim": None, "text_embedding_dim": None,
-        "vision_image_size": None, "top_k": None, "instructions": instructions,
-    }
-    if source.kind == "bundle":
-        cfg = source.model.cfg
-        idc = cfg.inverse_dynamics
-        meta.update(action_horizon=idc.action_horizon, action_dim=idc.action_dim,
-                    proprio_dim=idc.proprio_dim if idc.cond_on_proprio else None,
-                    text_embedding_dim=cfg.forward_dynamics.text_embed_dim, vision_image_size=cfg.vision.image_size,
-                    top_k=cfg.forward_dynamics.top_k)
-    return meta
-
-
 def _versions(opset: int | None) -> dict[str, Any]:
     v: dict[str, Any] = {"amplify_serve": amplify.__version__, "torch": torch.__version__, "numpy": np.__version__,
                          "python": platform.python_version()}
@@ -300,13 +280,13 @@ def export_model(source: ExportSource, out: str | Path, settings: ExportSettings
         raise ParityError(failures)
 
     instructions, table = _write_instructions(source, out)
-    name = settings.name or str(source.metadata.get("name") or source.path.stem)
+    name = settings.name or source.name
     manifest: dict[str, Any] = {
         "format": FORMAT_NAME, "format_version": FORMAT_VERSION, "runtime": settings.format,
-        "model": {"name": name, "version": str(source.metadata.get("version") or source.sha256[:12]),
+        "model": {"name": name, "version": source.version,
                   "kind": source.kind, "source": str(source.path), "source_sha256": source.sha256,
                   "trained": source.metadata.get("trained")},
-        "metadata": model_metadata(source, instructions),
+        "metadata": ModelInfo.from_config(source.model.cfg, instructions).as_manifest(),
         "images": IMAGE_NOTE.format(size=source.model.cfg.vision.image_size) if source.kind == "bundle" else None,
         "sampling": ["argmax"] + (["topk"] if "predict_codes_topk" in entries or "act_topk" in entries else []),
         "instructions": table,

@@ -13,14 +13,15 @@ from typing import Any
 
 import numpy as np
 
-from service.backends.base import Backend, ModelInfo
+from amplify.info import ModelInfo
+from service.backends.base import Backend
 
 # The graphs the service runs; inverse_dynamics is optional (``act`` holds the whole policy).
 REQUIRED_GRAPHS = ("encode", "indices_to_codes", "decode", "predict_codes", "act")
 
 
 class ExportedBackend(Backend):
-    """Shared by the ONNX and TorchScript back ends: manifest -> ModelInfo, numpy entry points."""
+    """Shared by the ONNX and TorchScript back ends: the manifest's ModelInfo, numpy entry points."""
 
     runtime_name = ""
 
@@ -33,16 +34,7 @@ class ExportedBackend(Backend):
         if missing:
             raise ValueError(f"{path}: the export lacks the graphs {missing} that the service runs; export a bundle with "
                              f"`amplify export --model <bundle> --graphs {','.join(REQUIRED_GRAPHS)}`")
-        m = manifest["metadata"]
-        cfg = manifest.get("config", {})
-        proprio_dim = m.get("proprio_dim") or cfg.get("inverse_dynamics", {}).get("proprio_dim", 9)
-        self.info = ModelInfo(
-            views=list(m["views"]), image_size=list(m["image_size"]), track_horizon=int(m["track_horizon"]),
-            num_tracks=int(m["num_tracks"]), code_length=int(m["code_length"]), hidden_dim=int(m["hidden_dim"]),
-            fsq_levels=list(m["fsq_levels"]), codebook_size=int(m["codebook_size"]),
-            action_horizon=int(m["action_horizon"]), action_dim=int(m["action_dim"]), proprio_dim=int(proprio_dim),
-            text_embedding_dim=int(m["text_embedding_dim"]), num_classes=int(m.get("relative_classes") or 0),
-        )
+        self.info = ModelInfo.from_manifest(manifest)
         self.sampling_modes = tuple(manifest.get("sampling") or ["argmax"])
         model = manifest["model"]
         self._meta = {"name": str(model.get("name")), "version": str(model.get("version")),

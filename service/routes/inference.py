@@ -13,7 +13,7 @@ from fastapi import APIRouter, Request, Response
 from starlette.concurrency import run_in_threadpool
 
 from service import validation as V
-from service.backends.base import integrate_velocities
+from amplify.inputs import integrate_velocities
 from service.engine import InferenceEngine
 from service.errors import InputError
 from service.routes.common import ERRORS, one_of, read_request, request_body, respond, service_state
