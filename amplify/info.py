@@ -57,10 +57,6 @@ class ModelInfo:
         """t = H - 1 velocities per track."""
         return self.track_horizon - 1
 
-    @property
-    def is_bundle(self) -> bool:
-        return self.action_dim is not None
-
     # -- construction ----------------------------------------------------------------------------
     @classmethod
     def from_config(cls, cfg: BundleConfig | MotionTokenizerConfig, instructions: list[str] | None = None) -> "ModelInfo":

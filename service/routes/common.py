@@ -11,7 +11,6 @@ from starlette.concurrency import run_in_threadpool
 from amplify.inputs import InputError
 from service.batching import Timing
 from service.codecs import JSON, MSGPACK, decode_body, encode_body, media_type, response_type
-from service.deps import service_state
 from service.schemas import ErrorBody
 
 M = TypeVar("M", bound=BaseModel)
