@@ -72,7 +72,11 @@ def read_checkpoint(path: str | Path) -> Checkpoint:
     if detect_format(p) == "original":
         data = load_original(p)
         config = data.get("config") or {}
-        return Checkpoint(p, "original", original_kind(config), config, data["model"], dict(data.get("metadata") or {}))
+        try:
+            kind = original_kind(config)
+        except CheckpointError as e:
+            raise CheckpointError(f"{p}: {e}") from None
+        return Checkpoint(p, "original", kind, config, data["model"], dict(data.get("metadata") or {}))
     doc, state = read_dir(p)
     return Checkpoint(p, "project", doc["kind"], doc["config"], state, dict(doc.get("metadata", {})))
 
