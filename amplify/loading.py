@@ -53,6 +53,14 @@ def _finish(model: torch.nn.Module, device: str | torch.device) -> torch.nn.Modu
     return model.to(device).eval()
 
 
+class WrongKind(CheckpointError):
+    """A checkpoint that holds another kind of model than the caller takes."""
+
+    def __init__(self, path: Path, kind: str, wanted: tuple[str, ...]):
+        self.path, self.kind, self.wanted = path, kind, wanted
+        super().__init__(f"{path}: holds a {kind} model alone, not a {' or '.join(wanted)}")
+
+
 @dataclass
 class Checkpoint:
     """A checkpoint read once: its format, the kind of model it holds, its config and its tensors."""
@@ -283,7 +291,7 @@ def load_model(path: str | Path, device: str | torch.device = "cpu", mt_path: st
     A checkpoint of a kind outside ``kinds`` is refused before its model is built."""
     ckpt = read_checkpoint(path)
     if ckpt.kind not in kinds:
-        raise CheckpointError(f"{ckpt.path}: holds a {ckpt.kind} model, not a {' or '.join(kinds)}")
+        raise WrongKind(ckpt.path, ckpt.kind, kinds)
     if ckpt.kind == "bundle":
         model = load_bundle(ckpt, device)
         metadata = dict(model.metadata)

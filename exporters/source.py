@@ -9,7 +9,7 @@ import torch.nn as nn
 
 from amplify.checkpoints import CheckpointError, file_sha256
 from amplify.config import MotionTokenizerConfig, to_dict
-from amplify.loading import load_model
+from amplify.loading import WrongKind, load_model
 
 
 @dataclass
@@ -44,11 +44,9 @@ def load_source(path: str | Path) -> ExportSource:
     p = Path(path)
     try:
         loaded = load_model(p, kinds=("bundle", "motion_tokenizer"))
-    except CheckpointError as e:
-        if "model, not a bundle or motion_tokenizer" not in str(e):
-            raise
+    except WrongKind as e:
         raise CheckpointError(
-            f"{e}; export a bundle instead (assemble one with "
+            f"{p}: holds a {e.kind} model alone; export a bundle instead (assemble one with "
             f"'amplify convert --mt mt.pt --fd fd.pt --id id.pt --vision-weights ... --out DIR')"
         ) from None
     return ExportSource(kind=loaded.kind, model=loaded.model.eval(), path=p, sha256=file_sha256(p),
