@@ -1,5 +1,6 @@
-"""Preparing a loaded model for inference: linear layers with their weights kept transposed, and
-convolution weights in channels-last layout.
+"""Preparing a loaded model for inference: linear layers with their weights kept transposed,
+convolution weights in channels-last layout, an optional bfloat16 precision, and the fused
+forward-dynamics decoding step.
 
 ``nn.Linear`` computes ``x @ W.T`` with W stored (out, in). On CPU, MKL's kernel for that layout is
 slow for the short inputs the serving path runs (15 to 100 tokens): a (15, 768) x (768, 2304)
@@ -7,10 +8,15 @@ product took 1.3 ms on one core against 0.49 ms with W stored (in, out) contiguo
 torch 2.13; see ``docs/performance.md``). :func:`prepare_for_inference` swaps every ``nn.Linear`` for
 an :class:`InferenceLinear` holding W transposed: the same float32 numbers up to rounding. It also
 stores ``nn.Conv2d`` weights channels-last, which oneDNN runs faster (the ResNet-18 image encoder on
-two 224 px views: 46 -> 30 ms, identical outputs).
+two 224 px views: 46 -> 30 ms, identical outputs), and gives forward dynamics a
+:class:`FusedDecoder` (:mod:`amplify.fused_decoder`) for its one-token steps.
 
-(bfloat16 weights were tried too and left out: torch's CPU bfloat16 kernels read a batch-1 weight at
-13 GB/s against float32's 29 GB/s here, so the autoregressive steps got slower, not faster.)
+Precision (``precision="bf16"``, opt-in; float32 is the default): the weights of the vision encoder,
+forward dynamics and inverse dynamics are stored in bfloat16 and their matrix products and
+convolutions run in bfloat16 (AMX / AVX512-BF16 on CPU, tensor cores on CUDA); activations between
+them (residual stream, LayerNorm, softmax, the returned tokens and actions) stay float32. The motion
+tokenizer stays float32. At batch 1 on CPU a bfloat16 one-row product reads its weight no faster than
+float32 (13 vs 29 GB/s per byte in torch 2.13), so bfloat16 pays where many robots share a batch.
 
 The swap is in place and for inference only: a prepared model has no ``nn.Linear`` parameters to
 train and cannot be saved (save before preparing, or load again).
@@ -20,45 +26,104 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+# precision name -> dtype of the weights and products; float32 is the default
+PRECISIONS: dict[str, torch.dtype] = {"fp32": torch.float32, "bf16": torch.bfloat16}
+_ALIASES = {"float32": "fp32", "fp32": "fp32", "f32": "fp32", "bfloat16": "bf16", "bf16": "bf16"}
+
+
+def precision_name(precision: str | None) -> str:
+    """``fp32`` or ``bf16`` from any accepted spelling (None: fp32); ValueError names the choices."""
+    if precision is None:
+        return "fp32"
+    try:
+        return _ALIASES[str(precision).strip().lower()]
+    except KeyError:
+        raise ValueError(f"precision must be one of fp32 (float32) or bf16 (bfloat16), got {precision!r}") from None
+
 
 class InferenceLinear(nn.Module):
-    """``y = x W^T + b`` with W stored transposed, (in, out) contiguous, float32.
+    """``y = x W^T + b`` with W stored transposed, (in, out) contiguous, in float32 or bfloat16.
 
-    ``weight`` and ``bias`` read like ``nn.Linear``'s ((out, in) and (out,)).
+    ``weight`` and ``bias`` read like ``nn.Linear``'s ((out, in) and (out,)). With bfloat16 weights the
+    input is cast to bfloat16 for the product and the output comes back float32 (bias added in float32).
     """
 
-    def __init__(self, linear: nn.Linear):
+    def __init__(self, linear: nn.Linear, dtype: torch.dtype = torch.float32):
         super().__init__()
         self.in_features, self.out_features = linear.in_features, linear.out_features
-        self.register_buffer("weight_t", linear.weight.detach().t().contiguous())  # (in, out)
-        self.register_buffer("bias", None if linear.bias is None else linear.bias.detach().clone())  # (out,)
+        self.register_buffer("weight_t", linear.weight.detach().t().contiguous().to(dtype))  # (in, out)
+        self.register_buffer("bias", None if linear.bias is None else linear.bias.detach().clone().float())  # (out,)
+        self.mixed = dtype != torch.float32
 
     @property
     def weight(self) -> torch.Tensor:  # (out, in), a view
         return self.weight_t.t()
 
+    def matmul2d(self, x2: torch.Tensor) -> torch.Tensor:
+        """(N, in) float32 -> (N, out) float32, bias included."""
+        if self.mixed:
+            y = torch.mm(x2.to(self.weight_t.dtype), self.weight_t).float()
+            return y if self.bias is None else y.add_(self.bias)
+        return torch.mm(x2, self.weight_t) if self.bias is None else torch.addmm(self.bias, x2, self.weight_t)
+
+    def add_to(self, residual: torch.Tensor, x2: torch.Tensor) -> torch.Tensor:
+        """``residual + self(x2)`` for 2-D (N, in) inputs: one fused product when float32 without bias."""
+        if not self.mixed and self.bias is None:
+            return torch.addmm(residual, x2, self.weight_t)
+        return residual + self.matmul2d(x2)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (..., in) -> (..., out)
-        x2 = x.reshape(-1, self.in_features)  # (N, in)
-        y = torch.mm(x2, self.weight_t) if self.bias is None else torch.addmm(self.bias, x2, self.weight_t)
+        y = self.matmul2d(x.reshape(-1, self.in_features))
         return y.view(*x.shape[:-1], self.out_features)
 
     def extra_repr(self) -> str:
-        return f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}"
+        return (f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}, "
+                f"dtype={self.weight_t.dtype}")
 
 
-def prepare_for_inference(model: nn.Module) -> nn.Module:
-    """Swap every ``nn.Linear`` in ``model`` for an :class:`InferenceLinear` and make every ``nn.Conv2d``
-    weight channels-last (in place; returns ``model`` in eval mode)."""
+def _swap_linears(model: nn.Module, dtype: torch.dtype) -> None:
     targets = [(parent, name, child) for parent in model.modules() for name, child in parent.named_children()
                if type(child) is nn.Linear]
     for parent, name, child in targets:
-        setattr(parent, name, InferenceLinear(child))
+        setattr(parent, name, InferenceLinear(child, dtype))
+
+
+def prepare_for_inference(model: nn.Module, precision: str = "fp32") -> nn.Module:
+    """Swap every ``nn.Linear`` in ``model`` for an :class:`InferenceLinear`, make every ``nn.Conv2d``
+    weight channels-last and give forward dynamics its fused decoding step (in place; returns ``model``
+    in eval mode).
+
+    ``precision="bf16"`` stores the vision encoder's, forward dynamics' and inverse dynamics' weights in
+    bfloat16 (see the module docstring); the motion tokenizer, and any model that is none of those,
+    stay float32. A model is prepared once."""
+    from amplify.fused_decoder import attach_fused_decoder
+
+    name = precision_name(precision)
+    if is_prepared(model):
+        raise RuntimeError("this model is already prepared for inference; load it again to change its precision")
+    low = PRECISIONS[name]
+    if name != "fp32":
+        for part in ("img_encoder", "forward_dynamics", "inverse_dynamics"):
+            sub = getattr(model, part, None)
+            if sub is None:
+                continue
+            _swap_linears(sub, low)
+            if part == "img_encoder":
+                sub.model.to(low)  # convolutions and BatchNorm in bfloat16; forward casts in and out
+    _swap_linears(model, torch.float32)  # everything not yet swapped
     for module in model.modules():
         if isinstance(module, nn.Conv2d):
             module.to(memory_format=torch.channels_last)
+    attach_fused_decoder(model)
+    model.inference_precision = name
     return model.eval()
 
 
 def is_prepared(model: nn.Module) -> bool:
     """Whether :func:`prepare_for_inference` was applied (the model then cannot be saved or trained)."""
     return any(isinstance(m, InferenceLinear) for m in model.modules())
+
+
+def model_precision(model: nn.Module) -> str:
+    """The precision a model was prepared with (``fp32`` when not prepared)."""
+    return getattr(model, "inference_precision", "fp32")

@@ -75,5 +75,6 @@ class VisionEncoder(nn.Module):
         size = self.cfg.image_size
         if x.shape[-2:] != (size, size):
             x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False, antialias=False)
-        x = self.model(x)  # (b, 512, 7, 7)
-        return x.flatten(2).transpose(1, 2)  # (b, 49, 512)
+        dtype = self.model[0].weight.dtype  # bfloat16 when prepared with that precision
+        x = self.model(x.to(dtype))  # (b, 512, 7, 7)
+        return x.flatten(2).transpose(1, 2).float()  # (b, 49, 512)
