@@ -26,6 +26,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from amplify.layers import MLP, CrossAttention, SelfAttention
+
 # precision name -> dtype of the weights and products; float32 is the default
 PRECISIONS: dict[str, torch.dtype] = {"fp32": torch.float32, "bf16": torch.bfloat16}
 _ALIASES = {"float32": "fp32", "fp32": "fp32", "f32": "fp32", "bfloat16": "bf16", "bf16": "bf16"}
@@ -45,24 +47,30 @@ class InferenceLinear(nn.Module):
     """``y = x W^T + b`` with W stored transposed, (in, out) contiguous, in float32 or bfloat16.
 
     ``weight`` and ``bias`` read like ``nn.Linear``'s ((out, in) and (out,)). With bfloat16 weights the
-    input is cast to bfloat16 for the product and the output comes back float32 (bias added in float32).
+    input is cast to bfloat16 for the product; the output is float32 when ``float_out`` (the default),
+    else it stays bfloat16 (for a layer whose output only feeds another product, attention, or an
+    addition into a float32 residual stream, which promotes it without a separate cast).
     """
 
-    def __init__(self, linear: nn.Linear, dtype: torch.dtype = torch.float32):
+    def __init__(self, linear: nn.Linear, dtype: torch.dtype = torch.float32, float_out: bool = True):
         super().__init__()
         self.in_features, self.out_features = linear.in_features, linear.out_features
-        self.register_buffer("weight_t", linear.weight.detach().t().contiguous().to(dtype))  # (in, out)
-        self.register_buffer("bias", None if linear.bias is None else linear.bias.detach().clone().float())  # (out,)
         self.mixed = dtype != torch.float32
+        self.float_out = float_out or not self.mixed
+        out_dtype = torch.float32 if self.float_out else dtype
+        self.register_buffer("weight_t", linear.weight.detach().t().contiguous().to(dtype))  # (in, out)
+        self.register_buffer("bias", None if linear.bias is None else linear.bias.detach().to(out_dtype, copy=True))
 
     @property
     def weight(self) -> torch.Tensor:  # (out, in), a view
         return self.weight_t.t()
 
     def matmul2d(self, x2: torch.Tensor) -> torch.Tensor:
-        """(N, in) float32 -> (N, out) float32, bias included."""
+        """(N, in) -> (N, out), bias included (float32, or bfloat16 when not ``float_out``)."""
         if self.mixed:
-            y = torch.mm(x2.to(self.weight_t.dtype), self.weight_t).float()
+            y = torch.mm(x2.to(self.weight_t.dtype), self.weight_t)
+            if self.float_out:
+                y = y.float()
             return y if self.bias is None else y.add_(self.bias)
         return torch.mm(x2, self.weight_t) if self.bias is None else torch.addmm(self.bias, x2, self.weight_t)
 
@@ -78,38 +86,76 @@ class InferenceLinear(nn.Module):
 
     def extra_repr(self) -> str:
         return (f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}, "
-                f"dtype={self.weight_t.dtype}")
+                f"dtype={self.weight_t.dtype}, float_out={self.float_out}")
+
+
+# Inside attention and MLP blocks these layers' outputs feed attention, another product or a residual
+# addition: in bfloat16 they stay bfloat16 (no cast back and forth).
+_LOW_OUT = {(SelfAttention, "c_attn"), (SelfAttention, "c_proj"), (CrossAttention, "q_proj"),
+            (CrossAttention, "kv_proj"), (CrossAttention, "c_proj"), (MLP, "c_fc"), (MLP, "c_proj")}
 
 
 def _swap_linears(model: nn.Module, dtype: torch.dtype) -> None:
     targets = [(parent, name, child) for parent in model.modules() for name, child in parent.named_children()
                if type(child) is nn.Linear]
     for parent, name, child in targets:
-        setattr(parent, name, InferenceLinear(child, dtype))
+        setattr(parent, name, InferenceLinear(child, dtype, float_out=(type(parent), name) not in _LOW_OUT))
+
+
+def fold_batchnorm(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> nn.Conv2d:
+    """A convolution computing ``bn(conv(x))`` with BatchNorm's running statistics folded into its weights
+    (eval mode only; the same function up to float32 rounding)."""
+    scale = bn.weight.detach() / torch.sqrt(bn.running_var + bn.eps)  # (out,)
+    fused = nn.Conv2d(conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding,
+                      conv.dilation, conv.groups, bias=True, padding_mode=conv.padding_mode).to(conv.weight.device)
+    with torch.no_grad():
+        fused.weight.copy_(conv.weight.detach() * scale[:, None, None, None])
+        bias = conv.bias.detach() if conv.bias is not None else torch.zeros_like(bn.running_mean)
+        fused.bias.copy_((bias - bn.running_mean) * scale + bn.bias.detach())
+    return fused.requires_grad_(False)
+
+
+def _fold_vision_batchnorms(trunk: nn.Sequential) -> None:
+    """Fold every BatchNorm of the ResNet-18 trunk (:mod:`amplify.models.vision`) into its convolution."""
+    from amplify.models.vision import BasicBlock
+
+    trunk[0], trunk[1] = fold_batchnorm(trunk[0], trunk[1]), nn.Identity()
+    for block in trunk.modules():
+        if isinstance(block, BasicBlock):
+            block.conv1, block.bn1 = fold_batchnorm(block.conv1, block.bn1), nn.Identity()
+            block.conv2, block.bn2 = fold_batchnorm(block.conv2, block.bn2), nn.Identity()
+            if block.downsample is not None:
+                block.downsample = nn.Sequential(fold_batchnorm(block.downsample[0], block.downsample[1]))
 
 
 def prepare_for_inference(model: nn.Module, precision: str = "fp32") -> nn.Module:
-    """Swap every ``nn.Linear`` in ``model`` for an :class:`InferenceLinear`, make every ``nn.Conv2d``
-    weight channels-last and give forward dynamics its fused decoding step (in place; returns ``model``
-    in eval mode).
+    """Swap every ``nn.Linear`` in ``model`` for an :class:`InferenceLinear`, fold the vision encoder's
+    BatchNorms into its convolutions, make every ``nn.Conv2d`` weight channels-last and give forward
+    dynamics its fused decoding step (in place; returns ``model`` in eval mode).
 
     ``precision="bf16"`` stores the vision encoder's, forward dynamics' and inverse dynamics' weights in
     bfloat16 (see the module docstring); the motion tokenizer, and any model that is none of those,
-    stay float32. A model is prepared once."""
+    stay float32. Preparing again in the same precision does nothing."""
     from amplify.fused_decoder import attach_fused_decoder
+    from amplify.models.vision import VisionEncoder
 
     name = precision_name(precision)
     if is_prepared(model):
-        raise RuntimeError("this model is already prepared for inference; load it again to change its precision")
+        if model_precision(model) == name:
+            return model.eval()
+        raise RuntimeError(f"this model is already prepared for inference in {model_precision(model)}; load it again "
+                           f"to prepare it in {name}")
+    model.eval()
     low = PRECISIONS[name]
+    for module in list(model.modules()):
+        if isinstance(module, VisionEncoder):
+            _fold_vision_batchnorms(module.model)
+            module.model.to(low)  # bfloat16 convolutions when asked; forward casts in and out
     if name != "fp32":
-        for part in ("img_encoder", "forward_dynamics", "inverse_dynamics"):
+        for part in ("forward_dynamics", "inverse_dynamics"):
             sub = getattr(model, part, None)
-            if sub is None:
-                continue
-            _swap_linears(sub, low)
-            if part == "img_encoder":
-                sub.model.to(low)  # convolutions and BatchNorm in bfloat16; forward casts in and out
+            if sub is not None:
+                _swap_linears(sub, low)
     _swap_linears(model, torch.float32)  # everything not yet swapped
     for module in model.modules():
         if isinstance(module, nn.Conv2d):

@@ -10,6 +10,8 @@ import torch
 
 from amplify.checkpoints import detect_format, file_sha256
 from amplify.defaults import default_bundle_dir
+from amplify.devices import warn_if_emulated
+from amplify.inference import precision_name
 from amplify.policy import AMPLIFY
 from amplify.presets import small
 from service.backends.base import Backend, ModelInfo
@@ -43,16 +45,20 @@ class TorchBackend(Backend):
 
     name = "torch"
 
-    def __init__(self, model: AMPLIFY, meta: dict[str, Any], device: str = "cpu"):
-        self.model = model.prepare_for_inference()  # same numbers, faster (amplify/inference.py)
+    def __init__(self, model: AMPLIFY, meta: dict[str, Any], device: str = "cpu", precision: str = "fp32"):
+        self.precision = precision_name(precision)
+        warn_if_emulated(self.precision, device)
+        # fp32: same numbers, faster; bf16: opt-in bfloat16 (amplify/inference.py)
+        self.model = model.prepare_for_inference(self.precision)
         self.device = device
         self.info = bundle_info(model)
         self._meta = meta
 
     @classmethod
-    def load(cls, path: str | Path | None, device: str = "cpu", threads: int | None = None, seed: int = 0) -> "TorchBackend":
+    def load(cls, path: str | Path | None, device: str = "cpu", threads: int | None = None, seed: int = 0,
+             precision: str = "fp32") -> "TorchBackend":
         """A bundle from ``path`` (amplify.pt or a project directory); None: the default bundle if it
-        exists, else an untrained ``small`` bundle made with ``seed``."""
+        exists, else an untrained ``small`` bundle made with ``seed``. ``precision``: fp32 or bf16."""
         if threads:
             torch.set_num_threads(threads)
         if path is None and default_bundle_dir().is_dir():
@@ -62,7 +68,7 @@ class TorchBackend(Backend):
             torch.manual_seed(seed)
             model = AMPLIFY(small()).to(device).eval()
             meta = {"name": "untrained-small", "version": f"seed-{seed}", "format": "random", "trained": False}
-            return cls(model, meta, device)
+            return cls(model, meta, device, precision)
         p = Path(path)
         if not p.exists():
             raise FileNotFoundError(f"model {p} does not exist")
@@ -76,7 +82,7 @@ class TorchBackend(Backend):
         version = md.get("version") or (file_sha256(weights)[:12] if weights else "unknown")
         meta = {"name": str(name), "version": str(version), "format": "original" if fmt == "original" else "amplify-dir",
                 "trained": bool(md.get("trained", True)), "path": str(p)}
-        return cls(model, meta, device)
+        return cls(model, meta, device, precision)
 
     # -- interface ---------------------------------------------------------------------------
     def model_metadata(self) -> dict[str, Any]:

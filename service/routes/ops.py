@@ -33,7 +33,7 @@ async def metadata(request: Request) -> dict:
     meta = backend.model_metadata()
     return {
         "model": {"name": meta["name"], "version": meta["version"], "format": meta["format"]},
-        "backend": backend.name, "device": backend.device, **engine.info.as_dict(),
+        "backend": backend.name, "device": backend.device, "precision": backend.precision, **engine.info.as_dict(),
         "instructions": engine.text.instructions,
         "batching": {"max_batch_size": s.max_batch_size, "max_wait_ms": s.max_wait_ms},
         "trained": meta.get("trained"),
