@@ -95,9 +95,11 @@ _LOW_OUT = {(SelfAttention, "c_attn"), (SelfAttention, "c_proj"), (CrossAttentio
             (CrossAttention, "kv_proj"), (CrossAttention, "c_proj"), (MLP, "c_fc"), (MLP, "c_proj")}
 
 
-def _swap_linears(model: nn.Module, dtype: torch.dtype) -> None:
-    targets = [(parent, name, child) for parent in model.modules() for name, child in parent.named_children()
-               if type(child) is nn.Linear]
+def _swap_linears(model: nn.Module, dtype: torch.dtype, keep: nn.Module | None = None) -> None:
+    """Swap the ``nn.Linear`` layers of ``model`` (those inside ``keep`` excepted) for :class:`InferenceLinear`."""
+    kept = {id(m) for m in keep.modules()} if keep is not None else set()
+    targets = [(parent, name, child) for parent in model.modules() if id(parent) not in kept
+               for name, child in parent.named_children() if type(child) is nn.Linear]
     for parent, name, child in targets:
         setattr(parent, name, InferenceLinear(child, dtype, float_out=(type(parent), name) not in _LOW_OUT))
 
@@ -154,8 +156,8 @@ def prepare_for_inference(model: nn.Module, precision: str = "fp32") -> nn.Modul
     if name != "fp32":
         for part in ("forward_dynamics", "inverse_dynamics"):
             sub = getattr(model, part, None)
-            if sub is not None:
-                _swap_linears(sub, low)
+            if sub is not None:  # FD's quantizer is the tokenizer's (shared): it stays float32
+                _swap_linears(sub, low, keep=getattr(sub, "quantize", None))
     _swap_linears(model, torch.float32)  # everything not yet swapped
     for module in model.modules():
         if isinstance(module, nn.Conv2d):
