@@ -16,7 +16,7 @@ from einops import rearrange
 from torch.utils.flop_counter import FlopCounterMode
 
 from amplify import AMPLIFY, points_to_velocities
-from benchmarks.common import time_call
+from benchmarks.common import time_call, time_interleaved
 
 
 def make_inputs(model: AMPLIFY, batch: int, seed: int = 0) -> dict[str, np.ndarray]:
@@ -93,16 +93,22 @@ def floors(model: AMPLIFY, x1: dict, rate: float, bw: float) -> dict:
         id_flops = count_flops(lambda: model.inverse_dynamics(rearrange(tokens, "b v p d -> b p (v d)"),
                                                               torch.from_numpy(x1["text_emb"]),
                                                               torch.from_numpy(x1["proprio"]), codes))
-    fd_bytes = sum(p.numel() * p.element_size() for p in fd.parameters())
-    steps = fd.cfg.pred_seq_len
-    step_flops = (fd_flops - prefix_flops) / max(steps - 1, 1)
-    read_s = fd_bytes / bw
-    other_s = (vision_flops + id_flops) / rate
+    counts = {"fd_flops": fd_flops, "fd_prefix_flops": prefix_flops, "vision_flops": vision_flops, "id_flops": id_flops,
+              "fd_weight_bytes": sum(p.numel() * p.element_size() for p in fd.parameters()),
+              "fd_steps": fd.cfg.pred_seq_len}
+    return floors_from(counts, rate, bw)
+
+
+def floors_from(c: dict, rate: float, bw: float) -> dict:
+    """:func:`floors` from its counts (FLOPs, FD weight bytes, steps) and a matmul rate and bandwidth."""
+    steps = c["fd_steps"]
+    step_flops = (c["fd_flops"] - c["fd_prefix_flops"]) / max(steps - 1, 1)
+    read_s = c["fd_weight_bytes"] / bw
+    other_s = (c["vision_flops"] + c["id_flops"]) / rate
     return {
-        "fd_flops": fd_flops, "fd_prefix_flops": prefix_flops, "vision_flops": vision_flops, "id_flops": id_flops,
-        "fd_weight_read_s": read_s, "vision_id_flop_s": other_s,
+        **c, "matmul_flops_per_s": rate, "copy_bytes_per_s": bw, "fd_weight_read_s": read_s, "vision_id_flop_s": other_s,
         "bandwidth_floor_s": steps * read_s + other_s,
-        "roofline_floor_s": max(prefix_flops / rate, read_s) + (steps - 1) * max(step_flops / rate, read_s) + other_s,
+        "roofline_floor_s": max(c["fd_prefix_flops"] / rate, read_s) + (steps - 1) * max(step_flops / rate, read_s) + other_s,
     }
 
 
@@ -147,18 +153,31 @@ def run(model: AMPLIFY, batches=(1, 4, 16), repeats: int = 5, reference_max_batc
 
     for b in batches:
         x = make_inputs(model, b)
-        row = {"cached_torch": time_call(lambda: act(x, True), repeats=repeats),
-               "cached_torch_prepared": time_call(lambda: act_prepared(x), repeats=repeats)}
+        torch_paths = {"cached_torch": lambda: act(x, True), "cached_torch_prepared": lambda: act_prepared(x)}
+        if prepared_bf16 is not None:
+            torch_paths["cached_torch_prepared_bf16"] = lambda: prepared_bf16.act(x["images"], x["proprio"],
+                                                                                  text_emb=x["text_emb"])
+        if b == 1:  # the floor's probes in the same turns: on a shared machine the load moves the floor too
+            n_mm = 2048
+            ma, mb = torch.randn(n_mm, n_mm), torch.randn(n_mm, n_mm)
+            src = torch.randn(256 * (1 << 20) // 4)
+            dst = torch.empty_like(src)
+            torch_paths["_probe_matmul"] = lambda: ma @ mb
+            torch_paths["_probe_copy"] = lambda: dst.copy_(src)
+        row = time_interleaved(torch_paths, repeats=repeats)  # in turns: the ratios between them hold under load
+        if b == 1:
+            mm_t, cp_t = row.pop("_probe_matmul"), row.pop("_probe_copy")
+            out["floor_same_turns"] = floors_from(out["floor"], 2 * n_mm**3 / mm_t["median_s"],
+                                                  2 * src.numel() * 4 / cp_t["median_s"])
+            del ma, mb, src, dst
         if b <= reference_max_batch:
             row["reference_torch"] = time_call(lambda: act(x, False), repeats=max(2, repeats // 2))
         ref_actions = act(x, True).numpy()
         row["cached_torch_prepared"]["max_abs_diff_vs_torch"] = float(np.abs(act_prepared(x).numpy() - ref_actions).max())
         if prepared_bf16 is not None:
-            def act_bf16(x=x):
-                return prepared_bf16.act(x["images"], x["proprio"], text_emb=x["text_emb"])
-            row["cached_torch_prepared_bf16"] = time_call(act_bf16, repeats=repeats)
             row["cached_torch_prepared_bf16"].update(bf16_cost(prepared, prepared_bf16, x))
-            row["cached_torch_prepared_bf16"]["max_abs_diff_vs_torch"] = float(np.abs(act_bf16().numpy() - ref_actions).max())
+            row["cached_torch_prepared_bf16"]["max_abs_diff_vs_torch"] = float(
+                np.abs(torch_paths["cached_torch_prepared_bf16"]().numpy() - ref_actions).max())
         for name, m in backends.items():
             if name == "torchscript" and b > reference_max_batch:  # seconds per call on 2 busy cores: keep the run short
                 continue
@@ -178,9 +197,10 @@ def run(model: AMPLIFY, batches=(1, 4, 16), repeats: int = 5, reference_max_batc
         st = out["stages"]
         st["vision_encoder_2views"] = time_call(lambda: model.image_tokens(x1["images"]), repeats=repeats)
         st["vision_encoder_2views_prepared"] = time_call(lambda: prepared.image_tokens(x1["images"]), repeats=repeats)
-        st["fd_predict_cached"] = time_call(lambda: model.forward_dynamics.predict(cond), repeats=repeats)
-        st["fd_predict_cached_prepared"] = time_call(lambda: prepared.forward_dynamics.predict(cond), repeats=repeats)
-        st["fd_predict_cached_prepared_unfused"] = time_call(lambda: unfused_predict(prepared, cond), repeats=repeats)
+        st.update(time_interleaved({  # in turns: fused vs unfused vs plain under the same load
+            "fd_predict_cached": lambda: model.forward_dynamics.predict(cond),
+            "fd_predict_cached_prepared": lambda: prepared.forward_dynamics.predict(cond),
+            "fd_predict_cached_prepared_unfused": lambda: unfused_predict(prepared, cond)}, repeats=max(repeats, 5)))
         st["fd_predict_reference"] = time_call(lambda: model.forward_dynamics.predict_uncached(cond), repeats=2)
         img_id = rearrange(tokens, "b v p d -> b p (v d)")
         prop = torch.from_numpy(x1["proprio"])
