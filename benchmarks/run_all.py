@@ -134,7 +134,8 @@ def render_targets(results: dict) -> list[str]:
         one = (act_on.get("1") or act_off["1"])
         sixteen = act_on["16"]
         g = ratio(sixteen["requests_per_s"], one["requests_per_s"])
-        bound = sixteen["p99_s"] / (one["p50_s"] * max(sixteen["mean_batch_requests"], 1))
+        single = (act_off.get("1") or one)["p50_s"]  # issue 8's bound: the unbatched one-client latency
+        bound = sixteen["p99_s"] / (single * max(sixteen["mean_batch_requests"], 1))
         rows.append((f"4. 16 robots `/act` >= 3x the one-robot requests/s ({sv.get('precision', 'fp32')}), "
                      f"p99 < 2x (1-client p50 x mean batch)",
                      f"{sixteen['requests_per_s']:.2f} vs {one['requests_per_s']:.2f} req/s = {g:.2f}x; mean batch "
