@@ -1,87 +1,134 @@
-"""One FD decoding step: the fused step (:mod:`amplify.fused_decoder`) vs the trunk's modules, on the
-same prepared weights and the same key/value cache, many alternating repeats (robust on a loaded box).
+"""The alternative FD export, measured against the unrolled loop: a cached single-step graph driven
+by a small Python loop. Kept as a measurement (``python -m benchmarks.fd_step --model M``), not
+shipped in exports: the unrolled graph measured faster on the small bundle and the same at
+paper size (docs/exporters.md).
 
-    python -m benchmarks.fd_step --bundle DIR [--batches 1,4,16] [--repeats 200] [--threads 2]
+Both start from the vision encoder's patch tokens so that only the FD loop is compared:
 
-Writes ``benchmarks/results/<stamp>-fd-step.json`` (and prints it): per batch, the median and 10th
-percentile ms of each path, and the largest difference of their outputs.
+    unrolled:     img_tokens (b, v, 49, 512), text_emb (b, E) -> indices (b, S)   (as inside predict_codes/act)
+    prefix graph: img_tokens, text_emb -> logits (b, K), k_i, v_i (b, nh, C+1, hd) per layer
+    step graph:   index (b, 1) int64, k_i, v_i (b, nh, T, hd) -> logits (b, K), k_i, v_i (b, nh, T+1, hd)
 """
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import json
-import sys
+import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn as nn
 
-from amplify import AMPLIFY
-from benchmarks.common import machine_info
+from exporters.graphs import _BundleGraph
 
 
-def step_ab(model: AMPLIFY, batch: int, repeats: int = 200, seed: int = 0) -> dict:
-    """Time the fused and the module step at the first position after the prefix, alternating the order."""
-    fd = model.forward_dynamics
-    fused = fd.fused_decoder
-    g = torch.Generator().manual_seed(seed)
-    h = fd.cfg.hidden_dim
-    cond = torch.randn(batch, fd.cfg.cond_seq_len, h, generator=g)
+class FDUnrolledGraph(_BundleGraph):
+    """The shipped form: the S argmax steps unrolled in one graph, from patch tokens."""
+
+    def forward(self, tokens: torch.Tensor, text_emb: torch.Tensor) -> torch.Tensor:
+        return self.predict_indices(tokens, text_emb)
+
+
+class FDPrefixGraph(_BundleGraph):
+    """Condition tokens and sos through the trunk -> first logits and the key/value cache."""
+
+    def forward(self, tokens: torch.Tensor, text_emb: torch.Tensor):
+        fd = self.fd
+        b = tokens.shape[0]
+        cond = fd.get_cond_tokens(tokens.reshape(b, -1, tokens.shape[-1]), text_emb)
+        hidden, cache = fd.trunk.forward_cached(torch.cat([cond, fd.sos_token.expand(b, -1, -1)], dim=1), None)
+        return (fd.unembed(hidden[:, -1]), *[t for kv in cache for t in kv])
+
+
+class FDStepGraph(_BundleGraph):
+    """One step: the chosen index's code through the trunk after the cache -> logits, longer cache."""
+
+    def forward(self, index: torch.Tensor, *cache_flat: torch.Tensor):
+        cache = [(cache_flat[2 * i], cache_flat[2 * i + 1]) for i in range(len(cache_flat) // 2)]
+        hidden, new_cache = self.fd.trunk.forward_cached(self.fsq.indices_to_codes(index), cache)
+        return (self.fd.unembed(hidden[:, -1]), *[t for kv in new_cache for t in kv])
+
+
+def export_step_graphs(policy: nn.Module, out: Path, opset: int = 17) -> tuple[Path, Path, Path]:
+    """Write unrolled.onnx, prefix.onnx and step.onnx (dynamic batch; the step's cache length too)."""
+    from exporters.writers import write_onnx
+
+    layers = policy.cfg.forward_dynamics.num_layers
+    kv_names = [f"{kind}_{i}" for i in range(layers) for kind in ("k", "v")]
+    mt = policy.cfg.motion_tokenizer
+    tokens = torch.randn(2, mt.num_views, 49, policy.cfg.vision.embed_dim)
+    text = torch.randn(2, policy.cfg.forward_dynamics.text_embed_dim)
+    prefix, step = FDPrefixGraph(policy).eval(), FDStepGraph(policy).eval()
+    write_onnx(FDUnrolledGraph(policy).eval(), (tokens, text), out / "unrolled.onnx", ["tokens", "text_emb"], ["indices"], opset)
+    write_onnx(prefix, (tokens, text), out / "prefix.onnx", ["tokens", "text_emb"], ["logits", *kv_names], opset)
     with torch.no_grad():
-        cache = fd.trunk.kv_buffers()
-        fd.trunk.forward_cached(torch.cat([cond, fd.sos_token.expand(batch, -1, -1)], 1), cache)
-        p = cache[0].length
-        code = torch.randn(batch, h, generator=g) * 0.1
+        first = prefix(tokens, text)
+    index = first[0].argmax(-1, keepdim=True)
+    with torch.no_grad():  # the cache axis is dynamic too, so this graph has its own dynamic_axes
+        torch.onnx.export(step, (index, *first[1:]), str(out / "step.onnx"), dynamo=False, opset_version=opset,
+                          input_names=["index", *kv_names], output_names=["logits", *[f"new_{n}" for n in kv_names]],
+                          dynamic_axes={"index": {0: "batch"}, "logits": {0: "batch"},
+                                        **{n: {0: "batch", 2: "past"} for n in kv_names},
+                                        **{f"new_{n}": {0: "batch", 2: "past_plus_1"} for n in kv_names}})
+    return out / "unrolled.onnx", out / "prefix.onnx", out / "step.onnx"
 
-        def reset() -> None:
-            for buf in cache:
-                buf.length = p
 
-        def run_fused() -> torch.Tensor:
-            reset()
-            return fused.step(code, cache)
-
-        def run_modules() -> torch.Tensor:
-            reset()
-            return fd.trunk.forward_cached(code[:, None], cache)[0][:, -1]
-
-        diff = float((run_fused() - run_modules()).abs().max())
-        times: dict[str, list[float]] = {"fused": [], "modules": []}
-        for i in range(repeats):
-            order = (("fused", run_fused), ("modules", run_modules)) if i % 2 else (("modules", run_modules), ("fused", run_fused))
-            for name, fn in order:
-                t0 = time.perf_counter()
-                fn()
-                times[name].append(time.perf_counter() - t0)
-    out = {k: {"median_s": float(np.median(v)), "p10_s": float(np.percentile(v, 10))} for k, v in times.items()}
-    out["max_abs_diff"] = diff
-    out["speedup_median"] = out["modules"]["median_s"] / out["fused"]["median_s"]
-    return out
+def stepwise_predict(prefix, step, tokens: np.ndarray, text_emb: np.ndarray, steps: int) -> np.ndarray:
+    """Argmax prediction with the step graph in a Python loop -> indices (b, S) int64."""
+    out = prefix.run(None, {"tokens": tokens, "text_emb": text_emb})
+    kv_names = [i.name for i in step.get_inputs()][1:]
+    indices = []
+    for s in range(steps):
+        idx = out[0].argmax(-1)[:, None].astype(np.int64)
+        indices.append(idx)
+        if s + 1 < steps:
+            out = step.run(None, {"index": idx, **dict(zip(kv_names, out[1:]))})
+    return np.concatenate(indices, axis=1)
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--bundle", required=True)
-    p.add_argument("--batches", default="1,4,16")
-    p.add_argument("--repeats", type=int, default=200)
-    p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--out", default=str(Path(__file__).parent / "results"))
-    args = p.parse_args(argv)
-    torch.set_num_threads(args.threads)
-    model = AMPLIFY.load(args.bundle).eval().requires_grad_(False).prepare_for_inference()
-    r = {"command": "python -m benchmarks.fd_step " + " ".join(sys.argv[1:] if argv is None else argv),
-         "machine": machine_info(), "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-         "steps": {b: step_ab(model, int(b), args.repeats) for b in args.batches.split(",")}}
-    r["load_average_end"] = list(__import__("os").getloadavg())
-    text = json.dumps(r, indent=1)
-    print(text)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / f"{dt.datetime.now().strftime('%Y%m%d-%H%M')}-fd-step.json").write_text(text)
+    import onnxruntime as ort
+
+    from amplify.policy import AMPLIFY
+
+    p = argparse.ArgumentParser(prog="python -m benchmarks.fd_step", description=__doc__.split("\n\n")[0])
+    p.add_argument("--model", required=True)
+    p.add_argument("--batch", type=int, default=1)
+    p.add_argument("--runs", type=int, default=20)
+    p.add_argument("--threads", type=int, default=1)
+    a = p.parse_args(argv)
+    torch.set_num_threads(a.threads)
+    policy = AMPLIFY.load(a.model).eval()
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        files = export_step_graphs(policy, tmp)
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = a.threads
+        sess = {n: ort.InferenceSession(str(f), opts, providers=["CPUExecutionProvider"])
+                for n, f in zip(("unrolled", "prefix", "step"), files)}
+        mt = policy.cfg.motion_tokenizer
+        rng = np.random.default_rng(0)
+        images = rng.uniform(0, 1, (a.batch, mt.num_views, *mt.img_shape, 3)).astype(np.float32)
+        text = rng.standard_normal((a.batch, policy.cfg.forward_dynamics.text_embed_dim)).astype(np.float32)
+        with torch.no_grad():
+            tokens = policy.image_tokens(images).numpy()  # (b, v, 49, 512)
+        steps = policy.cfg.forward_dynamics.pred_seq_len
+        runs = {"unrolled": lambda: sess["unrolled"].run(["indices"], {"tokens": tokens, "text_emb": text})[0],
+                "stepwise": lambda: stepwise_predict(sess["prefix"], sess["step"], tokens, text, steps)}
+        ref = policy.predict_codes(images, text_emb=text)[0].numpy()
+        same = {n: bool((fn() == ref).all()) for n, fn in runs.items()}
+        times: dict[str, list[float]] = {n: [] for n in runs}
+        for _ in range(a.runs):
+            for n, fn in runs.items():
+                t = time.perf_counter()
+                fn()
+                times[n].append((time.perf_counter() - t) * 1e3)
+    report = {n: {"median_ms": round(float(np.median(t)), 3), "indices_equal_pytorch": same[n]} for n, t in times.items()}
+    print(json.dumps({"model": a.model, "batch": a.batch, "threads": a.threads, "runs": a.runs, "fd_loop": report}))
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    raise SystemExit(main())
