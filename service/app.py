@@ -53,7 +53,8 @@ are (b, v, H_img, W_img, 3) uint8 0-255 or float 0-1, upright, in `/metadata` `v
 
 
 def _default_factory(settings: ServiceSettings) -> Backend:
-    return load_backend(settings.backend, settings.model, settings.device, settings.threads, settings.untrained_seed)
+    return load_backend(settings.backend, settings.model, settings.device, settings.threads, settings.untrained_seed,
+                        settings.precision)
 
 
 def _load(state: ServiceState, factory: BackendFactory, on_failure: Callable[[BaseException], None] | None) -> None:
@@ -77,6 +78,7 @@ def _load(state: ServiceState, factory: BackendFactory, on_failure: Callable[[Ba
         meta = backend.model_metadata()
         log.info("model ready", extra={"fields": {
             "model": meta.get("name"), "version": meta.get("version"), "backend": backend.name, "device": backend.device,
+            "precision": backend.precision,
             "trained": meta.get("trained", True), "load_s": round(state.load_seconds, 3),
             "warmup_s": round(state.warmup_seconds or 0.0, 3)}})
     except BaseException as e:  # reported on /ready and to the caller (the CLI exits)
