@@ -15,6 +15,7 @@ from typing import Callable
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from fastapi_offline import FastAPIOffline
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from amplify.inputs import InputError
@@ -23,7 +24,7 @@ from service.deps import ServiceState
 from service.engine import InferenceEngine
 from service.errors import ServiceError, error_body, response_headers
 from service.metrics import ServiceMetrics
-from service.middleware import ServiceMiddleware
+from service.middleware import DOCS_ASSETS_URL, ServiceMiddleware
 from service.routes import inference, ops
 from service.settings import ServiceSettings
 from service.text import LocalTextEncoder, TextResolver
@@ -105,7 +106,10 @@ def create_app(settings: ServiceSettings | None = None, backend_factory: Backend
         if state.engine is not None:
             state.engine.stop()
 
-    app = FastAPI(title="AMPLIFY inference service", version="1", description=DESCRIPTION, lifespan=lifespan)
+    # /docs and /redoc load Swagger UI and ReDoc from the service itself (fastapi-offline ships the
+    # assets and sets docs_url=None with its own get_swagger_ui_html route), not from a CDN.
+    app = FastAPIOffline(title="AMPLIFY inference service", version="1", description=DESCRIPTION, lifespan=lifespan,
+                         static_url=DOCS_ASSETS_URL)
     app.state.service = state
     app.include_router(inference.router)
     app.include_router(ops.router)
