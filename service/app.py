@@ -106,7 +106,7 @@ def create_app(settings: ServiceSettings | None = None, backend_factory: Backend
                on_load_failure: Callable[[BaseException], None] | None = None) -> FastAPI:
     """Build the application. ``backend_factory(settings) -> Backend`` replaces the default loader
     (tests use it to hold or slow loading); ``on_load_failure`` is told when loading fails."""
-    from service.routes import inference, ops
+    from service.routes import inference, openpi, ops, v2
 
     settings = settings or ServiceSettings()
     metrics = ServiceMetrics()
@@ -126,6 +126,8 @@ def create_app(settings: ServiceSettings | None = None, backend_factory: Backend
     app.state.service = state
     app.include_router(inference.router)
     app.include_router(ops.router)
+    app.include_router(openpi.router)
+    app.include_router(v2.router)
     api_key = settings.api_key.get_secret_value() if settings.api_key else None
     app.add_middleware(ServiceMiddleware, metrics=metrics, max_body_bytes=settings.max_body_bytes, api_key=api_key)
 
