@@ -122,8 +122,9 @@ class OpenPIClient:
     def _connect(self) -> None:
         headers = {"Authorization": f"Api-Key {self.api_key}"} if self.api_key else None
         try:
+            # entered at once: a long-lived connection (closed by close()), as websockets>=17 asks
             ws = connect(self.url, additional_headers=headers, max_size=None, compression=None,
-                         open_timeout=self.timeout, close_timeout=1)
+                         open_timeout=self.timeout, close_timeout=1).__enter__()
         except InvalidStatus as e:
             status = e.response.status_code
             body = e.response.body.decode("utf-8", "replace") if e.response.body else ""
