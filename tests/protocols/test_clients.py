@@ -1,0 +1,120 @@
+"""This project's clients in each protocol: the same numpy methods give the same numbers over http,
+openpi and v2; errors are the same typed errors; the LIBERO robot client and amplify tokenize run
+over each protocol they can."""
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+
+import h5py
+import numpy as np
+import pytest
+
+from clients import (
+    AuthenticationError, BadRequestError, NotFoundError, OpenPIClient, UnsupportedOperationError, V2Client, connect,
+)
+from tests.protocols.conftest import API_KEY, INSTRUCTIONS
+
+pytestmark = pytest.mark.timeout(300)
+PROTOCOLS = ("http", "openpi", "v2")
+
+
+def _inputs(seed: int = 0):
+    rng = np.random.default_rng(seed)
+    tracks = np.cumsum(rng.uniform(-0.05, 0.05, (2, 2, 16, 16, 2)), axis=3).astype(np.float32)  # (b, v, H, n, 2)
+    return (rng.integers(0, 256, (2, 112, 112, 3), dtype=np.uint8), rng.normal(0, 0.5, 9).astype(np.float32),
+            rng.normal(0, 1, 512).astype(np.float32), tracks)
+
+
+def test_same_numbers_in_every_protocol(proto_server) -> None:
+    images, proprio, emb, tracks = _inputs()
+    clients = {p: connect(proto_server.url, protocol=p, api_key=API_KEY, expect_action_dim=7, expect_proprio_dim=9)
+               for p in PROTOCOLS}
+    try:
+        assert isinstance(clients["openpi"], OpenPIClient) and isinstance(clients["v2"], V2Client)
+        for c in clients.values():
+            assert c.metadata()["views"] == ["agentview", "eye_in_hand"]
+        ref = clients["http"].act(images, proprio, text=INSTRUCTIONS[1])
+        for p in ("openpi", "v2"):
+            np.testing.assert_allclose(clients[p].act(images, proprio, text=INSTRUCTIONS[1]), ref, atol=1e-5, err_msg=p)
+            np.testing.assert_allclose(clients[p].act(images, proprio, text_emb=emb),
+                                       clients["http"].act(images, proprio, text_emb=emb), atol=1e-5, err_msg=p)
+        batch = clients["openpi"].act(np.stack([images, images]), np.stack([proprio, proprio]), text=INSTRUCTIONS[1])
+        np.testing.assert_allclose(batch, np.stack([ref, ref]), atol=1e-5)
+        http, v2 = clients["http"], clients["v2"]
+        e_http, e_v2 = http.encode(tracks, return_codes=True), v2.encode(tracks, return_codes=True)
+        np.testing.assert_array_equal(e_v2["indices"], e_http["indices"])
+        d_http = http.decode(e_http["indices"], init_points=tracks[:, :, 0], return_logits=True)
+        d_v2 = v2.decode(e_http["indices"], init_points=tracks[:, :, 0], return_logits=True)
+        for k in ("velocities", "tracks", "logits"):
+            np.testing.assert_allclose(d_v2[k], d_http[k], atol=1e-5, err_msg=k)
+        np.testing.assert_array_equal(v2.predict_codes(images, text_emb=emb)["indices"],
+                                      http.predict_codes(images, text_emb=emb)["indices"])
+        np.testing.assert_array_equal(v2.predict_codes(images, text_emb=emb, sampling="topk", seed=5)["indices"],
+                                      http.predict_codes(images, text_emb=emb, sampling="topk", seed=5)["indices"])
+        np.testing.assert_allclose(v2.predict_traj(images, tracks[0, :, 0], text=INSTRUCTIONS[0]),
+                                   http.predict_traj(images, tracks[0, :, 0], text=INSTRUCTIONS[0]), atol=1e-5)
+        with pytest.raises(UnsupportedOperationError):
+            clients["openpi"].encode(tracks)
+    finally:
+        for c in clients.values():
+            c.close()
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+def test_same_errors_in_every_protocol(proto_server, protocol) -> None:
+    images, proprio, emb, _ = _inputs()
+    with pytest.raises(AuthenticationError):
+        connect(proto_server.url, protocol=protocol, api_key="wrong", retries=0)
+    with connect(proto_server.url, protocol=protocol, api_key=API_KEY) as c:
+        with pytest.raises(BadRequestError) as e:
+            c.act(images, proprio[:5], text_emb=emb)
+        assert "proprio" in str(e.value) or "state" in str(e.value)
+        if protocol != "v2":  # v2 embeds text client-side (amplify_text_embed) for known instructions only
+            with pytest.raises(NotFoundError):
+                c.act(images, proprio, text="fly to the moon")
+        assert c.act(images, proprio, text_emb=emb).shape == (16, 7)  # and it keeps serving
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+def test_robot_client_over_each_protocol(proto_server, protocol) -> None:
+    from clients.libero.evaluate import EvalConfig, evaluate
+
+    cfg = EvalConfig(server=proto_server.url, api_key=API_KEY, env="builtin", text="builtin", execution="chunk",
+                     max_steps=3, protocol=protocol)
+    rep = evaluate(cfg, "builtin_push", tasks=["0"], episodes=1, num_envs=1)
+    assert rep["steps"] == 3 and rep["act_latency_ms"]["count"] == 1
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory):
+    from world.generate import generate
+    from world.suites import SUITES
+
+    root = tmp_path_factory.mktemp("tracks")
+    generate("builtin_push", str(root), demos_per_task=1, num_points=16, horizon=16, workers=1,
+             tasks=SUITES["builtin_push"][:2])
+    return root
+
+
+def test_tokenize_over_v2_equals_http(proto_server, dataset, tmp_path) -> None:
+    from clients.tokenize import tokenize
+
+    asyncio.run(tokenize(proto_server.url, [dataset], tmp_path / "http.hdf5", api_key=API_KEY, batch_size=16,
+                         progress=False))
+    env = {**os.environ, "PYTHONPATH": os.getcwd()}
+    cmd = [sys.executable, "-m", "amplify", "tokenize", "--protocol", "v2", "--server", proto_server.url, "--api-key",
+           API_KEY, "--input", str(dataset), "--output", str(tmp_path / "v2.hdf5"), "--batch-size", "16",
+           "--no-progress"]
+    res = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240)
+    assert res.returncode == 0, res.stderr[-2000:]
+    with h5py.File(tmp_path / "http.hdf5") as a, h5py.File(tmp_path / "v2.hdf5") as b:
+        keys = []
+        a["demos"].visititems(lambda n, o: keys.append(n) if isinstance(o, h5py.Group) and "indices" in o else None)
+        assert len(keys) == 2
+        for k in keys:
+            np.testing.assert_array_equal(a["demos"][k]["indices"][()], b["demos"][k]["indices"][()])
+    bad = subprocess.run([*cmd[:5], "openpi", *cmd[6:]], env=env, capture_output=True, text=True, timeout=60)
+    assert bad.returncode != 0 and "invalid choice" in bad.stderr
