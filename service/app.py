@@ -140,6 +140,8 @@ def create_app(settings: ServiceSettings | None = None, backend_factory: Backend
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        if request.url.path.startswith("/v2"):  # the Open Inference Protocol's error form
+            return JSONResponse({"error": str(exc.detail)}, exc.status_code, headers=getattr(exc, "headers", None))
         code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
         return JSONResponse(error_body(code, str(exc.detail), None, _rid(request)), exc.status_code,
                             headers=getattr(exc, "headers", None))
