@@ -118,3 +118,25 @@ def test_tokenize_over_v2_equals_http(proto_server, dataset, tmp_path) -> None:
             np.testing.assert_array_equal(a["demos"][k]["indices"][()], b["demos"][k]["indices"][()])
     bad = subprocess.run([*cmd[:5], "openpi", *cmd[6:]], env=env, capture_output=True, text=True, timeout=60)
     assert bad.returncode != 0 and "invalid choice" in bad.stderr
+
+
+def test_amplify_serve_process_speaks_all_three(proto_bundle_dir) -> None:
+    """The real `amplify serve` (its uvicorn settings: h11, the WebSocket implementation, ws_max_size)."""
+    from benchmarks.server import Server
+
+    images, proprio, emb, _ = _inputs(2)
+    with Server("--model", str(proto_bundle_dir), "--threads", "1", "--no-warmup", "--log-format", "text",
+                "--max-body-bytes", "300000", ready_timeout_s=180) as server:
+        got = {p: connect(server.url, protocol=p).act(images, proprio, text_emb=emb) for p in PROTOCOLS}
+        for p in ("openpi", "v2"):
+            np.testing.assert_allclose(got[p], got["http"], atol=1e-5, err_msg=p)
+        from websockets.exceptions import ConnectionClosed
+        from websockets.sync.client import connect as ws_connect
+
+        with ws_connect(server.url.replace("http", "ws") + "/", max_size=None) as ws:
+            ws.recv()
+            ws.send(b"\0" * 400_000)  # over --max-body-bytes: closed with 1009 (message too big)
+            with pytest.raises(ConnectionClosed) as closed:
+                ws.recv()
+                ws.recv()
+            assert closed.value.rcvd.code == 1009
