@@ -28,6 +28,7 @@ from service.errors import InputError, ServiceError, error_body
 from service.middleware import authorized
 from service.protocols import openpi as P
 from service.routes.common import OFF_LOOP_BYTES, service_state
+from service.routes.ops import metadata_object
 
 router = APIRouter(tags=["openpi"])
 access_log = logging.getLogger("amplify.access")
@@ -76,19 +77,11 @@ async def _wait_ready(ws: WebSocket, timeout_s: float):
 
 
 def _metadata_frame(ws: WebSocket, engine) -> dict[str, Any]:
-    state = service_state(ws)
-    s, backend = state.settings, engine.backend
-    meta = backend.model_metadata()
-    return {
-        "model": {"name": meta["name"], "version": meta["version"], "format": meta["format"]},
-        "backend": backend.name, "device": backend.device, **engine.info.as_dict(),
-        "instructions": engine.text.instructions,
-        "batching": {"max_batch_size": s.max_batch_size, "max_wait_ms": s.max_wait_ms},
-        "trained": meta.get("trained"), "sampling": list(backend.sampling_modes),
-        "protocol": "openpi", "observation_keys": P.observation_keys(engine.info),
-        "reply": {"actions": f"float32 ({engine.info.action_horizon}, {engine.info.action_dim})",
-                  "server_timing": "infer_ms (frame in -> reply out), queue_ms, model_ms, batch_requests, prev_total_ms"},
-    }
+    info = engine.info
+    return {**metadata_object(service_state(ws)), "protocol": "openpi", "observation_keys": P.observation_keys(info),
+            "reply": {"actions": f"float32 ({info.action_horizon}, {info.action_dim})",
+                      "server_timing": "infer_ms (frame in -> reply out), queue_ms, model_ms, batch_requests, "
+                                       "prev_total_ms"}}
 
 
 def _prepare(frame: bytes, engine) -> tuple[dict[str, Any], str, int | None]:

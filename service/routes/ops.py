@@ -4,6 +4,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 
+from service.app import ServiceState
 from service.metrics import CONTENT_TYPE_LATEST
 from service.routes.common import service_state
 from service.schemas import Metadata, Status
@@ -25,9 +26,8 @@ async def ready(request: Request) -> JSONResponse:
     return JSONResponse({"status": state.status, "detail": state.error}, 503, headers={"Retry-After": "1"})
 
 
-@router.get("/metadata", response_model=Metadata, summary="What the loaded model takes and returns")
-async def metadata(request: Request) -> dict:
-    state = service_state(request)
+def metadata_object(state: ServiceState) -> dict:
+    """The /metadata object (also openpi's first frame and the v2 model metadata's ``amplify`` key)."""
     engine = state.ready_engine()
     backend, s = engine.backend, state.settings
     meta = backend.model_metadata()
@@ -40,6 +40,11 @@ async def metadata(request: Request) -> dict:
         "sampling": list(backend.sampling_modes),
         "text_encoder": str(s.text_encoder) if s.text_encoder else None,
     }
+
+
+@router.get("/metadata", response_model=Metadata, summary="What the loaded model takes and returns")
+async def metadata(request: Request) -> dict:
+    return metadata_object(service_state(request))
 
 
 @router.get("/metrics", summary="Prometheus metrics", response_class=Response,

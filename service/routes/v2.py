@@ -20,6 +20,7 @@ from service.engine import InferenceEngine
 from service.errors import InputError, ServiceError
 from service.protocols import v2 as P
 from service.routes.common import OFF_LOOP_BYTES, service_state
+from service.routes.ops import metadata_object
 
 router = APIRouter(prefix="/v2", tags=["kserve-v2"])
 EXTENSIONS = ["binary_tensor_data", "model_configuration"]
@@ -59,11 +60,9 @@ def _engine(request: Request) -> InferenceEngine:
     return service_state(request).ready_engine()
 
 
-def _facts(request: Request, engine: InferenceEngine) -> dict[str, Any]:
-    """The /metadata facts a client needs beyond the tensors (an ``amplify serve`` extension key)."""
-    meta = engine.backend.model_metadata()
-    return {"amplify": {"model": {k: meta.get(k) for k in ("name", "version", "format")}, **engine.info.as_dict(),
-                        "instructions": engine.text.instructions, "sampling": list(engine.backend.sampling_modes)}}
+def _facts(request: Request) -> dict[str, Any]:
+    """The /metadata object, for clients that need more than the tensors (an ``amplify serve`` extension key)."""
+    return {"amplify": metadata_object(service_state(request))}
 
 
 @router.get("/models/{model}", summary="Model metadata")
@@ -71,7 +70,7 @@ def _facts(request: Request, engine: InferenceEngine) -> dict[str, Any]:
 async def model_metadata(request: Request, model: str, version: str | None = None) -> Response:
     try:
         engine = _engine(request)
-        return JSONResponse(_model(engine, model, version).metadata(_facts(request, engine)))
+        return JSONResponse(_model(engine, model, version).metadata(_facts(request)))
     except ServiceError as e:
         return v2_error(e)
 
