@@ -27,7 +27,7 @@ from starlette.websockets import WebSocketDisconnect
 from service.errors import InputError, ServiceError, error_body
 from service.middleware import authorized
 from service.protocols import openpi as P
-from service.routes.common import OFF_LOOP_BYTES, service_state
+from service.routes.common import service_state
 from service.routes.ops import metadata_object
 
 router = APIRouter(tags=["openpi"])
@@ -141,11 +141,8 @@ async def openpi_policy(ws: WebSocket) -> None:
                                                              request_id)))
                     await ws.close(CLOSE_TOO_BIG, "frame too large")
                     return
-                with engine.arriving():
-                    if len(frame) > OFF_LOOP_BYTES:
-                        x, sampling, seed = await run_in_threadpool(_prepare, frame, engine)
-                    else:
-                        x, sampling, seed = _prepare(frame, engine)
+                with engine.arriving():  # decoding, checks and a text encoder run off the event loop, as /act's
+                    x, sampling, seed = await run_in_threadpool(_prepare, frame, engine)
                 out, timing = await engine.act(x["images"], x["proprio"], x["text_emb"], sampling, seed)
                 infer_ms = (time.perf_counter() - start) * 1000
                 server_timing = {"infer_ms": infer_ms, "queue_ms": timing.queue_s * 1000,

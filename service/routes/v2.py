@@ -180,14 +180,14 @@ async def infer(request: Request, model: str, version: str | None = None) -> Res
         engine = state.ready_engine()
         spec = _model(engine, model, version)
         with engine.arriving():
-            body = await request.body()
-            body = P.decompress(body, request.headers.get("content-encoding"), state.settings.max_body_bytes)
-            header_length = request.headers.get(P.HEADER_LENGTH)
+            raw = await request.body()
+            header_length, encoding = request.headers.get(P.HEADER_LENGTH), request.headers.get("content-encoding")
 
             def parse() -> tuple[P.InferRequest, dict[str, Any]]:
+                body = P.decompress(raw, encoding, state.settings.max_body_bytes)
                 req = P.parse_infer_request(body, header_length)
                 return req, _check(spec, req, engine, state.settings.max_request_batch)
-            req, x = await run_in_threadpool(parse) if len(body) > OFF_LOOP_BYTES else parse()
+            req, x = await run_in_threadpool(parse)  # as /act: JSON parsing, checks, a text encoder off the loop
         outputs = [t.name for t in spec.outputs]
         wanted = req.outputs if req.outputs is not None else outputs
         unknown = [o for o in wanted if o not in outputs]
