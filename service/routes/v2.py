@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-from fastapi import APIRouter, Request, Response
+from fastapi import APIRouter, Path, Request, Response
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
@@ -23,6 +23,10 @@ from service.routes.common import OFF_LOOP_BYTES, service_state
 from service.routes.ops import metadata_object
 
 router = APIRouter(prefix="/v2", tags=["kserve-v2"])
+# Path parameters name an entry of a fixed table (documented as a closed set; never a file).
+MODEL = Path(description="a model of the table (as the Triton export names them)",
+             json_schema_extra={"enum": list(P.MODEL_NAMES)})
+VERSION = Path(description="the model's version (the export has version 1 only)", json_schema_extra={"enum": [P.VERSION]})
 EXTENSIONS = ["binary_tensor_data", "model_configuration"]
 
 
@@ -65,9 +69,7 @@ def _facts(request: Request) -> dict[str, Any]:
     return {"amplify": metadata_object(service_state(request))}
 
 
-@router.get("/models/{model}", summary="Model metadata")
-@router.get("/models/{model}/versions/{version}", summary="Model metadata")
-async def model_metadata(request: Request, model: str, version: str | None = None) -> Response:
+async def _metadata(request: Request, model: str, version: str | None) -> Response:
     try:
         engine = _engine(request)
         return JSONResponse(_model(engine, model, version).metadata(_facts(request)))
@@ -75,9 +77,7 @@ async def model_metadata(request: Request, model: str, version: str | None = Non
         return v2_error(e)
 
 
-@router.get("/models/{model}/ready", summary="200 when the model is ready")
-@router.get("/models/{model}/versions/{version}/ready", summary="200 when the model is ready")
-async def model_ready(request: Request, model: str, version: str | None = None) -> Response:
+async def _ready(request: Request, model: str, version: str | None) -> Response:
     try:
         _model(_engine(request), model, version)
     except ServiceError as e:
@@ -85,14 +85,42 @@ async def model_ready(request: Request, model: str, version: str | None = None) 
     return Response(status_code=200)
 
 
-@router.get("/models/{model}/config", summary="Model configuration (Triton's extension)")
-@router.get("/models/{model}/versions/{version}/config", summary="Model configuration (Triton's extension)")
-async def model_config(request: Request, model: str, version: str | None = None) -> Response:
+async def _config(request: Request, model: str, version: str | None) -> Response:
     try:
         s = service_state(request).settings
         return JSONResponse(_model(_engine(request), model, version).config(s.max_request_batch))
     except ServiceError as e:
         return v2_error(e)
+
+
+@router.get("/models/{model}", summary="Model metadata")
+async def model_metadata(request: Request, model: str = MODEL) -> Response:
+    return await _metadata(request, model, None)
+
+
+@router.get("/models/{model}/versions/{version}", summary="Model metadata (a version)")
+async def model_version_metadata(request: Request, model: str = MODEL, version: str = VERSION) -> Response:
+    return await _metadata(request, model, version)
+
+
+@router.get("/models/{model}/ready", summary="200 when the model is ready")
+async def model_ready(request: Request, model: str = MODEL) -> Response:
+    return await _ready(request, model, None)
+
+
+@router.get("/models/{model}/versions/{version}/ready", summary="200 when the model version is ready")
+async def model_version_ready(request: Request, model: str = MODEL, version: str = VERSION) -> Response:
+    return await _ready(request, model, version)
+
+
+@router.get("/models/{model}/config", summary="Model configuration (Triton's extension)")
+async def model_config(request: Request, model: str = MODEL) -> Response:
+    return await _config(request, model, None)
+
+
+@router.get("/models/{model}/versions/{version}/config", summary="Model configuration of a version (Triton's extension)")
+async def model_version_config(request: Request, model: str = MODEL, version: str = VERSION) -> Response:
+    return await _config(request, model, version)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -173,8 +201,16 @@ async def _run(engine: InferenceEngine, spec: P.Model, x: dict[str, np.ndarray],
 
 
 @router.post("/models/{model}/infer", summary="Inference (JSON or binary tensors)")
-@router.post("/models/{model}/versions/{version}/infer", summary="Inference (JSON or binary tensors)")
-async def infer(request: Request, model: str, version: str | None = None) -> Response:
+async def infer(request: Request, model: str = MODEL) -> Response:
+    return await _infer(request, model, None)
+
+
+@router.post("/models/{model}/versions/{version}/infer", summary="Inference on a version (JSON or binary tensors)")
+async def infer_version(request: Request, model: str = MODEL, version: str = VERSION) -> Response:
+    return await _infer(request, model, version)
+
+
+async def _infer(request: Request, model: str, version: str | None) -> Response:
     try:
         state = service_state(request)
         engine = state.ready_engine()
