@@ -10,7 +10,8 @@ the three see the same machine. For every call: the round trip (client encode ->
 the server's model time for that call (``Server-Timing: model`` / ``server_timing.model_ms``); the
 overhead is their difference. Server CPU per request is the server process's user+system CPU
 (``/proc/<pid>/stat``) across the call, and the same without the batcher worker thread that runs
-the model (``/proc/<pid>/task/*``; one torch thread). Writes ``benchmarks/results/<time>-protocols.{json,md}``.
+the model (``/proc/<pid>/task/<tid>``: the thread that gains the most CPU over a few ``act`` calls;
+one torch thread). Writes ``benchmarks/results/<time>-protocols.{json,md}``.
 """
 from __future__ import annotations
 
@@ -41,19 +42,30 @@ def _stat_cpu(path: str) -> float:
     return (int(fields[11]) + int(fields[12])) / TICK
 
 
-def cpu_seconds(pid: int) -> tuple[float, float]:
-    """(all threads, the model's worker thread) user + system CPU seconds of process ``pid`` so far.
-    The batcher's worker thread (``amplify-batcher``) runs every model call (one torch thread)."""
-    total = _stat_cpu(f"/proc/{pid}/stat")
-    model = 0.0
+def thread_cpu(pid: int) -> dict[str, float]:
+    """CPU seconds so far of every thread of process ``pid``."""
+    out = {}
     for task in os.listdir(f"/proc/{pid}/task"):
         try:
-            with open(f"/proc/{pid}/task/{task}/comm") as f:
-                if f.read().strip().startswith("amplify-batch"):
-                    model += _stat_cpu(f"/proc/{pid}/task/{task}/stat")
+            out[task] = _stat_cpu(f"/proc/{pid}/task/{task}/stat")
         except OSError:
             pass
-    return total, model
+    return out
+
+
+def model_thread(pid: int, call: Callable[[], float], calls: int = 3) -> str:
+    """The thread that runs the model: the one that gains the most CPU over a few ``act`` calls (the
+    batcher's one worker thread runs every model call; one torch thread)."""
+    before = thread_cpu(pid)
+    for _ in range(calls):
+        call()
+    after = thread_cpu(pid)
+    return max(after, key=lambda t: after[t] - before.get(t, 0.0))
+
+
+def cpu_seconds(pid: int, model_tid: str) -> tuple[float, float]:
+    """(all threads, the model's thread) user + system CPU seconds of process ``pid`` so far."""
+    return _stat_cpu(f"/proc/{pid}/stat"), _stat_cpu(f"/proc/{pid}/task/{model_tid}/stat")
 
 
 Call = Callable[[], float]  # one round trip -> the server's model seconds for it
@@ -100,7 +112,7 @@ def openpi_ws(url: str, observation: dict[str, Any]):
     return call, ws
 
 
-def measure(calls: dict[str, Call], pid: int, repeats: int) -> dict[str, Any]:
+def measure(calls: dict[str, Call], pid: int, model_tid: str, repeats: int) -> dict[str, Any]:
     """Interleaved round robin (the order rotates each round); per protocol: round trip, model, overhead, CPU."""
     names = list(calls)
     for name in names:  # warm each path
@@ -108,9 +120,9 @@ def measure(calls: dict[str, Call], pid: int, repeats: int) -> dict[str, Any]:
     rec: dict[str, dict[str, list[float]]] = {n: {"rtt": [], "model": [], "cpu": [], "cpu_model": []} for n in names}
     for i in range(repeats):
         for name in names[i % len(names):] + names[:i % len(names)]:
-            (c0, m0), t0 = cpu_seconds(pid), time.perf_counter()
+            (c0, m0), t0 = cpu_seconds(pid, model_tid), time.perf_counter()
             model = calls[name]()
-            t1, (c1, m1) = time.perf_counter(), cpu_seconds(pid)
+            t1, (c1, m1) = time.perf_counter(), cpu_seconds(pid, model_tid)
             rec[name]["rtt"].append(t1 - t0)
             rec[name]["model"].append(model)
             rec[name]["cpu"].append(c1 - c0)
@@ -173,12 +185,14 @@ def main(argv: list[str] | None = None) -> int:
         obs = {f"observation/{v}": act["images"][0, i] for i, v in enumerate(meta["views"])}
         obs.update({"observation/state": act["proprio"][0], "text_emb": act["text_emb"][0]})
         ws_call, ws = openpi_ws(server.url, obs)
+        http_act = http_msgpack(client, "/act", act, "actions")
+        tid = model_thread(pid, http_act)
         try:
             result["endpoints"]["act"] = measure({
-                "HTTP msgpack (/act)": http_msgpack(client, "/act", act, "actions"),
+                "HTTP msgpack (/act)": http_act,
                 "openpi WebSocket (/)": ws_call,
                 "KServe v2 binary (amplify_act)": v2_binary(client, "amplify_act", act, "actions"),
-            }, pid, a.repeats)
+            }, pid, tid, a.repeats)
         finally:
             ws.close()
         enc = request_fields(meta, "encode")
@@ -186,7 +200,7 @@ def main(argv: list[str] | None = None) -> int:
             "HTTP msgpack (/encode)": http_msgpack(client, "/encode", enc, "indices"),
             "KServe v2 binary (amplify_encode)": v2_binary(client, "amplify_encode",
                                                            {"velocities": np.diff(enc["tracks"], axis=2)}, "indices"),
-        }, pid, a.repeats)
+        }, pid, tid, a.repeats)
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
     stem = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%d-%H%M") + "-protocols"
