@@ -101,11 +101,12 @@ class _TextTable:
 
     def __init__(self, export_dir: str | Path):
         d = Path(export_dir)
-        names = json.loads((d / "instructions.json").read_text())
-        if isinstance(names, dict):
-            names = names.get("instructions", [])
+        files = {}
+        if (d / "manifest.json").is_file():  # the manifest names the files (exporters.manifest)
+            files = json.loads((d / "manifest.json").read_text()).get("instructions") or {}
+        names = json.loads((d / files.get("file", "instructions.json")).read_text())
         self.index = {s: i for i, s in enumerate(names)}
-        self.table = np.load(d / "text_embeddings.npy", allow_pickle=False).astype(np.float32)
+        self.table = np.load(d / files.get("embeddings", "text_embeddings.npy"), allow_pickle=False).astype(np.float32)
 
     def __call__(self, texts: Sequence[str]) -> np.ndarray | None:
         if any(t not in self.index for t in texts):

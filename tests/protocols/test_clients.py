@@ -136,3 +136,24 @@ def test_amplify_serve_process_speaks_all_three(proto_bundle_dir) -> None:
                 ws.recv()
                 ws.recv()
             assert closed.value.rcvd.code == 1009
+
+
+def test_v2_client_reads_an_exports_instruction_table(proto_server, proto_bundle_dir, tmp_path) -> None:
+    """What the v2 client does against Triton: views from the export's manifest, `text` from its table."""
+    import json
+
+    from amplify import AMPLIFY
+
+    model = AMPLIFY.load(proto_bundle_dir)
+    (tmp_path / "manifest.json").write_text(json.dumps({
+        "model": {"name": "proto-small"}, "metadata": {"views": ["agentview", "eye_in_hand"], "action_dim": 7},
+        "instructions": {"file": "instructions.json", "embeddings": "text_embeddings.npy"}}))
+    (tmp_path / "instructions.json").write_text(json.dumps(list(model.instructions)))
+    np.save(tmp_path / "text_embeddings.npy", model.text_table.detach().numpy())
+    images, proprio, _, _ = _inputs(4)
+    with V2Client(proto_server.url, api_key=API_KEY, export_dir=tmp_path) as v2, \
+            connect(proto_server.url, api_key=API_KEY) as http:
+        assert v2.metadata()["instructions"] == INSTRUCTIONS
+        np.testing.assert_allclose(v2.text_embeddings([INSTRUCTIONS[1]]), model.text_table[1:2].numpy())
+        np.testing.assert_allclose(v2.act(images, proprio, text=INSTRUCTIONS[1]),
+                                   http.act(images, proprio, text=INSTRUCTIONS[1]), atol=1e-5)
