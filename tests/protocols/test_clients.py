@@ -38,6 +38,10 @@ def test_same_numbers_in_every_protocol(proto_server) -> None:
             np.testing.assert_allclose(clients[p].act(images, proprio, text=INSTRUCTIONS[1]), ref, atol=1e-5, err_msg=p)
             np.testing.assert_allclose(clients[p].act(images, proprio, text_emb=emb),
                                        clients["http"].act(images, proprio, text_emb=emb), atol=1e-5, err_msg=p)
+        topk = clients["http"].act(images, proprio, text_emb=emb, sampling="topk", seed=11)
+        for p in ("openpi", "v2"):  # seeded top-k travels too (openpi: keys sampling/seed; v2: parameters)
+            np.testing.assert_allclose(clients[p].act(images, proprio, text_emb=emb, sampling="topk", seed=11), topk,
+                                       atol=1e-5, err_msg=p)
         batch = clients["openpi"].act(np.stack([images, images]), np.stack([proprio, proprio]), text=INSTRUCTIONS[1])
         np.testing.assert_allclose(batch, np.stack([ref, ref]), atol=1e-5)
         http, v2 = clients["http"], clients["v2"]
