@@ -151,9 +151,10 @@ async def openpi_policy(ws: WebSocket) -> None:
                     server_timing["prev_total_ms"] = prev_total_ms
                 await ws.send_bytes(P.pack_frame({"actions": out["actions"][0], "server_timing": server_timing,
                                                   "request_id": request_id}))
-            except ServiceError as e:  # bad observation, unknown instruction, queue full, timeout: keep serving
-                status = e.status
-                await ws.send_text(json.dumps(error_body(e.code, e.message, e.field, request_id)))
+            except (ServiceError, InputError) as e:  # bad observation, unknown instruction, queue full, timeout
+                status = getattr(e, "status", 400)      # (the connection keeps serving)
+                code = getattr(e, "code", "invalid_input")
+                await ws.send_text(json.dumps(error_body(code, e.message, e.field, request_id)))
             except WebSocketDisconnect:
                 raise
             except Exception:

@@ -30,8 +30,13 @@ VERSION = Path(description="the model's version (the export has version 1 only)"
 EXTENSIONS = ["binary_tensor_data", "model_configuration"]
 
 
-def v2_error(e: ServiceError) -> JSONResponse:
-    return JSONResponse({"error": e.message}, e.status, headers=e.headers)
+def v2_error(e: ServiceError | InputError) -> JSONResponse:
+    """``{"error": "<message>"}`` with the status the HTTP contract gives the same error (400 for bad input)."""
+    status = getattr(e, "status", 400)
+    headers = dict(getattr(e, "headers", {}) or {})
+    if status == 503:
+        headers.setdefault("Retry-After", "1")
+    return JSONResponse({"error": e.message}, status, headers=headers)
 
 
 def _model(engine: InferenceEngine, name: str, version: str | None) -> P.Model:
@@ -73,14 +78,14 @@ async def _metadata(request: Request, model: str, version: str | None) -> Respon
     try:
         engine = _engine(request)
         return JSONResponse(_model(engine, model, version).metadata(_facts(request)))
-    except ServiceError as e:
+    except (ServiceError, InputError) as e:
         return v2_error(e)
 
 
 async def _ready(request: Request, model: str, version: str | None) -> Response:
     try:
         _model(_engine(request), model, version)
-    except ServiceError as e:
+    except (ServiceError, InputError) as e:
         return v2_error(e)
     return Response(status_code=200)
 
@@ -89,7 +94,7 @@ async def _config(request: Request, model: str, version: str | None) -> Response
     try:
         s = service_state(request).settings
         return JSONResponse(_model(_engine(request), model, version).config(s.max_request_batch))
-    except ServiceError as e:
+    except (ServiceError, InputError) as e:
         return v2_error(e)
 
 
@@ -241,5 +246,5 @@ async def _infer(request: Request, model: str, version: str | None) -> Response:
         else:
             content, headers = P.encode_infer_response(spec.name, req.id, selected)
         return Response(content, headers=headers)
-    except ServiceError as e:
+    except (ServiceError, InputError) as e:
         return v2_error(e)
