@@ -101,6 +101,11 @@ class Backend(abc.ABC):
     # Inputs the inverse-dynamics model conditions on (``codes`` always), in the exporter's order.
     id_inputs: tuple[str, ...] = ("images", "text_emb", "proprio", "codes")
 
+    @property
+    def act_inputs(self) -> tuple[str, ...]:
+        """Inputs of the whole policy in the exporter's order: proprio only when the ID conditions on it."""
+        return ("images", "text_emb") + (("proprio",) if "proprio" in self.id_inputs else ())
+
     def inverse_dynamics(self, codes: np.ndarray, images: np.ndarray | None = None, text_emb: np.ndarray | None = None,
                          proprio: np.ndarray | None = None) -> dict[str, np.ndarray]:
         """Codes (b, S, h) and the ID's other conditions (``id_inputs``) -> {"actions": (b, A, action_dim)}."""

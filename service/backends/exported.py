@@ -91,6 +91,10 @@ class ExportedBackend(Backend):
         return {"actions": self.rt.act(self._images(images), proprio, text_emb=text_emb, sampling=sampling)}
 
     @property
+    def act_inputs(self) -> tuple[str, ...]:
+        return tuple(t["name"] for t in self.rt.graphs["act"]["inputs"])
+
+    @property
     def id_inputs(self) -> tuple[str, ...]:
         graph = self.rt.graphs.get("inverse_dynamics")
         return tuple(t["name"] for t in graph["inputs"]) if graph else ()

@@ -87,8 +87,9 @@ class Model:
                 "dynamic_batching": {}}
 
 
-def models(info: ModelInfo, id_inputs: Sequence[str]) -> dict[str, Model]:
-    """The v2 models of a loaded model, shaped as the export's manifest (batch axis -1)."""
+def models(info: ModelInfo, act_inputs: Sequence[str], id_inputs: Sequence[str]) -> dict[str, Model]:
+    """The v2 models of a loaded model, shaped as the export's manifest (batch axis -1). ``act_inputs`` and
+    ``id_inputs``: the inputs of the policy and of the inverse dynamics (``()``: not served)."""
     v, (H, W), t, n = info.num_views, info.image_size, info.num_steps, info.num_tracks
     S, h, E, P = info.code_length, info.hidden_dim, info.text_embedding_dim, info.proprio_dim
     images = Tensor("images", "FP32", (-1, v, H, W, 3))
@@ -100,7 +101,7 @@ def models(info: ModelInfo, id_inputs: Sequence[str]) -> dict[str, Model]:
     velocities = Tensor("velocities", "FP32", (-1, v, t, n, 2))
     by_name = {"images": images, "text_emb": text_emb, "proprio": proprio, "codes": codes}
     table = [
-        Model("amplify_act", (images, text_emb) + ((proprio,) if "proprio" in id_inputs else ()), (actions, indices)),
+        Model("amplify_act", tuple(by_name[i] for i in act_inputs), (actions, indices)),
         Model("amplify_predict_codes", (images, text_emb), (indices, codes)),
         Model("amplify_encode", (velocities,), (indices, codes)),
         Model("amplify_decode", (codes,), (velocities, Tensor("logits", "FP32", (-1, v * t * n, info.num_classes)))),

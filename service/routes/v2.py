@@ -40,7 +40,7 @@ def v2_error(e: ServiceError | InputError) -> JSONResponse:
 
 
 def _model(engine: InferenceEngine, name: str, version: str | None) -> P.Model:
-    table = P.models(engine.info, engine.backend.id_inputs)
+    table = P.models(engine.info, engine.backend.act_inputs, engine.backend.id_inputs)
     if name not in table:
         raise ServiceError(f"unknown model {name!r}; this server has {sorted(table)}", "model", status=404,
                            code="not_found")

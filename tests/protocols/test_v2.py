@@ -79,7 +79,7 @@ def test_model_table_matches_the_triton_export(proto_bundle_dir) -> None:
     from service.protocols.v2 import models
 
     backend = TorchBackend(AMPLIFY.load(proto_bundle_dir).eval(), {"name": "t", "version": "1", "format": "x"})
-    table = models(backend.info, backend.id_inputs)
+    table = models(backend.info, backend.act_inputs, backend.id_inputs)
     for name, spec in GRAPHS.items():
         if spec.optional:
             continue
