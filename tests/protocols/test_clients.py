@@ -127,7 +127,10 @@ def test_amplify_serve_process_speaks_all_three(proto_bundle_dir) -> None:
     images, proprio, emb, _ = _inputs(2)
     with Server("--model", str(proto_bundle_dir), "--threads", "1", "--no-warmup", "--log-format", "text",
                 "--max-body-bytes", "300000", ready_timeout_s=180) as server:
-        got = {p: connect(server.url, protocol=p).act(images, proprio, text_emb=emb) for p in PROTOCOLS}
+        got = {}
+        for p in PROTOCOLS:
+            with connect(server.url, protocol=p) as c:
+                got[p] = c.act(images, proprio, text_emb=emb)
         for p in ("openpi", "v2"):
             np.testing.assert_allclose(got[p], got["http"], atol=1e-5, err_msg=p)
         from websockets.exceptions import ConnectionClosed
