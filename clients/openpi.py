@@ -20,12 +20,12 @@ from typing import Any, Mapping, Sequence
 from urllib.parse import urlsplit, urlunsplit
 
 import httpx
-import msgpack
 import numpy as np
 from websockets.exceptions import ConnectionClosed, InvalidStatus, WebSocketException
 from websockets.sync.client import ClientConnection, connect
 
 from clients.client import Expectations, ImagesLike, RetryPolicy
+from clients.codec import WireError, decode_openpi, encode_openpi
 from clients.errors import (
     STATUS_OF_CODE, AmplifyError, AuthenticationError, ConnectionFailedError, OverloadedError, RequestTimeoutError,
     ServerError, UnsupportedOperationError, error_for,
@@ -41,37 +41,17 @@ def websocket_url(base_url: str, path: str = "/") -> str:
     return urlunsplit((scheme, parts.netloc, parts.path if parts.path not in ("", "/") else path, "", ""))
 
 
-def _pack_default(obj: Any) -> Any:
-    if isinstance(obj, np.ndarray):
-        arr = np.ascontiguousarray(obj)
-        if arr.dtype.byteorder == ">":
-            arr = arr.astype(arr.dtype.newbyteorder("<"))
-        return {b"__ndarray__": True, b"data": arr.tobytes(), b"dtype": arr.dtype.str, b"shape": list(arr.shape)}
-    if isinstance(obj, np.generic):
-        return obj.item()
-    raise TypeError(f"cannot encode {type(obj).__name__}")
-
-
-def _unpack_hook(obj: dict) -> Any:
-    if obj.get(b"__ndarray__") is True:
-        dtype = np.dtype(obj[b"dtype"])
-        if dtype.kind not in "fiub" or dtype.hasobject:
-            raise ValueError(f"refusing ndarray of dtype {obj[b'dtype']!r}")
-        shape = tuple(int(s) for s in obj[b"shape"])
-        data = obj[b"data"]
-        if len(data) != int(np.prod(shape, dtype=np.int64)) * dtype.itemsize:
-            raise ValueError(f"ndarray data is {len(data)} bytes, shape {shape} of {dtype} does not fit")
-        return np.frombuffer(data, dtype=dtype).reshape(shape)
-    return obj
-
-
 def pack(obj: dict[str, Any]) -> bytes:
-    """An observation -> a frame (arrays in openpi's msgpack-numpy encoding)."""
-    return msgpack.packb(obj, default=_pack_default, use_bin_type=True)
+    """An observation -> a frame (arrays in openpi's msgpack-numpy encoding; :mod:`clients.codec`)."""
+    return encode_openpi(obj)
 
 
 def unpack(frame: bytes) -> Any:
-    return msgpack.unpackb(frame, object_hook=_unpack_hook, raw=False, strict_map_key=False)
+    """A reply or metadata frame -> its document, arrays as numpy (checked; never unpickled)."""
+    try:
+        return decode_openpi(frame)
+    except WireError as e:
+        raise AmplifyError(f"unreadable frame from the server: {e.message}") from None
 
 
 class OpenPIClient:

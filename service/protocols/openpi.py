@@ -3,7 +3,7 @@
 Wire format (as ``openpi-client`` 0.1.2 speaks it): every frame is binary msgpack. Arrays are maps
 with msgpack *bin* keys ``{b"__ndarray__": True, b"data": <bytes>, b"dtype": "<f4", b"shape": [...]}``
 (numpy scalars: ``{b"__npgeneric__": True, b"data": x, b"dtype": ...}``); this project's ndarray maps
-(str keys, :mod:`service.codecs`) are accepted too. Arrays are checked like every request array
+(str keys) are accepted too; both are decoded by the one codec, :mod:`clients.codec`. Arrays are checked like every request array
 (accepted dtypes, shape against the byte count, ``numpy.frombuffer``): nothing is unpickled.
 
 An observation is one sample (no batch axis): ``observation/<view>`` (H, W, 3) for every model
@@ -18,15 +18,16 @@ from typing import Any
 import msgpack
 import numpy as np
 
+from clients.codec import (
+    WireError, encode_openpi, is_openpi_array, unpack_array, unpack_openpi_array, unpack_openpi_scalar,
+)
 from service import validation as V
 from service.backends.base import ModelInfo
-from service.codecs import _ndarray_from_map
 from service.errors import InputError
 
 PREFIX = "observation/"
 STATE = "observation/state"
 OPTIONAL_KEYS = ("sampling", "seed")
-_NPGENERIC_KINDS = "biuf"
 
 
 def observation_keys(info: ModelInfo) -> dict[str, Any]:
@@ -49,31 +50,18 @@ def expected_keys(info: ModelInfo) -> list[str]:
 # ---------------------------------------------------------------------------------------------
 # decoding
 # ---------------------------------------------------------------------------------------------
-def _openpi_array(obj: dict, field: str) -> np.ndarray:
-    dtype = obj.get(b"dtype")
-    return _ndarray_from_map({"dtype": dtype.decode() if isinstance(dtype, bytes) else dtype,
-                              "shape": obj.get(b"shape"), "data": obj.get(b"data")}, field)
-
-
-def _scalar(obj: dict, field: str) -> Any:
-    dtype, data = obj.get(b"dtype"), obj.get(b"data")
-    try:
-        kind = np.dtype(dtype.decode() if isinstance(dtype, bytes) else str(dtype)).kind
-    except TypeError:
-        kind = "?"
-    if kind not in _NPGENERIC_KINDS or not isinstance(data, (bool, int, float)):
-        raise InputError(f"{field}: numpy scalar of dtype {dtype!r} is not accepted (numbers only)", field)
-    return data
-
-
 def _value(obj: Any, field: str) -> Any:
-    if isinstance(obj, dict):
-        if obj.get(b"__ndarray__") is True:
-            return _openpi_array(obj, field)
-        if obj.get(b"__npgeneric__") is True:
-            return _scalar(obj, field)
-        if obj.get("__ndarray__") is True:
-            return _ndarray_from_map(obj, field)
+    """A field's value, with ndarray maps (openpi's or this project's) and numpy scalars decoded and checked."""
+    try:
+        if isinstance(obj, dict):
+            if is_openpi_array(obj):
+                return unpack_openpi_array(obj, field)
+            if obj.get(b"__npgeneric__") is True:
+                return unpack_openpi_scalar(obj, field)
+            if obj.get("__ndarray__") is True:
+                return unpack_array(obj, field)
+    except WireError as e:
+        raise InputError(e.message, e.field) from None
     return obj
 
 
@@ -98,7 +86,7 @@ def decode_observation(frame: bytes) -> dict[str, Any]:
 
 
 def _is_array_map(value: dict) -> bool:
-    return value.get(b"__ndarray__") is True or value.get("__ndarray__") is True
+    return is_openpi_array(value) or value.get("__ndarray__") is True
 
 
 # ---------------------------------------------------------------------------------------------
@@ -182,20 +170,6 @@ def act_inputs(obs: dict[str, Any], info: ModelInfo) -> tuple[dict[str, Any], st
     return x, sampling, seed
 
 
-# ---------------------------------------------------------------------------------------------
-# encoding (replies and the metadata frame, in openpi's encoding)
-# ---------------------------------------------------------------------------------------------
-def _pack_default(obj: Any) -> Any:
-    if isinstance(obj, np.ndarray):
-        arr = np.ascontiguousarray(obj)
-        if arr.dtype.byteorder == ">":
-            arr = arr.astype(arr.dtype.newbyteorder("<"))
-        return {b"__ndarray__": True, b"data": arr.tobytes(), b"dtype": arr.dtype.str, b"shape": list(arr.shape)}
-    if isinstance(obj, np.generic):
-        return obj.item()
-    raise TypeError(f"cannot encode {type(obj).__name__}")
-
-
 def pack_frame(obj: dict[str, Any]) -> bytes:
-    """A reply or the metadata frame -> msgpack bytes, numpy arrays in openpi's encoding."""
-    return msgpack.packb(obj, default=_pack_default, use_bin_type=True)
+    """A reply or the metadata frame, numpy arrays in openpi's encoding (:func:`clients.codec.encode_openpi`)."""
+    return encode_openpi(obj)

@@ -27,7 +27,7 @@ from starlette.websockets import WebSocketDisconnect
 from service.errors import InputError, ServiceError, error_body
 from service.middleware import authorized
 from service.protocols import openpi as P
-from service.routes.common import service_state
+from service.deps import service_state
 from service.routes.ops import metadata_object
 
 router = APIRouter(tags=["openpi"])

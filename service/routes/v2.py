@@ -19,7 +19,8 @@ from service import validation as V
 from service.engine import InferenceEngine
 from service.errors import InputError, ServiceError
 from service.protocols import v2 as P
-from service.routes.common import OFF_LOOP_BYTES, service_state
+from service.deps import ServiceState, State
+from service.routes.common import OFF_LOOP_BYTES
 from service.routes.ops import metadata_object
 
 router = APIRouter(prefix="/v2", tags=["kserve-v2"])
@@ -61,71 +62,62 @@ async def live() -> Response:
 
 
 @router.get("/health/ready", summary="200 once the model is loaded and warm, else 503")
-async def ready(request: Request) -> Response:
-    return Response(status_code=200 if service_state(request).status == "ready" else 503)
+async def ready(state: State) -> Response:
+    return Response(status_code=200 if state.status == "ready" else 503)
 
 
-def _engine(request: Request) -> InferenceEngine:
-    return service_state(request).ready_engine()
-
-
-def _facts(request: Request) -> dict[str, Any]:
-    """The /metadata object, for clients that need more than the tensors (an ``amplify serve`` extension key)."""
-    return {"amplify": metadata_object(service_state(request))}
-
-
-async def _metadata(request: Request, model: str, version: str | None) -> Response:
+async def _metadata(state: ServiceState, model: str, version: str | None) -> Response:
     try:
-        engine = _engine(request)
-        return JSONResponse(_model(engine, model, version).metadata(_facts(request)))
+        spec = _model(state.ready_engine(), model, version)
+        # the /metadata object too, for clients that need more than the tensors (an amplify serve extension key)
+        return JSONResponse(spec.metadata({"amplify": metadata_object(state)}))
     except (ServiceError, InputError) as e:
         return v2_error(e)
 
 
-async def _ready(request: Request, model: str, version: str | None) -> Response:
+async def _ready(state: ServiceState, model: str, version: str | None) -> Response:
     try:
-        _model(_engine(request), model, version)
+        _model(state.ready_engine(), model, version)
     except (ServiceError, InputError) as e:
         return v2_error(e)
     return Response(status_code=200)
 
 
-async def _config(request: Request, model: str, version: str | None) -> Response:
+async def _config(state: ServiceState, model: str, version: str | None) -> Response:
     try:
-        s = service_state(request).settings
-        return JSONResponse(_model(_engine(request), model, version).config(s.max_request_batch))
+        return JSONResponse(_model(state.ready_engine(), model, version).config(state.settings.max_request_batch))
     except (ServiceError, InputError) as e:
         return v2_error(e)
 
 
 @router.get("/models/{model}", summary="Model metadata")
-async def model_metadata(request: Request, model: str = MODEL) -> Response:
-    return await _metadata(request, model, None)
+async def model_metadata(state: State, model: str = MODEL) -> Response:
+    return await _metadata(state, model, None)
 
 
 @router.get("/models/{model}/versions/{version}", summary="Model metadata (a version)")
-async def model_version_metadata(request: Request, model: str = MODEL, version: str = VERSION) -> Response:
-    return await _metadata(request, model, version)
+async def model_version_metadata(state: State, model: str = MODEL, version: str = VERSION) -> Response:
+    return await _metadata(state, model, version)
 
 
 @router.get("/models/{model}/ready", summary="200 when the model is ready")
-async def model_ready(request: Request, model: str = MODEL) -> Response:
-    return await _ready(request, model, None)
+async def model_ready(state: State, model: str = MODEL) -> Response:
+    return await _ready(state, model, None)
 
 
 @router.get("/models/{model}/versions/{version}/ready", summary="200 when the model version is ready")
-async def model_version_ready(request: Request, model: str = MODEL, version: str = VERSION) -> Response:
-    return await _ready(request, model, version)
+async def model_version_ready(state: State, model: str = MODEL, version: str = VERSION) -> Response:
+    return await _ready(state, model, version)
 
 
 @router.get("/models/{model}/config", summary="Model configuration (Triton's extension)")
-async def model_config(request: Request, model: str = MODEL) -> Response:
-    return await _config(request, model, None)
+async def model_config(state: State, model: str = MODEL) -> Response:
+    return await _config(state, model, None)
 
 
 @router.get("/models/{model}/versions/{version}/config", summary="Model configuration of a version (Triton's extension)")
-async def model_version_config(request: Request, model: str = MODEL, version: str = VERSION) -> Response:
-    return await _config(request, model, version)
+async def model_version_config(state: State, model: str = MODEL, version: str = VERSION) -> Response:
+    return await _config(state, model, version)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -206,18 +198,17 @@ async def _run(engine: InferenceEngine, spec: P.Model, x: dict[str, np.ndarray],
 
 
 @router.post("/models/{model}/infer", summary="Inference (JSON or binary tensors)")
-async def infer(request: Request, model: str = MODEL) -> Response:
-    return await _infer(request, model, None)
+async def infer(request: Request, state: State, model: str = MODEL) -> Response:
+    return await _infer(request, state, model, None)
 
 
 @router.post("/models/{model}/versions/{version}/infer", summary="Inference on a version (JSON or binary tensors)")
-async def infer_version(request: Request, model: str = MODEL, version: str = VERSION) -> Response:
-    return await _infer(request, model, version)
+async def infer_version(request: Request, state: State, model: str = MODEL, version: str = VERSION) -> Response:
+    return await _infer(request, state, model, version)
 
 
-async def _infer(request: Request, model: str, version: str | None) -> Response:
+async def _infer(request: Request, state: ServiceState, model: str, version: str | None) -> Response:
     try:
-        state = service_state(request)
         engine = state.ready_engine()
         spec = _model(engine, model, version)
         with engine.arriving():
