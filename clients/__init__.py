@@ -1,7 +1,7 @@
 """Light clients for amplify-serve: numpy in and out over HTTP (msgpack or JSON), openpi's WebSocket
 policy protocol or KServe v2 (``connect(url, protocol="http" | "openpi" | "v2")``).
 
-Imports only numpy, httpx and msgpack. It is its own distribution (``pip install ./clients``, see
+Imports only numpy, httpx and msgpack (and websockets for the openpi client). It is its own distribution (``pip install ./clients``, see
 ``clients/pyproject.toml``; no torch): a robot controller can use it as it is.
 
     from clients import AmplifyClient
@@ -17,7 +17,7 @@ from clients.errors import (
 from clients.protocols import PROTOCOLS, client_class, connect
 
 
-def __getattr__(name: str):  # the openpi and v2 clients import websockets / only on use
+def __getattr__(name: str):  # the openpi and v2 clients load on first use (openpi's needs websockets)
     if name == "OpenPIClient":
         from clients.openpi import OpenPIClient
         return OpenPIClient
@@ -25,6 +25,7 @@ def __getattr__(name: str):  # the openpi and v2 clients import websockets / onl
         from clients import v2
         return getattr(v2, name)
     raise AttributeError(name)
+
 
 __all__ = [
     "AmplifyClient", "AsyncAmplifyClient", "Expectations", "RetryPolicy", "AmplifyError", "AuthenticationError",
