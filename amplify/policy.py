@@ -130,19 +130,21 @@ class AMPLIFY(nn.Module):
     def act(
         self, images: TensorLike, proprio: TensorLike | None = None, text_emb: TensorLike | None = None,
         text: Sequence[str] | None = None, ar_sampling: str | None = None,
-        generator: torch.Generator | None = None, cached: bool = True,
-    ) -> torch.Tensor:
-        """Images, proprioception and text -> actions (b, A, action_dim)."""
+        generator: torch.Generator | None = None, cached: bool = True, return_indices: bool = False,
+    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        """Images, proprioception and text -> actions (b, A, action_dim); with ``return_indices``
+        (actions, the predicted code indices (b, S) int64)."""
         tokens = self.image_tokens(images)
         text_vec = self._text(text_emb, text)
-        _, codes = self.predict_codes(images, text_vec, ar_sampling=ar_sampling, generator=generator,
-                                      img_tokens=tokens, cached=cached)
-        return self.inverse_dynamics(
+        indices, codes = self.predict_codes(images, text_vec, ar_sampling=ar_sampling, generator=generator,
+                                            img_tokens=tokens, cached=cached)
+        actions = self.inverse_dynamics(
             img_tokens=rearrange(tokens, "b v p d -> b p (v d)"),
             text_emb=text_vec,
             proprio=None if proprio is None else self._tensor(proprio),
             codes=codes,
         )
+        return (actions, indices) if return_indices else actions
 
     # -- checkpoints -------------------------------------------------------------------------
     def prepare_for_inference(self, precision: str = "fp32") -> "AMPLIFY":

@@ -140,3 +140,62 @@ def decode_body(body: bytes, content_type: str | None) -> Any:
             if isinstance(data.get(key), list):
                 data[key] = np.asarray(data[key], dtype=dtype)
     return data
+
+
+# -- openpi's msgpack-numpy (its WebSocket policy protocol; clients.openpi and service.protocols.openpi) --
+# Arrays are maps with msgpack *bin* keys {b"__ndarray__": True, b"data", b"dtype", b"shape"}, numpy
+# scalars {b"__npgeneric__": True, b"data", b"dtype"} (openpi_client.msgpack_numpy's layout). Decoding
+# checks them as :func:`unpack_array` does: accepted dtypes, the shape against the byte count.
+def pack_openpi_array(arr: np.ndarray) -> dict[bytes, Any]:
+    """A numpy array as openpi's ndarray map (little-endian, C order)."""
+    wire = pack_array(arr)
+    return {b"__ndarray__": True, b"data": wire["data"], b"dtype": wire["dtype"], b"shape": wire["shape"]}
+
+
+def is_openpi_array(obj: Any) -> bool:
+    return isinstance(obj, dict) and obj.get(b"__ndarray__") is True
+
+
+def unpack_openpi_array(obj: dict[bytes, Any], field: str) -> np.ndarray:
+    """openpi's ndarray map -> a read-only numpy array; :class:`WireError` names what is wrong."""
+    dtype = obj.get(b"dtype")
+    return unpack_array({"dtype": dtype.decode("ascii", "replace") if isinstance(dtype, bytes) else dtype,
+                         "shape": obj.get(b"shape"), "data": obj.get(b"data")}, field)
+
+
+def unpack_openpi_scalar(obj: dict[bytes, Any], field: str) -> bool | int | float:
+    """openpi's numpy scalar map -> a Python number (numbers only)."""
+    dtype, data = obj.get(b"dtype"), obj.get(b"data")
+    try:
+        kind = np.dtype(dtype.decode("ascii", "replace") if isinstance(dtype, bytes) else str(dtype)).kind
+    except TypeError:
+        kind = "?"
+    if kind not in "biuf" or not isinstance(data, (bool, int, float)):
+        raise WireError(f"{field}: numpy scalar of dtype {dtype!r} is not accepted (numbers only)", field)
+    return data
+
+
+def _openpi_default(obj: Any) -> Any:
+    if isinstance(obj, np.ndarray):
+        return pack_openpi_array(obj)
+    if isinstance(obj, np.generic):
+        return obj.item()
+    raise TypeError(f"cannot encode {type(obj).__name__} in msgpack")
+
+
+def encode_openpi(obj: Any) -> bytes:
+    """A frame of openpi's protocol (numpy arrays anywhere in ``obj``) -> msgpack bytes."""
+    return msgpack.packb(obj, default=_openpi_default, use_bin_type=True)
+
+
+def decode_openpi(frame: bytes) -> Any:
+    """A frame of openpi's protocol -> the document, openpi ndarray maps anywhere in it as numpy arrays
+    (the clients' side; the service checks field by field, :mod:`service.protocols.openpi`)."""
+    def hook(obj: dict) -> Any:
+        return unpack_openpi_array(obj, "frame") if is_openpi_array(obj) else obj
+    try:
+        return msgpack.unpackb(frame, object_hook=hook, raw=False, strict_map_key=False)
+    except (ValueError, msgpack.ExtraData, msgpack.FormatError, msgpack.StackError, TypeError, RecursionError) as e:
+        if isinstance(e, WireError):
+            raise
+        raise WireError(f"the frame is not valid msgpack: {str(e)[:200]}", None) from None

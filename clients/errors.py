@@ -62,6 +62,10 @@ class ConnectionFailedError(AmplifyError):
     """No response: the server could not be reached (after the retries)."""
 
 
+class UnsupportedOperationError(AmplifyError):
+    """The protocol cannot carry this call (openpi's WebSocket protocol carries ``act`` only)."""
+
+
 class IncompatibleModelError(AmplifyError):
     """The served model's ``/metadata`` does not match what this client was told to expect."""
 
@@ -69,6 +73,13 @@ class IncompatibleModelError(AmplifyError):
 _BY_STATUS: dict[int, type[AmplifyError]] = {
     400: BadRequestError, 401: AuthenticationError, 404: NotFoundError, 413: PayloadTooLargeError,
     415: UnsupportedMediaTypeError, 429: OverloadedError, 503: OverloadedError, 504: RequestTimeoutError,
+}
+
+
+# The contract's error codes -> the HTTP status they travel with (for protocols without statuses).
+STATUS_OF_CODE: dict[str, int] = {
+    "invalid_input": 400, "unauthorized": 401, "unknown_instruction": 404, "not_found": 404, "payload_too_large": 413,
+    "unsupported_media_type": 415, "queue_full": 503, "not_ready": 503, "timeout": 504, "internal_error": 500,
 }
 
 

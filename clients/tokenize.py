@@ -177,7 +177,7 @@ class Summary:
 async def tokenize(server: str, inputs: Sequence[str | Path], output: str | Path, *, concurrency: int = 4,
                    batch_size: int = 64, codes: bool = False, api_key: str | None = None, format: str = "msgpack",
                    track_subset: str = "none", out_of_range: str = "clip", progress: bool = True, timeout: float = 120.0,
-                   max_demos: int | None = None) -> Summary:
+                   max_demos: int | None = None, protocol: str = "http", export_dir: str | Path | None = None) -> Summary:
     """Tokenize every demo under ``inputs`` into ``output``; returns the run's :class:`Summary`."""
     from tqdm import tqdm
 
@@ -186,8 +186,17 @@ async def tokenize(server: str, inputs: Sequence[str | Path], output: str | Path
     demos = [d for d in find_demos(inputs) if _is_track_file(d.path)]
     if not demos:
         raise TokenizeError(f"no AMPLIFY track files (HDF5 with a 'root' group) under {list(map(str, inputs))}")
-    async with AsyncAmplifyClient(server, api_key=api_key, format=format, timeout=timeout,
-                                  max_connections=max(concurrency, 1)) as client:
+    if protocol == "v2":  # KServe v2: amplify serve's /v2, or Triton serving the export (its dir gives the views)
+        from clients.v2 import AsyncV2Client
+        client_cm: Any = AsyncV2Client(server, api_key=api_key, timeout=timeout, max_connections=max(concurrency, 1),
+                                       export_dir=export_dir)
+    elif protocol == "http":
+        client_cm = AsyncAmplifyClient(server, api_key=api_key, format=format, timeout=timeout,
+                                       max_connections=max(concurrency, 1))
+    else:
+        raise TokenizeError(f"--protocol {protocol!r}: tokenizing needs the encode call, which http and v2 carry "
+                            "(openpi's protocol carries only act)")
+    async with client_cm as client:
         meta = await client.metadata()
         out = _open_output(Path(output), meta, server)
         try:
@@ -262,7 +271,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out-of-range", choices=["clip", "error"], default="clip",
                         help="points outside the image: clip to its border (default) or refuse the demo")
     parser.add_argument("--api-key", default=None, help="sent as Authorization: Bearer")
-    parser.add_argument("--format", choices=["msgpack", "json"], default="msgpack")
+    parser.add_argument("--format", choices=["msgpack", "json"], default="msgpack", help="http protocol's body encoding")
+    parser.add_argument("--protocol", choices=["http", "v2"], default="http",
+                        help="http: this project's /encode; v2: KServe v2 amplify_encode (amplify serve, or Triton "
+                             "serving `amplify export --format triton`)")
+    parser.add_argument("--export-dir", default=None,
+                        help="v2 against Triton: the export's directory (its manifest names the views)")
     parser.add_argument("--timeout", type=float, default=120.0, help="seconds per request")
     parser.add_argument("--max-demos", type=int, default=None, help="stop after this many demos (then resume later)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -274,7 +288,8 @@ def run(args: argparse.Namespace) -> int:
         summary = asyncio.run(tokenize(args.server, args.input, args.output, concurrency=args.concurrency,
                                        batch_size=args.batch_size, codes=args.codes, api_key=args.api_key,
                                        format=args.format, track_subset=args.track_subset, out_of_range=args.out_of_range,
-                                       progress=not args.no_progress, timeout=args.timeout, max_demos=args.max_demos))
+                                       progress=not args.no_progress, timeout=args.timeout, max_demos=args.max_demos,
+                                       protocol=args.protocol, export_dir=args.export_dir))
     except (TokenizeError, AmplifyError) as e:
         print(f"amplify tokenize: {e}", file=sys.stderr)
         return 1

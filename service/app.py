@@ -25,7 +25,7 @@ from service.engine import InferenceEngine
 from service.errors import ServiceError, error_body, response_headers
 from service.metrics import ServiceMetrics
 from service.middleware import DOCS_ASSETS_URL, ServiceMiddleware
-from service.routes import inference, ops
+from service.routes import inference, openpi, ops, v2
 from service.settings import ServiceSettings
 from service.text import LocalTextEncoder, TextResolver
 
@@ -113,6 +113,8 @@ def create_app(settings: ServiceSettings | None = None, backend_factory: Backend
     app.state.service = state
     app.include_router(inference.router)
     app.include_router(ops.router)
+    app.include_router(openpi.router)
+    app.include_router(v2.router)
     api_key = settings.api_key.get_secret_value() if settings.api_key else None
     app.add_middleware(ServiceMiddleware, metrics=metrics, max_body_bytes=settings.max_body_bytes, api_key=api_key)
 
@@ -130,6 +132,8 @@ def create_app(settings: ServiceSettings | None = None, backend_factory: Backend
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        if request.url.path.startswith("/v2"):  # the Open Inference Protocol's error form
+            return JSONResponse({"error": str(exc.detail)}, exc.status_code, headers=getattr(exc, "headers", None))
         code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
         return JSONResponse(error_body(code, str(exc.detail), None, _rid(request)), exc.status_code,
                             headers=getattr(exc, "headers", None))

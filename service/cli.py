@@ -98,7 +98,8 @@ def run(args: argparse.Namespace) -> int:
     app = create_app(settings, on_load_failure=on_load_failure)
     # h11, not httptools: h11 bounds a request's head (a 2 MB header is refused), httptools does not.
     config = uvicorn.Config(app, host=settings.host, port=settings.port, access_log=False, log_config=None,
-                            timeout_graceful_shutdown=10, http="h11")
+                            timeout_graceful_shutdown=10, http="h11",
+                            ws="websockets-sansio", ws_max_size=settings.max_body_bytes)
     server = uvicorn.Server(config)
     log.info("starting", extra={"fields": {"host": settings.host, "port": settings.port, "backend": settings.backend,
                                            "model": settings.model or "default"}})

@@ -101,6 +101,15 @@ class InferenceEngine:
         return await self._submit("act", fn, {"images": images, "proprio": proprio, "text_emb": text_emb}, sampling,
                                   batchable=seed is None or sampling == "argmax")
 
+    async def indices_to_codes(self, indices: np.ndarray):
+        """Indices (b, S) -> {"codes": (b, S, h)}."""
+        return await self._submit("indices_to_codes", lambda x: {"codes": self.backend.indices_to_codes(x["indices"])},
+                                  {"indices": indices})
+
+    async def inverse_dynamics(self, inputs: dict[str, np.ndarray]):
+        """``inputs``: codes (b, S, h) and the back end's other ``id_inputs`` -> {"actions"}."""
+        return await self._submit("inverse_dynamics", lambda x: self.backend.inverse_dynamics(**x), inputs)
+
     # -- warm-up -----------------------------------------------------------------------------
     def warm_up(self) -> float:
         """Run every entry point once on zeros (b = 1) before serving; returns the seconds it took."""

@@ -32,6 +32,8 @@ class ServiceMetrics:
         self.batch_requests = Histogram("amplify_batch_requests", "requests per model call", ["endpoint"],
                                         buckets=_BATCH_BUCKETS, registry=r)
         self.queue_depth = Gauge("amplify_queue_depth", "requests waiting for the model", registry=r)
+        self.ws_connections = Gauge("amplify_websocket_connections", "open WebSocket (openpi protocol) connections",
+                                    registry=r)
         self.ready = Gauge("amplify_ready", "1 once the model is loaded and warm", registry=r)
 
     def track_queue_depth(self, depth: Callable[[], int]) -> None:

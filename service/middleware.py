@@ -17,18 +17,31 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service.errors import PayloadTooLarge, ServiceError, error_body, response_headers
 from service.metrics import ServiceMetrics
+from service.protocols.v2 import V2_ENDPOINTS
 
 access_log = logging.getLogger("amplify.access")
 log = logging.getLogger("amplify.service")
 
 ENDPOINTS = {"/encode", "/decode", "/predict_codes", "/predict_traj", "/act", "/health", "/ready", "/metadata",
-             "/metrics", "/docs", "/openapi.json", "/redoc"}
-OPEN_PATHS = {"/health", "/ready", "/docs", "/openapi.json", "/redoc", "/docs/oauth2-redirect"}
+             "/metrics", "/docs", "/openapi.json", "/redoc", "/healthz", *V2_ENDPOINTS}
+OPEN_PATHS = {"/health", "/ready", "/docs", "/openapi.json", "/redoc", "/docs/oauth2-redirect", "/healthz",
+              "/v2/health/live", "/v2/health/ready"}
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
 
 # The Swagger UI / ReDoc scripts and styles the /docs and /redoc pages load (served by the service).
 DOCS_ASSETS_URL = "/docs/assets"
 OPEN_PREFIXES = (DOCS_ASSETS_URL + "/",)
+
+
+def authorized(headers: Headers, api_key: bytes) -> bool:
+    """Whether the request carries ``api_key`` as ``X-API-Key``, ``Authorization: Bearer <key>`` or
+    ``Authorization: Api-Key <key>`` (openpi-client's header); compared in constant time."""
+    given = headers.get("x-api-key")
+    auth = headers.get("authorization", "")
+    scheme, _, value = auth.partition(" ")
+    if given is None and scheme.lower() in ("bearer", "api-key"):
+        given = value.strip()
+    return given is not None and hmac.compare_digest(given.encode(), api_key)
 
 
 class ServiceMiddleware:
@@ -41,11 +54,7 @@ class ServiceMiddleware:
         self.api_key = api_key.encode() if api_key else None
 
     def _authorized(self, headers: Headers) -> bool:
-        given = headers.get("x-api-key")
-        auth = headers.get("authorization", "")
-        if given is None and auth[:7].lower() == "bearer ":
-            given = auth[7:].strip()
-        return given is not None and hmac.compare_digest(given.encode(), self.api_key)
+        return authorized(headers, self.api_key)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -76,7 +85,10 @@ class ServiceMiddleware:
             await send(message)
 
         async def send_error(err: ServiceError) -> None:
-            body = json.dumps(error_body(err.code, err.message, err.field, request_id)).encode()
+            if path.startswith("/v2"):  # KServe v2 / Open Inference Protocol errors are {"error": "<message>"}
+                body = json.dumps({"error": err.message}).encode()
+            else:
+                body = json.dumps(error_body(err.code, err.message, err.field, request_id)).encode()
             await send_with_headers({"type": "http.response.start", "status": err.status, "headers": [
                 (b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
                 *((k.lower().encode(), v.encode()) for k, v in response_headers(err).items())]})
@@ -96,8 +108,8 @@ class ServiceMiddleware:
         try:
             if (self.api_key is not None and path not in OPEN_PATHS and not path.startswith(OPEN_PREFIXES)
                     and not self._authorized(headers)):
-                await send_error(ServiceError("missing or wrong API key: send `Authorization: Bearer <key>` or "
-                                              "`X-API-Key: <key>`", "Authorization", status=401, code="unauthorized",
+                await send_error(ServiceError("missing or wrong API key: send `Authorization: Bearer <key>`, "
+                                              "`Authorization: Api-Key <key>` or `X-API-Key: <key>`", "Authorization", status=401, code="unauthorized",
                                               headers={"WWW-Authenticate": "Bearer"}))
                 return
             length = headers.get("content-length")

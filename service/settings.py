@@ -31,7 +31,9 @@ class ServiceSettings(BaseSettings):
     request_timeout_s: float = Field(30.0, gt=0, description="a request's deadline, queueing included (504 past it)")
     max_body_bytes: int = Field(64 * 1024 * 1024, ge=1, description="largest request body (413 past it)")
     max_request_batch: int = Field(256, ge=1, description="largest batch b one request may send")
-    api_key: SecretStr | None = Field(None, description="when set, required as `Authorization: Bearer` or `X-API-Key`")
+    ws_max_connections: int = Field(64, ge=1, description="open WebSocket (openpi) connections; one more is closed with 1013")
+    ws_idle_timeout_s: float = Field(600.0, gt=0, description="a WebSocket connection with no frame for this long is closed")
+    api_key: SecretStr | None = Field(None, description="when set, required as `Authorization: Bearer`, `Api-Key` or `X-API-Key`")
     text_encoder: Path | None = Field(None, description="local sentence-transformers model directory for `text` "
                                       "outside the bundle's instruction table")
     threads: int | None = Field(None, ge=1, description="torch / onnxruntime intra-op threads")

@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 
 from clients.client import AmplifyClient
+from clients.protocols import PROTOCOLS, client_class
 from clients.errors import AmplifyError, IncompatibleModelError, NotFoundError
 from clients.libero.envs import IMAGE_KEYS, TaskInfo, list_tasks, make_env, observe, start_episode
 from clients.libero.execution import ChunkedExecutor, TemporalAggregator
@@ -56,6 +57,8 @@ class EvalConfig:
     timeout: float = 60.0
     video_dir: str | None = None
     video_tracks: bool = True
+    protocol: str = "http"           # "http" | "openpi" | "v2" (clients.protocols)
+    export_dir: str | None = None    # v2 against Triton: the export's directory (views, instruction table)
     clip_actions: bool = True
 
 
@@ -80,9 +83,11 @@ def _executor(cfg: EvalConfig, meta: dict[str, Any]):
 
 
 def connect(cfg: EvalConfig) -> AmplifyClient:
-    """A client checked against what the robot can feed: views it has cameras for, 7-d actions, 9-d proprio."""
-    client = AmplifyClient(cfg.server, api_key=cfg.api_key, timeout=cfg.timeout, expect_action_dim=ACTION_DIM,
-                           expect_proprio_dim=PROPRIO_DIM)
+    """A client of ``cfg.protocol`` checked against what the robot can feed: views it has cameras for,
+    7-d actions, 9-d proprio."""
+    extra = {"export_dir": cfg.export_dir} if cfg.protocol == "v2" and cfg.export_dir else {}
+    client = client_class(cfg.protocol)(cfg.server, api_key=cfg.api_key, timeout=cfg.timeout,
+                                        expect_action_dim=ACTION_DIM, expect_proprio_dim=PROPRIO_DIM, **extra)
     views = client.metadata()["views"]
     missing = [v for v in views if v not in IMAGE_KEYS]
     if missing:
@@ -119,7 +124,7 @@ def run_episode(client: AmplifyClient, env: Any, init_state: np.ndarray, info: T
             chunk = client.act(images, proprio, sampling=cfg.sampling, seed=cfg.seed, **text_kw)  # (A, 7)
             latencies.append(1000 * (time.perf_counter() - t0))
             executor.add(step, chunk)
-            if record and cfg.video_tracks:
+            if record and cfg.video_tracks and cfg.protocol != "openpi":  # openpi's protocol carries act only
                 tracks = client.predict_traj(images, grid, sampling=cfg.sampling, seed=cfg.seed, **text_kw)
         if record:
             frames.append(frame(images, tracks, views))
@@ -259,6 +264,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="amplify-libero", description=__doc__.split("\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__.split("\n", 1)[1])
     p.add_argument("--server", default="http://127.0.0.1:8000", help="the service's base URL")
+    p.add_argument("--protocol", choices=list(PROTOCOLS), default="http",
+                   help="http (this project's /act), openpi (openpi's WebSocket policy protocol) or v2 (KServe v2: "
+                        "amplify serve's /v2, or Triton serving `amplify export --format triton`)")
+    p.add_argument("--export-dir", default=None, help="--protocol v2 against Triton: the export's directory "
+                   "(its manifest names the views; its instruction table embeds the task instructions)")
     p.add_argument("--api-key", default=os.environ.get("AMPLIFY_API_KEY"), help="Bearer key (or $AMPLIFY_API_KEY)")
     p.add_argument("--env", choices=["libero", "builtin"], default="libero",
                    help="real LIBERO (its own venv) or the built-in numpy world")
@@ -308,7 +318,8 @@ def main(argv: list[str] | None = None) -> int:
     cfg = EvalConfig(server=a.server, api_key=a.api_key, env=a.env, execution=a.execution, temporal_k=a.temporal_k,
                      replan_every=a.replan_every, max_steps=a.max_steps, settle_steps=a.settle_steps, text=a.text,
                      sampling=a.sampling, seed=a.seed, timeout=a.timeout, video_dir=a.video_dir,
-                     video_tracks=not a.no_video_tracks, clip_actions=not a.no_clip)
+                     video_tracks=not a.no_video_tracks, clip_actions=not a.no_clip, protocol=a.protocol,
+                     export_dir=a.export_dir)
     try:
         result = evaluate(cfg, a.suite, a.tasks, a.episodes, a.num_envs)
     except NotFoundError as e:

@@ -32,7 +32,7 @@ def is_ready(venv: Path) -> bool:
     py = venv_python(venv)
     if not py.exists():
         return False
-    probe = "import libero.libero.benchmark, robosuite, httpx, msgpack, numpy, imageio"
+    probe = "import libero.libero.benchmark, robosuite, httpx, msgpack, numpy, imageio, websockets"
     return subprocess.run([str(py), "-c", probe], capture_output=True, env={**os.environ, "MUJOCO_GL": "egl"}).returncode == 0
 
 

@@ -66,7 +66,21 @@ class Backend(abc.ABC):
     @abc.abstractmethod
     def act(self, images: np.ndarray, proprio: np.ndarray, text_emb: np.ndarray, sampling: str = "argmax",
             seed: int | None = None) -> dict[str, np.ndarray]:
-        """Images, proprio (b, P) and text (b, E) -> {"actions": (b, A, action_dim)}."""
+        """Images, proprio (b, P) and text (b, E) -> {"actions": (b, A, action_dim), "indices": (b, S) int64
+        (the codes the actions were made from)}."""
+
+    # Inputs the inverse-dynamics model conditions on (``codes`` always), in the exporter's order.
+    id_inputs: tuple[str, ...] = ("images", "text_emb", "proprio", "codes")
+
+    @property
+    def act_inputs(self) -> tuple[str, ...]:
+        """Inputs of the whole policy in the exporter's order: proprio only when the ID conditions on it."""
+        return ("images", "text_emb") + (("proprio",) if "proprio" in self.id_inputs else ())
+
+    def inverse_dynamics(self, codes: np.ndarray, images: np.ndarray | None = None, text_emb: np.ndarray | None = None,
+                         proprio: np.ndarray | None = None) -> dict[str, np.ndarray]:
+        """Codes (b, S, h) and the ID's other conditions (``id_inputs``) -> {"actions": (b, A, action_dim)}."""
+        raise NotImplementedError(f"the {self.name} back end does not run inverse dynamics alone")
 
     def close(self) -> None:
         """Release resources (sessions, devices)."""

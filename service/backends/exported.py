@@ -80,7 +80,25 @@ class ExportedBackend(Backend):
         return {"indices": indices.astype(np.int64), "codes": codes}
 
     def act(self, images, proprio, text_emb, sampling="argmax", seed=None):
+        if sampling == "argmax":  # the act graph gives the indices too
+            out = self.rt.run("act", images=self._images(images), proprio=proprio, text_emb=text_emb)
+            return {"actions": out["actions"], "indices": out["indices"].astype(np.int64)}
         return {"actions": self.rt.act(self._images(images), proprio, text_emb=text_emb, sampling=sampling)}
+
+    @property
+    def act_inputs(self) -> tuple[str, ...]:
+        return tuple(t["name"] for t in self.rt.graphs["act"]["inputs"])
+
+    @property
+    def id_inputs(self) -> tuple[str, ...]:
+        graph = self.rt.graphs.get("inverse_dynamics")
+        return tuple(t["name"] for t in graph["inputs"]) if graph else ()
+
+    def inverse_dynamics(self, codes, images=None, text_emb=None, proprio=None):
+        if not self.rt.has("inverse_dynamics"):
+            raise NotImplementedError(f"{self.path}: the export has no inverse_dynamics graph")
+        return {"actions": self.rt.inverse_dynamics(codes, images=None if images is None else self._images(images),
+                                                    proprio=proprio, text_emb=text_emb)}
 
 
 def _check_dir(path: str | Path | None, backend: str) -> Path:

@@ -28,6 +28,10 @@ class TorchBackend(Backend):
         self.model = model.prepare_for_inference(self.precision)
         self.device = device
         self._meta = meta
+        c = model.cfg.inverse_dynamics
+        self.id_inputs = tuple(name for name, used in (
+            ("images", c.cond_on_img), ("text_emb", c.cond_on_text), ("proprio", c.cond_on_proprio), ("codes", True),
+        ) if used)
 
     @classmethod
     def load(cls, path: str | Path | None, device: str = "cpu", threads: int | None = None, seed: int = 0,
@@ -92,6 +96,20 @@ class TorchBackend(Backend):
 
     @torch.inference_mode()
     def act(self, images, proprio, text_emb, sampling="argmax", seed=None):
-        actions = self.model.act(self._t(images), self._t(proprio), text_emb=self._t(text_emb), ar_sampling=sampling,
-                                 generator=self._generator(seed))
+        actions, indices = self.model.act(self._t(images), self._t(proprio), text_emb=self._t(text_emb),
+                                          ar_sampling=sampling, generator=self._generator(seed), return_indices=True)
+        return {"actions": self._np(actions), "indices": self._np(indices).astype(np.int64)}
+
+    @torch.inference_mode()
+    def inverse_dynamics(self, codes, images=None, text_emb=None, proprio=None):
+        m = self.model
+        tokens = None
+        if images is not None and "images" in self.id_inputs:
+            tokens = m.image_tokens(self._t(images))  # (b, v, p, d)
+            b, v, p, d = tokens.shape
+            tokens = tokens.permute(0, 2, 1, 3).reshape(b, p, v * d)  # (b, p, v*d), as AMPLIFY.act feeds ID
+        actions = m.inverse_dynamics(
+            img_tokens=tokens, codes=self._t(codes),
+            text_emb=self._t(text_emb) if text_emb is not None and "text_emb" in self.id_inputs else None,
+            proprio=self._t(proprio) if proprio is not None and "proprio" in self.id_inputs else None)
         return {"actions": self._np(actions)}

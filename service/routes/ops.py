@@ -4,7 +4,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Response
 from fastapi.responses import JSONResponse
 
-from service.deps import Engine, State
+from service.deps import ServiceState, State
 from service.metrics import CONTENT_TYPE_LATEST
 from service.schemas import Metadata, Status
 
@@ -24,8 +24,9 @@ async def ready(state: State) -> JSONResponse:
     return JSONResponse({"status": state.status, "detail": state.error}, 503, headers={"Retry-After": "1"})
 
 
-@router.get("/metadata", response_model=Metadata, summary="What the loaded model takes and returns")
-async def metadata(state: State, engine: Engine) -> dict:
+def metadata_object(state: ServiceState) -> dict:
+    """The /metadata object (also openpi's first frame and the v2 model metadata's ``amplify`` key)."""
+    engine = state.ready_engine()
     backend, s = engine.backend, state.settings
     meta = backend.model_metadata()
     return {
@@ -37,6 +38,11 @@ async def metadata(state: State, engine: Engine) -> dict:
         "sampling": list(backend.sampling_modes),
         "text_encoder": str(s.text_encoder) if s.text_encoder else None,
     }
+
+
+@router.get("/metadata", response_model=Metadata, summary="What the loaded model takes and returns")
+async def metadata(state: State) -> dict:
+    return metadata_object(state)
 
 
 @router.get("/metrics", summary="Prometheus metrics", response_class=Response,

@@ -73,3 +73,18 @@ def test_backend_and_model_must_agree(small_data, tmp_path):
     (tmp_path / "manifest.json").write_text("{}")
     with pytest.raises(ValueError, match="torchscript or onnx"):
         load_backend("torch", str(tmp_path))
+
+
+def test_kserve_v2_on_the_exported_back_end(exported_server, small_data):
+    """v2's amplify_act on an export gives the reference actions and the act graph's own indices."""
+    from clients import V2Client
+
+    _, server = exported_server
+    _, inp, exp = small_data
+    with V2Client(server.url) as c:
+        out = c.infer("amplify_act", {"images": np.asarray(inp["images"], np.float32),
+                                      "text_emb": np.asarray(inp["text_emb"], np.float32),
+                                      "proprio": np.asarray(inp["proprio"], np.float32)})
+        np.testing.assert_allclose(out["actions"], exp["amp_actions"], atol=1e-4)
+        np.testing.assert_array_equal(out["indices"], exp["amp_pred_indices"])
+        assert server.client.get("/v2/models/amplify_inverse_dynamics").status_code == 404  # not exported here
