@@ -50,11 +50,12 @@ def test_images_stored_upside_down_and_match_env(gen):
     name = "put_the_red_cube_in_the_blue_bowl"
     with h5py.File(os.path.join(root, "builtin_all", f"{name}_demo.hdf5"), "r") as f:
         g = f["data/demo_0"]
-        k = int(g.attrs["init_state_index"])
+        init = g.attrs["init_state"][:]
         stored = {v: g[f"obs/{v}_rgb"][:] for v in VIEWS}
         actions, states = g["actions"][:], g["states"][:]
         joints = g["obs/joint_states"][:]
-    ep = rollout(TASKS[name], get_init_states(name)[k], seed=0)  # demo_0 is the first try, seed 0
+    np.testing.assert_array_equal(init, states[0])
+    ep = rollout(TASKS[name], init, seed=0)  # demo_0 is the first try, seed 0
     np.testing.assert_array_equal(ep["actions"], actions)
     for v in VIEWS:
         np.testing.assert_array_equal(stored[v], ep[f"{v}_rgb"][:, ::-1])  # vertically flipped
