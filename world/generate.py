@@ -32,7 +32,7 @@ from .tracks import compute_tracks, uniform_grid
 COMP = dict(compression="gzip", compression_opts=1)
 
 
-def rollout(task: Task, init_state: np.ndarray, seed: int = 0, noise: float = 0.2,
+def rollout(task: Task, init_state: np.ndarray, seed: int = 0, noise: float = 0.0,
             policy=None, max_steps: int | None = None, render_images: bool = True) -> dict:
     """Run the scripted expert (or ``policy(scene) -> (7,)``) from ``init_state`` until success.
 
@@ -159,7 +159,7 @@ def _task_job(args: tuple) -> dict:
 
 
 def generate(suite: str, out: str, demos_per_task: int = 50, num_points: int = 400, horizon: int = 16,
-             seed: int = 0, noise: float = 0.2, tracks: bool = True, workers: int = 1,
+             seed: int = 0, noise: float = 0.0, tracks: bool = True, workers: int = 1,
              tasks: list[str] | None = None) -> dict:
     """Write a suite's demos, tracks and text embeddings under ``out``; returns stats.
 
@@ -189,7 +189,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--num-points", type=int, default=400)
     p.add_argument("--horizon", type=int, default=16)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--noise", type=float, default=0.2)
+    p.add_argument("--noise", type=float, default=0.0)
     p.add_argument("--workers", type=int, default=max(1, min(os.cpu_count() or 1, 4)))
     p.add_argument("--tasks", nargs="*", default=None, help="subset of the suite's task names")
     p.add_argument("--no-tracks", action="store_true")

@@ -88,8 +88,8 @@ def test_track_file_layout(gen):
             assert np.isfinite(tr).all()
             out = (np.rint(tr) < 0).any(-1) | (np.rint(tr) > 127).any(-1)
             assert not vis[out].any()  # points that leave the image (wrist view zooming in) are not visible
-            if v == "agentview":
-                assert tr.min() >= -0.5 and tr.max() <= 127.5
+            if v == "agentview":  # only forearm points (it reaches the image's top) can leave the image
+                assert out.mean() < 0.02 and tr[..., 0].min() >= -0.5 and tr[..., 0].max() <= 127.5
         tr = f["root/agentview/tracks"][:]
     # (col, row) order, upright frame: points on the red cube stay red in the upright image
     scene = TASKS[name].new_scene()
