@@ -1,6 +1,6 @@
 """Can the expert be imitated with perfect perception? Behaviour cloning from the exact state.
 
-    python -m training.learnability [--demos-per-task 50] [--per-task 50] [--steps 3000] [--suite builtin_all]
+    python -m training.learnability [--demos-per-task 50] [--per-task 50] [--steps 3000] [--suite builtin_all] [--dart 0]
 
 An MLP maps what a policy could perceive exactly (effector position, finger opening, every object's
 position, whether the target is held, the task as one-hot) to the expert's action (xyz deltas by
@@ -153,12 +153,13 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--demos-per-task", type=int, default=50)
     p.add_argument("--per-task", type=int, default=50, help="benchmark episodes per task")
     p.add_argument("--steps", type=int, default=3000)
+    p.add_argument("--dart", type=float, default=0.0, help="noise on the demos' executed actions (labels stay the expert's)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", default=None)
     a = p.parse_args(argv)
     torch.set_num_threads(1)
     t0 = time.perf_counter()
-    x, y, n = demonstrations(a.suite, a.demos_per_task, a.seed)
+    x, y, n = demonstrations(a.suite, a.demos_per_task, a.seed, a.dart)
     t1 = time.perf_counter()
     model = train(x, y, a.steps, seed=a.seed)
     t2 = time.perf_counter()
