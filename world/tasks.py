@@ -138,15 +138,13 @@ def make_init_states(task: Task, n: int = NUM_INIT_STATES) -> np.ndarray:
     return _sample_init_states(task, np.random.default_rng(_seed(task.name)), n)
 
 
-def demo_init_states(task: Task, n: int, seed: int = 0) -> np.ndarray:
+def demo_init_states(task: Task | str, n: int, seed: int = 0) -> np.ndarray:
     """(n, D) initial states for demonstrations: a separate seeded stream, never a benchmark state.
 
     The stream is seeded from the task name, a "demo" tag and ``seed``, so it is independent of the
     benchmark's 50 states; any draw that lies within 1e-6 of a benchmark state is dropped (the
     chance is nil for continuous draws, the check makes it a guarantee)."""
-    from .suites import get_task
-
-    task = get_task(task) if isinstance(task, str) else task
+    task = TASK_REGISTRY[task.replace(" ", "_")] if isinstance(task, str) else task
     bench = get_init_states(task)
     rng = np.random.default_rng([_seed(task.name), _seed("demonstrations"), int(seed)])
     out = []
@@ -158,13 +156,14 @@ def demo_init_states(task: Task, n: int, seed: int = 0) -> np.ndarray:
 
 
 _INIT_CACHE: dict[str, np.ndarray] = {}
+# Every built-in task by name, filled by ``world.suites`` when it builds them (this module never
+# imports the suites: they are made of tasks).
+TASK_REGISTRY: dict[str, Task] = {}
 
 
 def get_init_states(task: Task | str) -> np.ndarray:
-    """(50, D) float64 fixed initial states of a task (cached)."""
-    from .suites import get_task
-
-    task = get_task(task) if isinstance(task, str) else task
+    """(50, D) float64 fixed initial states of a task, or of a built-in task by name (cached)."""
+    task = TASK_REGISTRY[task.replace(" ", "_")] if isinstance(task, str) else task
     if task.name not in _INIT_CACHE:
         _INIT_CACHE[task.name] = make_init_states(task)
     return _INIT_CACHE[task.name].copy()

@@ -1,7 +1,10 @@
 """The ``amplify`` command: one entry point, one module per subcommand.
 
-Each subcommand module defines ``add_arguments(parser)`` and ``run(args) -> int``; it is imported
-only when its command runs, so ``amplify serve`` does not pay for the trainers' imports.
+This is the top layer: it assembles every part (the library's commands, the service, the exporters,
+the trainers, the clients), so it lives above them and none of them imports it (docs/architecture.md).
+Each part owns its subcommand modules, which define ``add_arguments(parser)`` and ``run(args) -> int``;
+a module is imported only when its command runs, so ``amplify serve`` does not pay for the trainers'
+imports. ``python -m amplify ...`` (``amplify/__main__.py``) and ``python -m amplify_cli ...`` run it too.
 """
 from __future__ import annotations
 
@@ -45,12 +48,13 @@ def main(argv: list[str] | None = None) -> int:
     if name not in COMMANDS:
         print(f"amplify: unknown command {name!r}\n\n{_usage()}", file=sys.stderr)
         return 2
+    from amplify.threads import apply_threads, configure_openmp
+
+    configure_openmp()  # before the command's module loads torch (amplify/threads.py)
     module = importlib.import_module(COMMANDS[name][0])
     parser = argparse.ArgumentParser(prog=f"amplify {name}", description=COMMANDS[name][1])
     module.add_arguments(parser)
     args = parser.parse_args(argv[1:])
-    from amplify.threads import apply_threads
-
     apply_threads()  # AMPLIFY_THREADS, OMP_NUM_THREADS, or the cores not busy (amplify/threads.py)
     return int(module.run(args) or 0)
 
