@@ -1,5 +1,6 @@
-"""Preparing a loaded model for inference: linear layers with their weights kept transposed, and
-convolution weights in channels-last layout.
+"""Preparing a loaded model for inference: linear layers with their weights kept transposed,
+convolution weights in channels-last layout, an optional bfloat16 precision, and the fused
+forward-dynamics decoding step.
 
 ``nn.Linear`` computes ``x @ W.T`` with W stored (out, in). On CPU, MKL's kernel for that layout is
 slow for the short inputs the serving path runs (15 to 100 tokens): a (15, 768) x (768, 2304)
@@ -7,10 +8,15 @@ product took 1.3 ms on one core against 0.49 ms with W stored (in, out) contiguo
 torch 2.13; see ``docs/performance.md``). :func:`prepare_for_inference` swaps every ``nn.Linear`` for
 an :class:`InferenceLinear` holding W transposed: the same float32 numbers up to rounding. It also
 stores ``nn.Conv2d`` weights channels-last, which oneDNN runs faster (the ResNet-18 image encoder on
-two 224 px views: 46 -> 30 ms, identical outputs).
+two 224 px views: 46 -> 30 ms, identical outputs), and gives forward dynamics a
+:class:`FusedDecoder` (:mod:`amplify.fused_decoder`) for its one-token steps.
 
-(bfloat16 weights were tried too and left out: torch's CPU bfloat16 kernels read a batch-1 weight at
-13 GB/s against float32's 29 GB/s here, so the autoregressive steps got slower, not faster.)
+Precision (``precision="bf16"``, opt-in; float32 is the default): the weights of the vision encoder,
+forward dynamics and inverse dynamics are stored in bfloat16 and their matrix products and
+convolutions run in bfloat16 (AMX / AVX512-BF16 on CPU, tensor cores on CUDA); activations between
+them (residual stream, LayerNorm, softmax, the returned tokens and actions) stay float32. The motion
+tokenizer stays float32. At batch 1 on CPU a bfloat16 one-row product reads its weight no faster than
+float32 (13 vs 29 GB/s per byte in torch 2.13), so bfloat16 pays where many robots share a batch.
 
 The swap is in place and for inference only: a prepared model has no ``nn.Linear`` parameters to
 train and cannot be saved (save before preparing, or load again).
@@ -20,45 +26,152 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from amplify.layers import MLP, CrossAttention, SelfAttention
+
+# precision name -> dtype of the weights and products; float32 is the default
+PRECISIONS: dict[str, torch.dtype] = {"fp32": torch.float32, "bf16": torch.bfloat16}
+_ALIASES = {"float32": "fp32", "fp32": "fp32", "f32": "fp32", "bfloat16": "bf16", "bf16": "bf16"}
+
+
+def precision_name(precision: str | None) -> str:
+    """``fp32`` or ``bf16`` from any accepted spelling (None: fp32); ValueError names the choices."""
+    if precision is None:
+        return "fp32"
+    try:
+        return _ALIASES[str(precision).strip().lower()]
+    except KeyError:
+        raise ValueError(f"precision must be one of fp32 (float32) or bf16 (bfloat16), got {precision!r}") from None
+
 
 class InferenceLinear(nn.Module):
-    """``y = x W^T + b`` with W stored transposed, (in, out) contiguous, float32.
+    """``y = x W^T + b`` with W stored transposed, (in, out) contiguous, in float32 or bfloat16.
 
-    ``weight`` and ``bias`` read like ``nn.Linear``'s ((out, in) and (out,)).
+    ``weight`` and ``bias`` read like ``nn.Linear``'s ((out, in) and (out,)). With bfloat16 weights the
+    input is cast to bfloat16 for the product; the output is float32 when ``float_out`` (the default),
+    else it stays bfloat16 (for a layer whose output only feeds another product, attention, or an
+    addition into a float32 residual stream, which promotes it without a separate cast).
     """
 
-    def __init__(self, linear: nn.Linear):
+    def __init__(self, linear: nn.Linear, dtype: torch.dtype = torch.float32, float_out: bool = True):
         super().__init__()
         self.in_features, self.out_features = linear.in_features, linear.out_features
-        self.register_buffer("weight_t", linear.weight.detach().t().contiguous())  # (in, out)
-        self.register_buffer("bias", None if linear.bias is None else linear.bias.detach().clone())  # (out,)
+        self.mixed = dtype != torch.float32
+        self.float_out = float_out or not self.mixed
+        out_dtype = torch.float32 if self.float_out else dtype
+        self.register_buffer("weight_t", linear.weight.detach().t().contiguous().to(dtype))  # (in, out)
+        self.register_buffer("bias", None if linear.bias is None else linear.bias.detach().to(out_dtype, copy=True))
 
     @property
     def weight(self) -> torch.Tensor:  # (out, in), a view
         return self.weight_t.t()
 
+    def matmul2d(self, x2: torch.Tensor) -> torch.Tensor:
+        """(N, in) -> (N, out), bias included (float32, or bfloat16 when not ``float_out``)."""
+        if self.mixed:
+            y = torch.mm(x2.to(self.weight_t.dtype), self.weight_t)
+            if self.float_out:
+                y = y.float()
+            return y if self.bias is None else y.add_(self.bias)
+        return torch.mm(x2, self.weight_t) if self.bias is None else torch.addmm(self.bias, x2, self.weight_t)
+
+    def add_to(self, residual: torch.Tensor, x2: torch.Tensor) -> torch.Tensor:
+        """``residual + self(x2)`` for 2-D (N, in) inputs: one fused product when float32 without bias."""
+        if not self.mixed and self.bias is None:
+            return torch.addmm(residual, x2, self.weight_t)
+        return residual + self.matmul2d(x2)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (..., in) -> (..., out)
-        x2 = x.reshape(-1, self.in_features)  # (N, in)
-        y = torch.mm(x2, self.weight_t) if self.bias is None else torch.addmm(self.bias, x2, self.weight_t)
+        y = self.matmul2d(x.reshape(-1, self.in_features))
         return y.view(*x.shape[:-1], self.out_features)
 
     def extra_repr(self) -> str:
-        return f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}"
+        return (f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}, "
+                f"dtype={self.weight_t.dtype}, float_out={self.float_out}")
 
 
-def prepare_for_inference(model: nn.Module) -> nn.Module:
-    """Swap every ``nn.Linear`` in ``model`` for an :class:`InferenceLinear` and make every ``nn.Conv2d``
-    weight channels-last (in place; returns ``model`` in eval mode)."""
-    targets = [(parent, name, child) for parent in model.modules() for name, child in parent.named_children()
-               if type(child) is nn.Linear]
+# Inside attention and MLP blocks these layers' outputs feed attention, another product or a residual
+# addition: in bfloat16 they stay bfloat16 (no cast back and forth).
+_LOW_OUT = {(SelfAttention, "c_attn"), (SelfAttention, "c_proj"), (CrossAttention, "q_proj"),
+            (CrossAttention, "kv_proj"), (CrossAttention, "c_proj"), (MLP, "c_fc"), (MLP, "c_proj")}
+
+
+def _swap_linears(model: nn.Module, dtype: torch.dtype, keep: nn.Module | None = None) -> None:
+    """Swap the ``nn.Linear`` layers of ``model`` (those inside ``keep`` excepted) for :class:`InferenceLinear`."""
+    kept = {id(m) for m in keep.modules()} if keep is not None else set()
+    targets = [(parent, name, child) for parent in model.modules() if id(parent) not in kept
+               for name, child in parent.named_children() if type(child) is nn.Linear]
     for parent, name, child in targets:
-        setattr(parent, name, InferenceLinear(child))
+        setattr(parent, name, InferenceLinear(child, dtype, float_out=(type(parent), name) not in _LOW_OUT))
+
+
+def fold_batchnorm(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> nn.Conv2d:
+    """A convolution computing ``bn(conv(x))`` with BatchNorm's running statistics folded into its weights
+    (eval mode only; the same function up to float32 rounding)."""
+    scale = bn.weight.detach() / torch.sqrt(bn.running_var + bn.eps)  # (out,)
+    fused = nn.Conv2d(conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding,
+                      conv.dilation, conv.groups, bias=True, padding_mode=conv.padding_mode).to(conv.weight.device)
+    with torch.no_grad():
+        fused.weight.copy_(conv.weight.detach() * scale[:, None, None, None])
+        bias = conv.bias.detach() if conv.bias is not None else torch.zeros_like(bn.running_mean)
+        fused.bias.copy_((bias - bn.running_mean) * scale + bn.bias.detach())
+    return fused.requires_grad_(False)
+
+
+def _fold_vision_batchnorms(trunk: nn.Sequential) -> None:
+    """Fold every BatchNorm of the ResNet-18 trunk (:mod:`amplify.models.vision`) into its convolution."""
+    from amplify.models.vision import BasicBlock
+
+    trunk[0], trunk[1] = fold_batchnorm(trunk[0], trunk[1]), nn.Identity()
+    for block in trunk.modules():
+        if isinstance(block, BasicBlock):
+            block.conv1, block.bn1 = fold_batchnorm(block.conv1, block.bn1), nn.Identity()
+            block.conv2, block.bn2 = fold_batchnorm(block.conv2, block.bn2), nn.Identity()
+            if block.downsample is not None:
+                block.downsample = nn.Sequential(fold_batchnorm(block.downsample[0], block.downsample[1]))
+
+
+def prepare_for_inference(model: nn.Module, precision: str = "fp32") -> nn.Module:
+    """Swap every ``nn.Linear`` in ``model`` for an :class:`InferenceLinear`, fold the vision encoder's
+    BatchNorms into its convolutions, make every ``nn.Conv2d`` weight channels-last and give forward
+    dynamics its fused decoding step (in place; returns ``model`` in eval mode).
+
+    ``precision="bf16"`` stores the vision encoder's, forward dynamics' and inverse dynamics' weights in
+    bfloat16 (see the module docstring); the motion tokenizer, and any model that is none of those,
+    stay float32. Preparing again in the same precision does nothing."""
+    from amplify.fused_decoder import attach_fused_decoder
+    from amplify.models.vision import VisionEncoder
+
+    name = precision_name(precision)
+    if is_prepared(model):
+        if model_precision(model) == name:
+            return model.eval()
+        raise RuntimeError(f"this model is already prepared for inference in {model_precision(model)}; load it again "
+                           f"to prepare it in {name}")
+    model.eval()
+    low = PRECISIONS[name]
+    for module in list(model.modules()):
+        if isinstance(module, VisionEncoder):
+            _fold_vision_batchnorms(module.model)
+            module.model.to(low)  # bfloat16 convolutions when asked; forward casts in and out
+    if name != "fp32":
+        for part in ("forward_dynamics", "inverse_dynamics"):
+            sub = getattr(model, part, None)
+            if sub is not None:  # FD's quantizer is the tokenizer's (shared): it stays float32
+                _swap_linears(sub, low, keep=getattr(sub, "quantize", None))
+    _swap_linears(model, torch.float32)  # everything not yet swapped
     for module in model.modules():
         if isinstance(module, nn.Conv2d):
             module.to(memory_format=torch.channels_last)
+    attach_fused_decoder(model)
+    model.inference_precision = name
     return model.eval()
 
 
 def is_prepared(model: nn.Module) -> bool:
     """Whether :func:`prepare_for_inference` was applied (the model then cannot be saved or trained)."""
     return any(isinstance(m, InferenceLinear) for m in model.modules())
+
+
+def model_precision(model: nn.Module) -> str:
+    """The precision a model was prepared with (``fp32`` when not prepared)."""
+    return getattr(model, "inference_precision", "fp32")

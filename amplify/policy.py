@@ -145,11 +145,12 @@ class AMPLIFY(nn.Module):
         )
 
     # -- checkpoints -------------------------------------------------------------------------
-    def prepare_for_inference(self) -> "AMPLIFY":
-        """Transposed linear weights and channels-last convolutions for faster inference
-        (:mod:`amplify.inference`; same numbers up to rounding), in place. The prepared bundle cannot
-        be saved or trained."""
-        return prepare_for_inference(self)
+    def prepare_for_inference(self, precision: str = "fp32") -> "AMPLIFY":
+        """Transposed linear weights, channels-last convolutions and the fused FD decoding step for faster
+        inference (:mod:`amplify.inference`; same numbers up to rounding), in place. ``precision="bf16"``
+        runs the vision encoder, FD and ID in bfloat16 (opt-in; different numbers, see the module). The
+        prepared bundle cannot be saved or trained."""
+        return prepare_for_inference(self, precision)
 
     def save(self, path: str | Path, metadata: dict[str, Any] | None = None) -> Path:
         """Write the bundle in the project's format (a directory)."""

@@ -23,6 +23,21 @@ def time_call(fn: Callable[[], object], repeats: int = 5, warmup: int = 1, min_s
     return summarize(times)
 
 
+def time_interleaved(fns: dict[str, Callable[[], object]], repeats: int = 5, warmup: int = 1) -> dict[str, dict]:
+    """Time several functions in turns (a, b, c, a, b, c, ...), so that a shared machine's load, which comes
+    and goes, weighs on each alike; -> :func:`summarize` per name."""
+    for _ in range(warmup):
+        for fn in fns.values():
+            fn()
+    times: dict[str, list[float]] = {name: [] for name in fns}
+    for _ in range(repeats):
+        for name, fn in fns.items():
+            t0 = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - t0)
+    return {name: summarize(t) for name, t in times.items()}
+
+
 def summarize(times: list[float]) -> dict:
     """Median, min, p50/p95/p99 and count of a list of durations (seconds)."""
     a = np.asarray(times, dtype=np.float64)

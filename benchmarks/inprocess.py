@@ -16,7 +16,7 @@ from einops import rearrange
 from torch.utils.flop_counter import FlopCounterMode
 
 from amplify import AMPLIFY, points_to_velocities
-from benchmarks.common import time_call
+from benchmarks.common import time_call, time_interleaved
 
 
 def make_inputs(model: AMPLIFY, batch: int, seed: int = 0) -> dict[str, np.ndarray]:
@@ -48,21 +48,82 @@ def memory_bandwidth(mbytes: int = 256, repeats: int = 10) -> float:
     return 2 * src.numel() * 4 / r["median_s"]
 
 
+def unfused_predict(prepared: AMPLIFY, cond: torch.Tensor) -> torch.Tensor:
+    """FD prediction of a prepared bundle through the trunk's modules (its fused decoding step set aside)."""
+    fd = prepared.forward_dynamics
+    fused, fd.fused_decoder = fd.fused_decoder, None
+    try:
+        return fd.predict(cond)
+    finally:
+        fd.fused_decoder = fused
+
+
+def bf16_cost(fp32: AMPLIFY, bf16: AMPLIFY, x: dict) -> dict:
+    """What bfloat16 changes on inputs ``x``: FD token agreement with float32 and the largest action difference."""
+    i32, _ = fp32.predict_codes(x["images"], text_emb=x["text_emb"])
+    i16, _ = bf16.predict_codes(x["images"], text_emb=x["text_emb"])
+    a32 = fp32.act(x["images"], x["proprio"], text_emb=x["text_emb"])
+    a16 = bf16.act(x["images"], x["proprio"], text_emb=x["text_emb"])
+    return {"token_agreement_vs_fp32": float((i32 == i16).float().mean()),
+            "max_abs_diff_vs_fp32": float((a32 - a16).abs().max())}
+
+
 def count_flops(fn) -> int:
     with FlopCounterMode(display=False) as counter:
         fn()
     return int(counter.get_total_flops())
 
 
+def floors(model: AMPLIFY, x1: dict, rate: float, bw: float) -> dict:
+    """Lower bounds of one batch-1 ``act`` from this run's matmul rate and copy bandwidth.
+
+    ``bandwidth_floor_s`` (issue 17's "floor"): FD weights read once per generated token at copy bandwidth,
+    plus the vision encoder's and ID's FLOPs at the matmul rate. ``roofline_floor_s``: each part at the
+    larger of its FLOP time and its weight-reading time: the FD prefix (100 tokens) is FLOP-bound, each
+    later step bandwidth-bound; vision and ID as above."""
+    fd = model.forward_dynamics
+    with torch.no_grad():
+        tokens = model.image_tokens(x1["images"])
+        cond = fd.get_cond_tokens(rearrange(tokens, "b v p d -> b (v p) d"), torch.from_numpy(x1["text_emb"]))
+        codes = model.motion_tokenizer.indices_to_codes(fd.predict(cond))
+        prefix_x = torch.cat([cond, fd.sos_token.expand(1, -1, -1)], dim=1)
+        fd_flops = count_flops(lambda: fd.predict(cond))
+        prefix_flops = count_flops(lambda: fd.trunk.forward_cached(prefix_x, None))
+        vision_flops = count_flops(lambda: model.image_tokens(x1["images"]))
+        id_flops = count_flops(lambda: model.inverse_dynamics(rearrange(tokens, "b v p d -> b p (v d)"),
+                                                              torch.from_numpy(x1["text_emb"]),
+                                                              torch.from_numpy(x1["proprio"]), codes))
+    counts = {"fd_flops": fd_flops, "fd_prefix_flops": prefix_flops, "vision_flops": vision_flops, "id_flops": id_flops,
+              "fd_weight_bytes": sum(p.numel() * p.element_size() for p in fd.parameters()),
+              "fd_steps": fd.cfg.pred_seq_len}
+    return floors_from(counts, rate, bw)
+
+
+def floors_from(c: dict, rate: float, bw: float) -> dict:
+    """:func:`floors` from its counts (FLOPs, FD weight bytes, steps) and a matmul rate and bandwidth."""
+    steps = c["fd_steps"]
+    step_flops = (c["fd_flops"] - c["fd_prefix_flops"]) / max(steps - 1, 1)
+    read_s = c["fd_weight_bytes"] / bw
+    other_s = (c["vision_flops"] + c["id_flops"]) / rate
+    return {
+        **c, "matmul_flops_per_s": rate, "copy_bytes_per_s": bw, "fd_weight_read_s": read_s, "vision_id_flop_s": other_s,
+        "bandwidth_floor_s": steps * read_s + other_s,
+        "roofline_floor_s": max(c["fd_prefix_flops"] / rate, read_s) + (steps - 1) * max(step_flops / rate, read_s) + other_s,
+    }
+
+
 def run(model: AMPLIFY, batches=(1, 4, 16), repeats: int = 5, reference_max_batch: int = 4,
-        backends: dict | None = None) -> dict:
+        backends: dict | None = None, bf16: bool = True) -> dict:
     """All section-1 measurements for ``model`` (a bundle in eval mode); ``backends``: exported runtime
-    models (``benchmarks.exports.load_backends``) timed on the same inputs as the PyTorch paths."""
+    models (``benchmarks.exports.load_backends``) timed on the same inputs as the PyTorch paths; ``bf16``:
+    also the prepared model in bfloat16 (``prepare_for_inference("bf16")``), with its token agreement
+    and largest action difference against float32."""
     from benchmarks.exports import act_fn
 
     backends = backends or {}
     model = model.eval().requires_grad_(False)
     prepared = copy.deepcopy(model).prepare_for_inference()
+    prepared_bf16 = copy.deepcopy(model).prepare_for_inference("bf16") if bf16 else None
     out: dict = {"act": {}, "stages": {}, "flops": {}}
     x1 = make_inputs(model, 1)
     act = lambda x, cached: model.act(x["images"], x["proprio"], text_emb=x["text_emb"], cached=cached)  # noqa: E731
@@ -82,6 +143,7 @@ def run(model: AMPLIFY, batches=(1, 4, 16), repeats: int = 5, reference_max_batc
     out["flops"]["fd_weight_bytes"] = fd_bytes
     out["flops"]["fd_steps"] = steps
     out["flops"]["fd_bandwidth_bound_s"] = steps * fd_bytes / bw
+    out["floor"] = floors(model, x1, rate, bw)
 
     # identical indices, cached vs reference
     i_cached, _ = model.predict_codes(x1["images"], text_emb=x1["text_emb"], cached=True)
@@ -91,12 +153,31 @@ def run(model: AMPLIFY, batches=(1, 4, 16), repeats: int = 5, reference_max_batc
 
     for b in batches:
         x = make_inputs(model, b)
-        row = {"cached_torch": time_call(lambda: act(x, True), repeats=repeats),
-               "cached_torch_prepared": time_call(lambda: act_prepared(x), repeats=repeats)}
+        torch_paths = {"cached_torch": lambda: act(x, True), "cached_torch_prepared": lambda: act_prepared(x)}
+        if prepared_bf16 is not None:
+            torch_paths["cached_torch_prepared_bf16"] = lambda: prepared_bf16.act(x["images"], x["proprio"],
+                                                                                  text_emb=x["text_emb"])
+        if b == 1:  # the floor's probes in the same turns: on a shared machine the load moves the floor too
+            n_mm = 2048
+            ma, mb = torch.randn(n_mm, n_mm), torch.randn(n_mm, n_mm)
+            src = torch.randn(256 * (1 << 20) // 4)
+            dst = torch.empty_like(src)
+            torch_paths["_probe_matmul"] = lambda: ma @ mb
+            torch_paths["_probe_copy"] = lambda: dst.copy_(src)
+        row = time_interleaved(torch_paths, repeats=repeats)  # in turns: the ratios between them hold under load
+        if b == 1:
+            mm_t, cp_t = row.pop("_probe_matmul"), row.pop("_probe_copy")
+            out["floor_same_turns"] = floors_from(out["floor"], 2 * n_mm**3 / mm_t["median_s"],
+                                                  2 * src.numel() * 4 / cp_t["median_s"])
+            del ma, mb, src, dst
         if b <= reference_max_batch:
             row["reference_torch"] = time_call(lambda: act(x, False), repeats=max(2, repeats // 2))
         ref_actions = act(x, True).numpy()
         row["cached_torch_prepared"]["max_abs_diff_vs_torch"] = float(np.abs(act_prepared(x).numpy() - ref_actions).max())
+        if prepared_bf16 is not None:
+            row["cached_torch_prepared_bf16"].update(bf16_cost(prepared, prepared_bf16, x))
+            row["cached_torch_prepared_bf16"]["max_abs_diff_vs_torch"] = float(
+                np.abs(torch_paths["cached_torch_prepared_bf16"]().numpy() - ref_actions).max())
         for name, m in backends.items():
             if name == "torchscript" and b > reference_max_batch:  # seconds per call on 2 busy cores: keep the run short
                 continue
@@ -116,8 +197,10 @@ def run(model: AMPLIFY, batches=(1, 4, 16), repeats: int = 5, reference_max_batc
         st = out["stages"]
         st["vision_encoder_2views"] = time_call(lambda: model.image_tokens(x1["images"]), repeats=repeats)
         st["vision_encoder_2views_prepared"] = time_call(lambda: prepared.image_tokens(x1["images"]), repeats=repeats)
-        st["fd_predict_cached"] = time_call(lambda: model.forward_dynamics.predict(cond), repeats=repeats)
-        st["fd_predict_cached_prepared"] = time_call(lambda: prepared.forward_dynamics.predict(cond), repeats=repeats)
+        st.update(time_interleaved({  # in turns: fused vs unfused vs plain under the same load
+            "fd_predict_cached": lambda: model.forward_dynamics.predict(cond),
+            "fd_predict_cached_prepared": lambda: prepared.forward_dynamics.predict(cond),
+            "fd_predict_cached_prepared_unfused": lambda: unfused_predict(prepared, cond)}, repeats=max(repeats, 5)))
         st["fd_predict_reference"] = time_call(lambda: model.forward_dynamics.predict_uncached(cond), repeats=2)
         img_id = rearrange(tokens, "b v p d -> b p (v d)")
         prop = torch.from_numpy(x1["proprio"])

@@ -52,6 +52,29 @@ def render_inprocess(r: dict) -> list[str]:
             lb = f"{t['median_s'] / f['act_lower_bound_s']:.2f}" if int(b) == 1 else "-"
             diff = f"{t['max_abs_diff_vs_torch']:.2g}" if "max_abs_diff_vs_torch" in t else "-"
             lines.append(f"| {b} | {name} | {fmt_ms(t['median_s'])} | {fmt_ms(t['p95_s'])} | {sp} | {lb} | {diff} |")
+    if "floor" in r:
+        fl, b1 = r.get("floor_same_turns", r["floor"]), r["act"].get(1) or r["act"].get("1") or {}
+        prep = b1.get("cached_torch_prepared", {}).get("median_s")
+        lines += ["",
+                  f"- Floors of one batch-1 `act`: bandwidth floor {fmt_ms(fl['bandwidth_floor_s'])} ms (FD weights read "
+                  f"{f['fd_steps']} times, {fmt_ms(fl['fd_weight_read_s'])} ms each, + vision and ID FLOPs "
+                  f"{fmt_ms(fl['vision_id_flop_s'])} ms); roofline floor {fmt_ms(fl['roofline_floor_s'])} ms (the "
+                  f"{fl['fd_prefix_flops'] / 1e9:.1f} GFLOP FD prefix at the matmul rate instead of one weight read); "
+                  f"from a matmul rate of {fl['matmul_flops_per_s'] / 1e9:.1f} GFLOP/s and copy bandwidth "
+                  f"{fl['copy_bytes_per_s'] / 1e9:.1f} GB/s measured in the same turns as the batch-1 `act` timings"]
+        if prep:
+            lines.append(f"- Prepared PyTorch (the default back end) at batch 1: {fmt_ms(prep)} ms = "
+                         f"**{prep / fl['bandwidth_floor_s']:.2f}x** the bandwidth floor, "
+                         f"{prep / fl['roofline_floor_s']:.2f}x the roofline floor")
+    bf = [(b, row["cached_torch_prepared"], row["cached_torch_prepared_bf16"]) for b, row in r["act"].items()
+          if "cached_torch_prepared_bf16" in row]
+    if bf:
+        lines += ["", "| batch | fp32 prepared ms | bf16 prepared ms | bf16 requests/s over fp32 | FD token agreement "
+                  "with fp32 | largest action difference |", "|---|---|---|---|---|---|"]
+        for b, t32, t16 in bf:
+            lines.append(f"| {b} | {fmt_ms(t32['median_s'])} | {fmt_ms(t16['median_s'])} | "
+                         f"**{ratio(t32['median_s'], t16['median_s']):.2f}x** | "
+                         f"{t16['token_agreement_vs_fp32'] * 100:.1f} % | {t16['max_abs_diff_vs_fp32']:.3g} |")
     lines += ["", "| stage | median ms |", "|---|---|"]
     for name, t in r["stages"].items():
         lines.append(f"| {name} | {t if isinstance(t, bool) else fmt_ms(t['median_s'])} |")
@@ -74,21 +97,71 @@ def render_inprocess(r: dict) -> list[str]:
     return lines
 
 
+def cpu_pair(t: dict) -> str:
+    if t.get("server_cpu_s_per_request") is None:
+        return "-"
+    return f"{fmt_ms(t['server_cpu_s_per_request'])} / {t['server_cpu_outside_model_thread_s_per_request'] * 1e3:.2f}"
+
+
+def render_targets(results: dict) -> list[str]:
+    """Issue 17's targets beside what this run measured (rows for the sections that ran)."""
+    rows = []
+    ip, sv = results.get("inprocess"), results.get("service", {})
+    if ip and "floor" in ip:
+        b1 = ip["act"].get(1) or ip["act"].get("1")
+        t = b1["cached_torch_prepared"]["median_s"]
+        fl = ip.get("floor_same_turns", ip["floor"])
+        rows.append(("1. default back end (prepared PyTorch) `act` b=1 <= 1.25x the bandwidth floor",
+                     f"{fmt_ms(t)} ms / {fmt_ms(fl['bandwidth_floor_s'])} ms = {t / fl['bandwidth_floor_s']:.2f}x "
+                     f"(roofline floor {fmt_ms(fl['roofline_floor_s'])} ms: {t / fl['roofline_floor_s']:.2f}x)",
+                     t / fl["bandwidth_floor_s"] <= 1.25))
+        for b, row in ip["act"].items():
+            if str(b) == "16" and "cached_torch_prepared_bf16" in row:
+                g = ratio(row["cached_torch_prepared"]["median_s"], row["cached_torch_prepared_bf16"]["median_s"])
+                a = row["cached_torch_prepared_bf16"]
+                rows.append(("2. bf16 batch-16 `act` >= 2.5x fp32 requests/s; token agreement >= 99 %",
+                             f"{g:.2f}x; agreement {a['token_agreement_vs_fp32'] * 100:.1f} %, largest action "
+                             f"difference {a['max_abs_diff_vs_fp32']:.3g}", g >= 2.5 and a["token_agreement_vs_fp32"] >= 0.99))
+    if "overhead" in sv:
+        m = sv["overhead"]["act"]["msgpack"]
+        rows.append(("3. HTTP msgpack overhead per `/act` b=1 <= 3 ms",
+                     f"{m['overhead_mean_s'] * 1e3:.2f} ms (server CPU outside the model thread "
+                     f"{m.get('server_cpu_outside_model_thread_s_per_request', float('nan')) * 1e3:.2f} ms per call)",
+                     m["overhead_mean_s"] <= 0.003))
+    act_on = sv.get("batched", {}).get("act", {})
+    act_off = sv.get("unbatched", {}).get("act", {})
+    if "16" in act_on and ("1" in act_on or "1" in act_off):
+        one = (act_on.get("1") or act_off["1"])
+        sixteen = act_on["16"]
+        g = ratio(sixteen["requests_per_s"], one["requests_per_s"])
+        single = (act_off.get("1") or one)["p50_s"]  # issue 8's bound: the unbatched one-client latency
+        bound = sixteen["p99_s"] / (single * max(sixteen["mean_batch_requests"], 1))
+        rows.append((f"4. 16 robots `/act` >= 3x the one-robot requests/s ({sv.get('precision', 'fp32')}), "
+                     f"p99 < 2x (1-client p50 x mean batch)",
+                     f"{sixteen['requests_per_s']:.2f} vs {one['requests_per_s']:.2f} req/s = {g:.2f}x; mean batch "
+                     f"{sixteen['mean_batch_requests']:.1f}; p99 bound {bound:.2f}", g >= 3 and bound < 2))
+    if not rows:
+        return []
+    return ["## Targets of issue 17 (this run)", "", "| target | measured | met? |", "|---|---|---|",
+            *(f"| {a} | {b} | {'yes' if ok else 'no'} |" for a, b, ok in rows), ""]
+
+
 def render_serving(r: dict, act_b1_s: float | None) -> list[str]:
     lines: list[str] = []
     if "overhead" in r:
         lines += [f"## 2. Service overhead over in-process calls (batch 1, unbatched server, {r['server_threads']} "
                   f"intra-op thread(s) in the server and in-process; server threads: {r.get('server_thread_policy')})", "",
                   "| endpoint | encoding | round trip p50 ms | in-process p50 ms | server model mean ms | "
-                  "overhead per call ms (mean round trip - model) | p50 - in-process ms | request bytes | response bytes |",
-                  "|---|---|---|---|---|---|---|---|---|"]
+                  "overhead per call ms (mean round trip - model) | p50 - in-process ms | request bytes | response bytes | "
+                  "server CPU ms per call: all / outside the model thread |",
+                  "|---|---|---|---|---|---|---|---|---|---|"]
         for ep, row in r["overhead"].items():
             inp = row["inprocess"]["p50_s"]
             for enc in ("msgpack", "json"):
                 t = row[enc]
                 lines.append(f"| /{ep} | {enc} | {fmt_ms(t['p50_s'])} | {fmt_ms(inp)} | {fmt_ms(t['server_model_mean_s'])} | "
                              f"{t['overhead_mean_s'] * 1e3:.2f} | {(t['p50_s'] - inp) * 1e3:.2f} | {t['request_bytes']} | "
-                             f"{t['response_bytes']} |")
+                             f"{t['response_bytes']} | {cpu_pair(t)} |")
         lines.append("")
     if "unbatched" in r:
         w = r.get("window", {})
@@ -162,6 +235,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--max-s", type=float, default=120.0,
                    help="section 3: safety limit per level, from the first request: the window closes by then "
                         "(noted in the result) even short of --min-requests (120)")
+    p.add_argument("--precision", default="fp32", choices=["fp32", "bf16"],
+                   help="sections 2-3: the benchmark servers' precision (fp32; bf16 is opt-in)")
+    p.add_argument("--levels", default=None, help="section 3: concurrency levels, comma-separated (1,4,16,64; 1,4 with --quick)")
+    p.add_argument("--endpoints", default="act,encode", help="section 3: endpoints to load (act,encode)")
+    p.add_argument("--no-bf16", action="store_true", help="section 1: leave out the bfloat16 rows")
     p.add_argument("--quick", action="store_true", help="small preset, few repeats, small load (the harness's smoke test)")
     args = p.parse_args(argv)
     args.preset = args.preset or ("small" if args.quick else "paper")
@@ -202,7 +280,7 @@ def main(argv: list[str] | None = None) -> int:
             torch.set_num_threads(args.threads)
         print("section 1: in-process", flush=True)
         results["inprocess"] = inprocess.run(model, batches=(1, 4) if args.quick else (1, 4, 16), repeats=repeats,
-                                             backends=backends)
+                                             backends=backends, bf16=not args.no_bf16)
         md += render_inprocess(results["inprocess"])
         del backends
         write()
@@ -213,13 +291,16 @@ def main(argv: list[str] | None = None) -> int:
         model.prepare_for_inference()  # in-process comparisons run what the torch back end serves
         results["service"] = serving.run(
             str(bundle), model, threads=args.server_threads or args.threads, device=args.device,
-            repeats=args.http_repeats or (5 if args.quick else 20), levels=(1, 4) if args.quick else (1, 4, 16, 64),
+            repeats=args.http_repeats or (5 if args.quick else 20),
+            levels=tuple(int(n) for n in args.levels.split(",")) if args.levels else ((1, 4) if args.quick else (1, 4, 16, 64)),
+            precision=args.precision, endpoints=tuple(args.endpoints.split(",")),
             durations={"encode": args.duration or (0.5 if args.quick else 5.0),
                        "act": args.act_duration or (1.0 if args.quick else 15.0)},
             min_requests=args.min_requests or (4 if args.quick else 32), max_s=args.max_s, sections=serving_sections)
         md += render_serving(results["service"], None)
         write()
     results["load_average_end"] = os.getloadavg()
+    md += render_targets(results)
     md.append(f"- load average at the end: {results['load_average_end']}")
     write()
     print("\n".join(md))

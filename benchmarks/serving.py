@@ -65,8 +65,9 @@ def inprocess_call(model: Any, endpoint: str, fields: dict[str, np.ndarray]) -> 
     return encode
 
 
-def overhead(server: Server, model: Any, repeats: int = 20) -> dict[str, Any]:
-    """Batch-1 round trips per endpoint and encoding vs in-process time and the server's model time."""
+def overhead(server: Server, model: Any, repeats: int = 20, model_threads: int = 1) -> dict[str, Any]:
+    """Batch-1 round trips per endpoint and encoding vs in-process time and the server's model time;
+    ``model_threads``: the server's intra-op threads (for the CPU it spends around the model)."""
     out: dict[str, Any] = {}
     with httpx.Client(base_url=server.url, timeout=600) as client:
         for endpoint in ENDPOINTS:
@@ -77,17 +78,21 @@ def overhead(server: Server, model: Any, repeats: int = 20) -> dict[str, Any]:
                 r = client.post(f"/{endpoint}", content=data, headers=headers)  # warm
                 r.raise_for_status()
                 before = histogram(server.metrics(), "amplify_model_seconds", endpoint)
+                cpu_before = thread_cpu_seconds(server.proc.pid)
                 times = []
                 for _ in range(repeats):
                     t0 = time.perf_counter()
                     r = client.post(f"/{endpoint}", content=data, headers=headers)
                     times.append(time.perf_counter() - t0)
                     r.raise_for_status()
+                cpu_total, cpu_outside = server_cpu_split(cpu_before, thread_cpu_seconds(server.proc.pid), model_threads)
                 after = histogram(server.metrics(), "amplify_model_seconds", endpoint)
                 model_mean = (after[1] - before[1]) / max(after[0] - before[0], 1)
                 s = summarize(times)
                 row["msgpack" if encoding == MSGPACK else "json"] = {
                     **s, "server_model_mean_s": model_mean, "overhead_mean_s": s["mean_s"] - model_mean,
+                    "server_cpu_s_per_request": cpu_total / repeats,
+                    "server_cpu_outside_model_thread_s_per_request": cpu_outside / repeats,
                     "request_bytes": len(data), "response_bytes": len(r.content)}
             out[endpoint] = row
     return out
@@ -130,6 +135,32 @@ def cpu_seconds(pid: int) -> float | None:
     except OSError:
         return None
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def thread_cpu_seconds(pid: int) -> dict[int, float]:
+    """User + system CPU seconds of every thread of process ``pid`` so far, by thread id (Linux; {} elsewhere)."""
+    out: dict[int, float] = {}
+    try:
+        tids = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return out
+    for tid in tids:
+        try:
+            fields = Path(f"/proc/{pid}/task/{tid}/stat").read_text().rpartition(")")[2].split()
+        except OSError:
+            continue
+        out[int(tid)] = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return out
+
+
+def server_cpu_split(before: dict[int, float], after: dict[int, float], model_threads: int = 1) -> tuple[float, float]:
+    """(all threads, all but the ``model_threads`` busiest) CPU seconds between two :func:`thread_cpu_seconds`
+    snapshots. The busiest threads are the model's (the batcher's thread and its intra-op workers: pass the
+    server's intra-op thread count), so the second figure is the CPU the server spends around the model
+    (event loop: HTTP, codecs, validation, logging; worker threads for large bodies)."""
+    deltas = sorted((after[t] - before.get(t, 0.0) for t in after), reverse=True)
+    total = sum(deltas)
+    return total, total - sum(deltas[:model_threads])
 
 
 def load(server: Server, endpoint: str, clients: int, duration_s: float = 5.0, min_requests: int = 32,
@@ -246,33 +277,36 @@ def concurrency(server: Server, levels: tuple[int, ...] = (1, 4, 16, 64), durati
     return out
 
 
-def server_args(bundle: str, threads: int, device: str) -> list[str]:
+def server_args(bundle: str, threads: int, device: str, precision: str = "fp32") -> list[str]:
     """The ``amplify serve`` arguments every benchmark server shares."""
-    return ["--model", bundle, "--backend", "torch", "--threads", str(threads), "--device", device,
+    return ["--model", bundle, "--backend", "torch", "--threads", str(threads), "--device", device, "--precision", precision,
             "--log-format", "text", "log_level=warning", "request_timeout_s=3600", "queue_size=4096"]
 
 
 def run(bundle: str, model: Any, threads: int = 2, device: str = "cpu", repeats: int = 20,
         levels: tuple[int, ...] = (1, 4, 16, 64), durations: dict[str, float] | None = None, min_requests: int = 32,
-        max_s: float = 120.0, max_batch_size: int = 16, sections: tuple[str, ...] = ("overhead", "concurrency")) -> dict[str, Any]:
-    """Sections 2 (overhead, on the unbatched server) and 3 (concurrency, batching off then on)."""
+        max_s: float = 120.0, max_batch_size: int = 16, sections: tuple[str, ...] = ("overhead", "concurrency"),
+        precision: str = "fp32", endpoints: tuple[str, ...] = ENDPOINTS) -> dict[str, Any]:
+    """Sections 2 (overhead, on the unbatched server) and 3 (concurrency, batching off then on); the servers
+    run ``precision`` (fp32 or bf16); section 3 loads ``endpoints``."""
     from benchmarks.server import server_env, thread_policy
 
     out: dict[str, Any] = {"max_batch_size": max_batch_size, "max_wait_ms": 5.0, "server_threads": threads,
+                           "precision": precision,
                            "server_thread_policy": thread_policy(server_env()),
                            "window": {"durations_s": {**DEFAULT_DURATIONS, **(durations or {})},
                                       "min_requests": min_requests, "max_s": max_s}}
     torch.set_num_threads(threads)  # in-process comparisons run with the server's thread count
-    common = server_args(bundle, threads, device)
+    common = server_args(bundle, threads, device, precision)
     with Server(*common, "--max-batch-size", "1") as server:
         if "overhead" in sections:
             print("service overhead (batch 1, unbatched server)", flush=True)
-            out["overhead"] = overhead(server, model, repeats)
+            out["overhead"] = overhead(server, model, repeats, threads)
         if "concurrency" in sections:
             print("concurrency, batching off", flush=True)
-            out["unbatched"] = concurrency(server, levels, durations, min_requests, max_s)
+            out["unbatched"] = concurrency(server, levels, durations, min_requests, max_s, endpoints)
     if "concurrency" in sections:
         with Server(*common, "--max-batch-size", str(max_batch_size), "--max-wait-ms", "5") as server:
             print(f"concurrency, batching on (max_batch_size={max_batch_size})", flush=True)
-            out["batched"] = concurrency(server, levels, durations, min_requests, max_s)
+            out["batched"] = concurrency(server, levels, durations, min_requests, max_s, endpoints)
     return out

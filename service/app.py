@@ -15,6 +15,7 @@ from typing import Callable
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from fastapi_offline import FastAPIOffline
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from amplify.inputs import InputError
@@ -23,7 +24,7 @@ from service.deps import ServiceState
 from service.engine import InferenceEngine
 from service.errors import ServiceError, error_body, response_headers
 from service.metrics import ServiceMetrics
-from service.middleware import ServiceMiddleware
+from service.middleware import DOCS_ASSETS_URL, ServiceMiddleware
 from service.routes import inference, ops
 from service.settings import ServiceSettings
 from service.text import LocalTextEncoder, TextResolver
@@ -52,7 +53,8 @@ are (b, v, H_img, W_img, 3) uint8 0-255 or float 0-1, upright, in `/metadata` `v
 
 
 def _default_factory(settings: ServiceSettings) -> Backend:
-    return load_backend(settings.backend, settings.model, settings.device, settings.threads, settings.untrained_seed)
+    return load_backend(settings.backend, settings.model, settings.device, settings.threads, settings.untrained_seed,
+                        settings.precision)
 
 
 def _load(state: ServiceState, factory: BackendFactory, on_failure: Callable[[BaseException], None] | None) -> None:
@@ -76,6 +78,7 @@ def _load(state: ServiceState, factory: BackendFactory, on_failure: Callable[[Ba
         meta = backend.model_metadata()
         log.info("model ready", extra={"fields": {
             "model": meta.get("name"), "version": meta.get("version"), "backend": backend.name, "device": backend.device,
+            "precision": backend.precision,
             "trained": meta.get("trained", True), "load_s": round(state.load_seconds, 3),
             "warmup_s": round(state.warmup_seconds or 0.0, 3)}})
     except BaseException as e:  # reported on /ready and to the caller (the CLI exits)
@@ -103,7 +106,10 @@ def create_app(settings: ServiceSettings | None = None, backend_factory: Backend
         if state.engine is not None:
             state.engine.stop()
 
-    app = FastAPI(title="AMPLIFY inference service", version="1", description=DESCRIPTION, lifespan=lifespan)
+    # /docs and /redoc load Swagger UI and ReDoc from the service itself (fastapi-offline ships the
+    # assets and sets docs_url=None with its own get_swagger_ui_html route), not from a CDN.
+    app = FastAPIOffline(title="AMPLIFY inference service", version="1", description=DESCRIPTION, lifespan=lifespan,
+                         static_url=DOCS_ASSETS_URL)
     app.state.service = state
     app.include_router(inference.router)
     app.include_router(ops.router)

@@ -26,6 +26,10 @@ ENDPOINTS = {"/encode", "/decode", "/predict_codes", "/predict_traj", "/act", "/
 OPEN_PATHS = {"/health", "/ready", "/docs", "/openapi.json", "/redoc", "/docs/oauth2-redirect"}
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
 
+# The Swagger UI / ReDoc scripts and styles the /docs and /redoc pages load (served by the service).
+DOCS_ASSETS_URL = "/docs/assets"
+OPEN_PREFIXES = (DOCS_ASSETS_URL + "/",)
+
 
 class ServiceMiddleware:
     """See the module docstring. ``api_key`` None disables authentication."""
@@ -90,7 +94,8 @@ class ServiceMiddleware:
 
         self.metrics.in_flight.inc()
         try:
-            if self.api_key is not None and path not in OPEN_PATHS and not self._authorized(headers):
+            if (self.api_key is not None and path not in OPEN_PATHS and not path.startswith(OPEN_PREFIXES)
+                    and not self._authorized(headers)):
                 await send_error(ServiceError("missing or wrong API key: send `Authorization: Bearer <key>` or "
                                               "`X-API-Key: <key>`", "Authorization", status=401, code="unauthorized",
                                               headers={"WWW-Authenticate": "Bearer"}))

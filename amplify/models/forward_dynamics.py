@@ -57,6 +57,8 @@ class ForwardDynamics(nn.Module):
         for level in fsq_levels(cfg.codebook_size):
             num_codes *= level
         self.num_codes = num_codes
+        # set by amplify.inference.prepare_for_inference: the fused one-token steps (amplify/fused_decoder.py)
+        self.fused_decoder = None
         if init:
             init_weights(self)
             nn.init.normal_(self.sos_token, 0.0, 0.02)
@@ -102,6 +104,8 @@ class ForwardDynamics(nn.Module):
         """Cached autoregressive prediction: cond (b, C, h) -> indices (b, S) int64
         (and the logits of each step (b, S, K) with ``return_logits``)."""
         sampling = sampling or self.cfg.sampling
+        if self.fused_decoder is not None and not self.training:
+            return self.fused_decoder.predict(cond, sampling, generator, return_logits)
         sos = self.sos_token.expand(cond.shape[0], -1, -1)
         hidden, cache = self.trunk.forward_cached(torch.cat([cond, sos], dim=1), self.trunk.kv_buffers())
         indices, step_logits = [], []

@@ -7,6 +7,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from amplify.devices import warn_if_emulated
+from amplify.inference import precision_name
 from amplify.info import ModelInfo
 from amplify.loading import load_servable
 from amplify.policy import AMPLIFY
@@ -18,20 +20,25 @@ class TorchBackend(Backend):
 
     name = "torch"
 
-    def __init__(self, model: AMPLIFY, meta: dict[str, Any], device: str = "cpu"):
+    def __init__(self, model: AMPLIFY, meta: dict[str, Any], device: str = "cpu", precision: str = "fp32"):
         self.info = ModelInfo.from_config(model.cfg, model.instructions)
-        self.model = model.prepare_for_inference()  # same numbers, faster (amplify/inference.py)
+        self.precision = precision_name(precision)
+        warn_if_emulated(self.precision, device)
+        # fp32: same numbers, faster; bf16: opt-in bfloat16 (amplify/inference.py)
+        self.model = model.prepare_for_inference(self.precision)
         self.device = device
         self._meta = meta
 
     @classmethod
-    def load(cls, path: str | Path | None, device: str = "cpu", threads: int | None = None, seed: int = 0) -> "TorchBackend":
+    def load(cls, path: str | Path | None, device: str = "cpu", threads: int | None = None, seed: int = 0,
+             precision: str = "fp32") -> "TorchBackend":
         """A bundle from ``path`` (amplify.pt or a project directory); None: the default bundle if it
-        exists, else an untrained ``small`` bundle made with ``seed`` (:func:`amplify.loading.load_servable`)."""
+        exists, else an untrained ``small`` bundle made with ``seed`` (:func:`amplify.loading.load_servable`).
+        ``precision``: fp32 or bf16."""
         if threads:
             torch.set_num_threads(threads)
         loaded = load_servable(path, device=device, seed=seed)
-        return cls(loaded.model, loaded.describe(), device)
+        return cls(loaded.model, loaded.describe(), device, precision)
 
     # -- interface ---------------------------------------------------------------------------
     def model_metadata(self) -> dict[str, Any]:

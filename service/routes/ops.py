@@ -30,7 +30,7 @@ async def metadata(state: State, engine: Engine) -> dict:
     meta = backend.model_metadata()
     return {
         "model": {"name": meta["name"], "version": meta["version"], "format": meta["format"]},
-        "backend": backend.name, "device": backend.device, **engine.info.as_metadata(),
+        "backend": backend.name, "device": backend.device, "precision": backend.precision, **engine.info.as_metadata(),
         "instructions": engine.text.instructions,
         "batching": {"max_batch_size": s.max_batch_size, "max_wait_ms": s.max_wait_ms},
         "trained": meta.get("trained"),

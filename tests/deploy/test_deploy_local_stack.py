@@ -182,6 +182,33 @@ def test_robot_client_through_balancer_survives_a_killed_replica(stack, tmp_path
     assert all(s in (200, 502, 503, 504) for s in statuses) and len(log) <= 24 + 4, statuses
 
 
+def test_every_protocol_through_the_balancer_gives_the_same_actions(stack):
+    """openpi's WebSocket (at / and /openpi), KServe v2 and HTTP, all through nginx to the replicas:
+    the same actions for the same observation; the WebSocket is one upgraded connection (101)."""
+    pytest.importorskip("clients.openpi", reason="this checkout has no openpi / v2 clients (issue 16 protocols)")
+    from clients import connect
+
+    _ensure_all_running(stack)
+    http = connect(stack.url, protocol="http")
+    meta = http.metadata()
+    h, w = meta["image_size"]
+    rng = np.random.default_rng(3)
+    images = rng.integers(0, 256, (len(meta["views"]), h, w, 3), dtype=np.uint8)
+    proprio = rng.standard_normal(meta["proprio_dim"]).astype(np.float32)
+    emb = rng.standard_normal(meta["text_embedding_dim"]).astype(np.float32)
+    expected = np.asarray(http.act(images, proprio, text_emb=emb))
+    before = len(stack.access_log())
+    v2 = connect(stack.url, protocol="v2")
+    np.testing.assert_array_equal(np.asarray(v2.act(images, proprio, text_emb=emb)), expected)
+    for path in ("/", "/openpi"):
+        with connect(stack.url, protocol="openpi", path=path) as ws:
+            for _ in range(3):
+                np.testing.assert_array_equal(np.asarray(ws.act(images, proprio, text_emb=emb)), expected)
+    time.sleep(0.5)  # nginx logs a WebSocket when it closes
+    upgrades = [e for e in stack.access_log()[before:] if e["uri"] in ("/", "/openpi")]
+    assert sorted((e["uri"], e["status"]) for e in upgrades) == [("/", 101), ("/openpi", 101)], upgrades
+
+
 def test_no_live_replica_gets_the_contracts_503(stack):
     """Every replica down: the balancer answers 503 with Retry-After and the contract's error body
     (not nginx's HTML 502), echoing the request id; its /ready (the compose healthcheck) is 503."""

@@ -1,0 +1,101 @@
+"""What the opt-in bfloat16 precision costs on a bundle: FD token agreement with float32, the largest
+action difference, and closed-loop success in the built-in world with each precision.
+
+    python -m benchmarks.precision --bundle DIR [--episodes 12] [--out results.json]
+    python -m benchmarks.precision --bundle DIR --no-world        # random inputs only (e.g. a random paper bundle)
+
+With the world, both precisions run the same episodes (held-out init states of the built-in world,
+``training.eval_world.evaluate``); agreement and action differences are measured on every observation
+the float32 policy saw. Without it (or in addition), on ``--random-batches`` batches of random images.
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from amplify import AMPLIFY
+
+
+def compare(fp32: AMPLIFY, bf16: AMPLIFY, batches: list[dict]) -> dict:
+    """Token agreement and action differences of ``bf16`` against ``fp32`` over input batches
+    (dicts of images, proprio and text_emb or text)."""
+    same = total = 0
+    diffs: list[float] = []
+    for x in batches:
+        kw = {"text": x["text"]} if "text" in x else {"text_emb": x["text_emb"]}
+        i32, _ = fp32.predict_codes(x["images"], **kw)
+        i16, _ = bf16.predict_codes(x["images"], **kw)
+        same += int((i32 == i16).sum())
+        total += i32.numel()
+        a32 = fp32.act(x["images"], x["proprio"], **kw)
+        a16 = bf16.act(x["images"], x["proprio"], **kw)
+        diffs.append(float((a32 - a16).abs().max()))
+    return {"token_agreement": same / max(total, 1), "tokens": total, "max_abs_action_diff": max(diffs, default=0.0),
+            "median_of_per_call_max_action_diff": float(np.median(diffs)) if diffs else 0.0, "calls": len(batches)}
+
+
+def random_batches(model: AMPLIFY, n: int, batch: int = 4, seed: int = 0) -> list[dict]:
+    rng = np.random.default_rng(seed)
+    mt = model.cfg.motion_tokenizer
+    return [{"images": rng.integers(0, 256, (batch, mt.num_views, *mt.img_shape, 3), dtype=np.uint8),
+             "proprio": rng.normal(0, 0.25, (batch, model.cfg.inverse_dynamics.proprio_dim)).astype(np.float32),
+             "text_emb": rng.normal(0, 1, (batch, model.cfg.forward_dynamics.text_embed_dim)).astype(np.float32)}
+            for _ in range(n)]
+
+
+def run(bundle: str, episodes: int = 12, world: bool = True, random_n: int = 4, suite: str = "builtin_all") -> dict:
+    base = AMPLIFY.load(bundle).eval().requires_grad_(False)
+    fp32 = copy.deepcopy(base).prepare_for_inference("fp32")
+    bf16 = copy.deepcopy(base).prepare_for_inference("bf16")
+    out: dict = {"bundle": bundle, "trained": bool(base.metadata.get("trained", True))}
+    if random_n:
+        out["random_inputs"] = compare(fp32, bf16, random_batches(base, random_n))
+    if world:
+        from training.eval_world import evaluate
+
+        seen: list[dict] = []
+
+        def policy(model: AMPLIFY, record: bool):
+            def act(images: np.ndarray, proprio: np.ndarray, instructions: list[str]) -> np.ndarray:
+                if record:
+                    seen.append({"images": images, "proprio": proprio, "text": list(instructions)})
+                return model.act(images, proprio, text=instructions).numpy()
+            return act
+
+        views = tuple(base.views)
+        for name, model in (("fp32", fp32), ("bf16", bf16)):
+            t0 = time.perf_counter()
+            r = evaluate(policy(model, name == "fp32"), suite, episodes, views=views, progress=False)
+            out[f"world_{name}"] = {"success_rate": r["success_rate"], "episodes": episodes,
+                                    "seconds": time.perf_counter() - t0}
+        out["world_observations"] = compare(fp32, bf16, seen)
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--bundle", required=True)
+    p.add_argument("--episodes", type=int, default=12)
+    p.add_argument("--no-world", action="store_true", help="random inputs only")
+    p.add_argument("--random-batches", type=int, default=4, help="batches of 4 random inputs (0: none)")
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--out", default=None, help="write the results (JSON) here")
+    args = p.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    r = run(args.bundle, args.episodes, not args.no_world, args.random_batches)
+    r["command"] = "python -m benchmarks.precision " + " ".join(sys.argv[1:] if argv is None else argv)
+    print(json.dumps(r, indent=1))
+    if args.out:
+        Path(args.out).write_text(json.dumps(r, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,129 @@
+"""Inference preparation: the fused FD decoding step against the module path, the opt-in bfloat16
+precision (what it changes, and what it leaves float32), BatchNorm folding, device checks."""
+from __future__ import annotations
+
+import copy
+import logging
+
+import numpy as np
+import pytest
+import torch
+from einops import rearrange
+
+from amplify import AMPLIFY
+from amplify.devices import check_device, native_bf16, warn_if_emulated
+from amplify.inference import InferenceLinear, fold_batchnorm, model_precision, precision_name
+from amplify.presets import small
+
+
+@pytest.fixture(scope="module")
+def bundle() -> AMPLIFY:
+    torch.manual_seed(3)
+    return AMPLIFY(small()).eval().requires_grad_(False)
+
+
+def inputs(model: AMPLIFY, b: int, seed: int = 0) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    mt = model.cfg.motion_tokenizer
+    return {"images": rng.random((b, mt.num_views, *mt.img_shape, 3), dtype=np.float32),
+            "proprio": rng.normal(0, 0.3, (b, model.cfg.inverse_dynamics.proprio_dim)).astype(np.float32),
+            "text_emb": rng.normal(0, 1, (b, model.cfg.forward_dynamics.text_embed_dim)).astype(np.float32)}
+
+
+def cond_tokens(model: AMPLIFY, x: dict) -> torch.Tensor:
+    with torch.no_grad():
+        tokens = model.image_tokens(x["images"])
+        return model.forward_dynamics.get_cond_tokens(rearrange(tokens, "b v p d -> b (v p) d"),
+                                                      torch.from_numpy(x["text_emb"]))
+
+
+@pytest.mark.parametrize("batch", [1, 3])
+def test_fused_decoder_matches_the_module_path_and_the_reference(bundle, batch):
+    prepared = copy.deepcopy(bundle).prepare_for_inference()
+    fd = prepared.forward_dynamics
+    assert fd.fused_decoder is not None and bundle.forward_dynamics.fused_decoder is None
+    cond = cond_tokens(bundle, inputs(bundle, batch))
+    fused_idx, fused_logits = fd.predict(cond, return_logits=True)
+    fused, fd.fused_decoder = fd.fused_decoder, None
+    module_idx, module_logits = fd.predict(cond, return_logits=True)
+    fd.fused_decoder = fused
+    ref_idx, ref_logits = bundle.forward_dynamics.predict_uncached(cond, return_logits=True)
+    assert torch.equal(fused_idx, module_idx) and torch.equal(fused_idx, ref_idx)
+    torch.testing.assert_close(fused_logits, module_logits, rtol=0, atol=1e-5)
+    torch.testing.assert_close(fused_logits, ref_logits, rtol=0, atol=1e-4)
+
+
+def test_fused_decoder_samples_topk_like_the_module_path(bundle):
+    prepared = copy.deepcopy(bundle).prepare_for_inference()
+    fd = prepared.forward_dynamics
+    cond = cond_tokens(bundle, inputs(bundle, 2, seed=1))
+    fused = fd.predict(cond, "topk", torch.Generator().manual_seed(7))
+    plain = bundle.forward_dynamics.predict(cond, "topk", torch.Generator().manual_seed(7))
+    assert torch.equal(fused, plain)
+
+
+def test_bf16_runs_vision_fd_id_in_bfloat16_and_keeps_the_rest_float32(bundle):
+    b16 = copy.deepcopy(bundle).prepare_for_inference("bf16")
+    assert model_precision(b16) == "bf16"
+    shared = {id(m) for m in b16.forward_dynamics.quantize.modules()}  # the tokenizer's quantizer, shared with FD
+    for part in (b16.forward_dynamics, b16.inverse_dynamics):
+        lins = [m for m in part.modules() if isinstance(m, InferenceLinear) and id(m) not in shared]
+        assert lins and all(m.weight_t.dtype == torch.bfloat16 for m in lins)
+    mt_lins = [m for m in b16.motion_tokenizer.modules() if isinstance(m, InferenceLinear)]
+    assert mt_lins and all(m.weight_t.dtype == torch.float32 for m in mt_lins)
+    assert all(p.dtype == torch.bfloat16 for p in b16.img_encoder.parameters())
+    assert b16.forward_dynamics.unembed.float_out and not b16.forward_dynamics.trunk.transformer.h[0].attn.c_attn.float_out
+    x = inputs(bundle, 4)
+    fp32 = copy.deepcopy(bundle).prepare_for_inference()
+    a32 = fp32.act(x["images"], x["proprio"], text_emb=x["text_emb"])
+    a16 = b16.act(x["images"], x["proprio"], text_emb=x["text_emb"])
+    assert a16.dtype == torch.float32 and a16.shape == a32.shape and torch.isfinite(a16).all()
+    assert float((a16 - a32).abs().max()) < 0.2  # bfloat16 keeps ~3 significant digits; actions are in [-1, 1]
+    i32, c32 = fp32.predict_codes(x["images"], text_emb=x["text_emb"])
+    i16, c16 = b16.predict_codes(x["images"], text_emb=x["text_emb"])
+    assert c16.dtype == torch.float32 and i16.dtype == torch.int64
+    assert float((i16 == i32).float().mean()) > 0.5
+
+
+def test_precision_names_and_preparing_twice(bundle):
+    assert precision_name(None) == "fp32" and precision_name("bfloat16") == "bf16" and precision_name("FP32") == "fp32"
+    with pytest.raises(ValueError, match="fp32.*bf16"):
+        precision_name("int8")
+    m = copy.deepcopy(bundle).prepare_for_inference()
+    assert m.prepare_for_inference("fp32") is m  # same precision: nothing to do
+    with pytest.raises(RuntimeError, match="load it again"):
+        m.prepare_for_inference("bf16")
+
+
+def test_batchnorm_folding_is_the_same_function():
+    torch.manual_seed(0)
+    conv, bn = torch.nn.Conv2d(3, 8, 3, 2, 1, bias=False), torch.nn.BatchNorm2d(8)
+    bn.running_mean.normal_(0, 0.5)
+    bn.running_var.uniform_(0.5, 2.0)
+    bn.weight.data.normal_(1, 0.2)
+    bn.bias.data.normal_(0, 0.2)
+    conv.eval(), bn.eval()
+    x = torch.randn(2, 3, 16, 16)
+    with torch.no_grad():
+        torch.testing.assert_close(fold_batchnorm(conv, bn)(x), bn(conv(x)), rtol=0, atol=1e-5)
+
+
+def test_device_checks():
+    assert check_device("cpu") == "cpu"
+    with pytest.raises(ValueError, match="not a device name|not supported"):
+        check_device("tpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="--device cpu"):
+            check_device("cuda")
+        with pytest.raises(ValueError, match="CUDA GPU"):
+            check_device("cuda:1")
+        assert native_bf16("cuda") is False
+    assert isinstance(native_bf16("cpu"), bool)
+
+
+def test_bf16_without_native_support_warns(monkeypatch, caplog):
+    monkeypatch.setattr("amplify.devices.native_bf16", lambda device: False)
+    with caplog.at_level(logging.WARNING, logger="amplify"):
+        warn_if_emulated("bf16", "cpu")
+        warn_if_emulated("fp32", "cpu")
+    assert len([r for r in caplog.records if "no native bfloat16" in r.message]) == 1
