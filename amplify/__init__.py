@@ -12,6 +12,10 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
+from amplify.threads import configure_openmp as _configure_openmp
+
+_configure_openmp()  # before torch loads libgomp: short OpenMP spin-waits (amplify/threads.py)
+
 # public name -> the module that defines it
 _EXPORTS = {
     "CheckpointError": "amplify.checkpoints",

@@ -14,7 +14,7 @@ def test_runtime_imports_neither_torch_nor_the_library(exports):
         f"m = load_exported({str(out)!r}, threads=1)\n"
         "a = m.act(np.zeros((1, 2, 128, 128, 3), np.uint8), np.zeros((1, 9), np.float32), text=[m.instructions[0]])\n"
         "assert a.shape == (1, 16, 7), a.shape\n"
-        "light = {'amplify', 'amplify.inputs'}  # the library's package and its torch-free input conventions only\n"
+        "light = {'amplify', 'amplify.inputs', 'amplify.threads'}  # the package, its torch-free input conventions and thread setup\n"
         "heavy = sorted(k for k in sys.modules if k.split('.')[0] in ('torch', 'amplify', 'einops', 'vector_quantize_pytorch')"
         " and k not in light)\n"
         "print(heavy)\n"
