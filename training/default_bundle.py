@@ -27,6 +27,9 @@ HORIZON = 16
 # part -> key=value overrides of that trainer's config (see training/config.py)
 RECIPE: dict[str, dict[str, object]] = {
     "data": {"demos_per_task": 12, "val_fraction": 0.17, "frame_stride": 2},
+    # the vision trunk, pretrained to regress the scene state from both views (training/vision_pretrain.py);
+    # steps=0 keeps the seeded random trunk with calibrated BatchNorm
+    "vision": {"steps": 300, "image_size": 64, "batch_size": 32, "lr": 1e-3},
     "mt": {
         "epochs": 6, "batch_size": 16, "optim.lr": 2e-3, "optim.warmup_steps": 10,
         "model.num_tracks": NUM_POINTS, "model.hidden_dim": 128, "model.num_heads": 4, "model.num_layers": 2,
@@ -46,6 +49,7 @@ RECIPE: dict[str, dict[str, object]] = {
 }
 QUICK = {  # a smoke run for tests: tiny data, one short epoch each
     "data": {"demos_per_task": 2},
+    "vision": {"steps": 2, "batch_size": 4},
     "mt": {"epochs": 1, "max_steps_per_epoch": 3, "batch_size": 8, "model.hidden_dim": 32},
     "fd": {"epochs": 1, "max_steps_per_epoch": 3, "batch_size": 8, "model.num_layers": 1, "val_max_batches": 1},
     "id": {"epochs": 1, "max_steps_per_epoch": 3, "batch_size": 8, "model.num_layers": 1},
@@ -88,18 +92,37 @@ def build_default(out: str | Path, work: str | Path, quick: bool = False, sets: 
                      num_points=NUM_POINTS, horizon=HORIZON, workers=workers)
     report["data"] = {"demos": stats["demos"], "steps": stats["steps"]}
     report["seconds"]["generate"] = time.perf_counter() - t
-
     frac = float(recipe["data"].get("val_fraction", 0.1))
+
     common = [f"data.root={data_root}", f"data.track_method={track_method(NUM_POINTS, HORIZON)}",
               f"data.frame_stride={int(recipe['data'].get('frame_stride', 1))}",
               f"data.train=[{SUITE}:traj{1 - frac:g}]", f"data.val=[{SUITE}:traj-{frac:g}]",
               f"progress={str(progress).lower()}", "save_every=0"]
     runs = work / "runs"
+    vision_file = None
+    vis = recipe["vision"]
+    if int(vis.get("steps", 0)) > 0:
+        from training.data.dataset import AmplifyDataset
+        from training.vision import save_vision
+        from training.vision_pretrain import pretrain_vision
+
+        t = time.perf_counter()
+        views = ["agentview", "eye_in_hand"]
+        stride, method = int(recipe["data"].get("frame_stride", 1)), track_method(NUM_POINTS, HORIZON)
+        sets = [AmplifyDataset(data_root, [sel], views, NUM_POINTS, HORIZON, 1, track_method=method, frame_stride=stride)
+                for sel in (f"[{SUITE}:traj{1 - frac:g}]", f"[{SUITE}:traj-{frac:g}]")]
+        enc, vreport = pretrain_vision(sets[0], sets[1], int(vis.get("image_size", 64)), int(vis["steps"]),
+                                       int(vis.get("batch_size", 32)), float(vis.get("lr", 1e-3)), progress=progress)
+        vision_file = save_vision(enc, runs / "vision" / "vision.safetensors")
+        report["vision"] = vreport
+        report["seconds"]["vision"] = time.perf_counter() - t
     for part in ("mt", "fd", "id"):
         t = time.perf_counter()
         extra = [f"out={runs / part}"]
         if part in ("fd", "id"):
             extra.append(f"mt={runs / 'mt' / 'latest'}")
+        if part == "fd" and vision_file is not None:
+            extra.append(f"vision.weights={vision_file}")
         if part == "id":
             extra.append(f"vision.weights={runs / 'fd' / 'vision.safetensors'}")
             extra.append(f"fd={runs / 'fd' / 'latest'}")  # used when codes=fd (ID on FD's predicted codes)
