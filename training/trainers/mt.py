@@ -92,6 +92,9 @@ class MTTask(TrainTask):
             scale_input_projection(self.mt, self.train_set)
         self.loss_module = MTLoss(self.mt, moving_weight=cfg.moving_weight)
 
+    def lr_scales(self) -> dict[nn.Parameter, float]:
+        return {p: self.cfg.quantizer_lr_scale for p in self.mt.quantize.parameters()}
+
     @property
     def model(self) -> MotionTokenizer:
         return self.mt
