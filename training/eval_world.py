@@ -1,84 +1,159 @@
-"""``amplify eval-world``: closed-loop success rate of a bundle in the built-in world.
+"""``amplify eval-world``: closed-loop success in the built-in world, on the benchmark's initial states.
 
-    amplify eval-world --model DIR --episodes 50 [--suite builtin_all] [--execute 8] [--random]
+    amplify eval-world [--model DIR] [--suite builtin_all] [--per-task 10] [--execute 8]
+                       [--baselines expert,random] [--videos DIR] [--json FILE] [--no-model]
 
-Episode e runs task ``e % num_tasks`` from that task's init state ``e // num_tasks`` (the same
-episodes for every policy). Every ``execute`` steps the policy gets the upright images of both views,
-the proprioception (7 joints + 2 gripper) and the task's instruction as text, and returns an action
-chunk of which the first ``execute`` actions run (action chunking). Episodes of one replanning step
-run as one batch. ``--random`` evaluates a uniform random policy over the same episodes.
+The benchmark is each task's 50 fixed initial states (``world.get_init_states``, like LIBERO's).
+Demonstrations are drawn from a separate stream (``world.tasks.demo_init_states``) that never returns
+a benchmark state, so these episodes start from states no demonstration used. Every task of the
+suite runs from its benchmark states ``first-init .. first-init + per-task - 1``; the model, the
+scripted expert and a uniform random policy run on the same episodes, and success is reported per
+task, per family and overall.
+
+The model gets, every ``execute`` steps, the upright images of its views, the proprioception
+(7 joints + 2 gripper) and the task's instruction as text, and returns an action chunk of which the
+first ``execute`` actions run (action chunking). All unfinished episodes query the model as one batch.
+``--videos DIR`` replays one success and one failure per task and policy (when there is one) into
+GIFs: agentview | eye_in_hand, upright.
 """
 from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
-import torch
 
 VIEW_KEYS = {"agentview": "agentview_image", "eye_in_hand": "robot0_eye_in_hand_image"}
+DEFAULT_PER_TASK = 10
+
+
+def proprioception(obs: dict) -> np.ndarray:
+    """Env observation -> proprio (9,) float32: 7 joints + 2 gripper."""
+    return np.concatenate([obs["robot0_joint_pos"], obs["robot0_gripper_qpos"]]).astype(np.float32)
 
 
 def observation(obs: dict, views: list[str]) -> tuple[np.ndarray, np.ndarray]:
     """Env observation -> (upright images (v, 128, 128, 3) uint8, proprio (9,) float32)."""
     images = np.stack([obs[VIEW_KEYS[v]][::-1] for v in views])  # the env's images are upside down
-    proprio = np.concatenate([obs["robot0_joint_pos"], obs["robot0_gripper_qpos"]]).astype(np.float32)
-    return images, proprio
+    return images, proprioception(obs)
 
 
-def evaluate(policy, suite: str = "builtin_all", episodes: int = 50, execute: int = 8,
+def benchmark_episodes(suite: str = "builtin_all", per_task: int | None = None, episodes: int | None = None,
+                       first_init: int = 0) -> list[tuple[str, int]]:
+    """(task name, benchmark init index) of each episode.
+
+    ``per_task``: every task from init states first_init .. first_init + per_task - 1 (task-major order).
+    ``episodes`` (when per_task is None): episode e runs task e % num_tasks from init e // num_tasks."""
+    from world import get_suite
+
+    names = [t.name for t in get_suite(suite)]
+    if per_task is None and episodes is None:
+        per_task = DEFAULT_PER_TASK
+    if per_task is not None:
+        if not 1 <= first_init + per_task <= 50 or first_init < 0:
+            raise ValueError(f"per_task + first_init must be in 1..50 (the benchmark's states), got {per_task} + {first_init}")
+        return [(n, first_init + k) for n in names for k in range(per_task)]
+    return [(names[e % len(names)], first_init + (e // len(names)) % 50) for e in range(int(episodes))]
+
+
+class ExpertPolicy:
+    """The scripted expert on the same episodes (it reads the scene, not the images)."""
+
+    needs_images = False
+    uses_scene = True
+
+    def __init__(self, noise: float = 0.0):
+        self.noise = noise
+        self._experts: dict[int, object] = {}
+
+    def act_envs(self, envs: list, ids: list[int]) -> np.ndarray:
+        """One action per active env: (b, 1, 7)."""
+        from world import ScriptedExpert
+
+        out = []
+        for env, i in zip(envs, ids):
+            if i not in self._experts:
+                self._experts[i] = ScriptedExpert(env.task, noise=self.noise, seed=i)
+            out.append(self._experts[i].act(env.scene))
+        return np.asarray(out, np.float32)[:, None]
+
+
+def evaluate(policy, suite: str = "builtin_all", episodes: int | None = None, execute: int = 8,
              views: tuple[str, ...] = ("agentview", "eye_in_hand"), max_steps: int | None = None,
-             progress: bool = True) -> dict:
-    """Run ``episodes`` closed-loop episodes; ``policy(images (b, v, H, W, 3) uint8, proprio (b, 9),
-    instructions list[str]) -> actions (b, A, 7)``. Returns success rates overall and per task."""
-    from world import BuiltinEnv, get_suite
+             progress: bool = True, per_task: int | None = None, first_init: int = 0, name: str = "policy") -> dict:
+    """Closed-loop episodes on benchmark init states (see :func:`benchmark_episodes`).
 
-    tasks = get_suite(suite)
-    envs, obs, names = [], [], []
-    for e in range(episodes):
-        task = tasks[e % len(tasks)]
-        env = BuiltinEnv(task)
-        init = env.get_init_states()[(e // len(tasks)) % len(env.get_init_states())]
-        obs.append(env.set_init_state(init))
+    ``policy(images (b, v, H, W, 3) uint8 upright, proprio (b, 9), instructions list[str]) -> actions (b, A, 7)``;
+    a policy with ``needs_images = False`` gets no rendering; one with ``uses_scene`` is called as
+    ``policy.act_envs(envs, ids)``. Returns success overall, per task and per family, and per episode
+    (task, init, success, steps, the actions run) so that episodes can be replayed."""
+    from world import BuiltinEnv
+
+    plan = benchmark_episodes(suite, per_task, episodes, first_init)
+    n = len(plan)
+    envs, obs = [], []
+    need_images = getattr(policy, "needs_images", True)
+    for task_name, k in plan:
+        env = BuiltinEnv(task_name, render=False)
+        env.set_init_state(env.get_init_states()[k])
         envs.append(env)
-        names.append(task.name)
+        obs.append(None)
     limit = [max_steps or env.task.max_steps for env in envs]
-    done = [False] * episodes
-    success = [False] * episodes
-    steps = [0] * episodes
-    t0 = time.perf_counter()
+    done, success, steps = [False] * n, [False] * n, [0] * n
+    actions: list[list[np.ndarray]] = [[] for _ in range(n)]
+    t0 = last = time.perf_counter()
     calls = 0
     while not all(done):
-        active = [i for i in range(episodes) if not done[i]]
-        batch = [observation(obs[i], list(views)) for i in active]
-        images = np.stack([b[0] for b in batch])
-        proprio = np.stack([b[1] for b in batch])
-        chunk = np.asarray(policy(images, proprio, [envs[i].language_instruction for i in active]))  # (b, A, 7)
+        active = [i for i in range(n) if not done[i]]
+        if getattr(policy, "uses_scene", False):
+            chunk = policy.act_envs([envs[i] for i in active], active)
+        else:
+            if need_images:
+                batch = [observation(envs[i].get_obs(images=True), list(views)) for i in active]
+                images, proprio = np.stack([b[0] for b in batch]), np.stack([b[1] for b in batch])
+            else:
+                images, proprio = None, np.stack([proprioception(envs[i].get_obs(images=False)) for i in active])
+            chunk = policy(images, proprio, [envs[i].language_instruction for i in active])
+        chunk = np.asarray(chunk)  # (b, A, 7)
         calls += 1
         for j, i in enumerate(active):
             for a in chunk[j, :execute]:
-                obs[i], _, ok, _ = envs[i].step(a)
+                a = np.asarray(a, np.float64)
+                envs[i].scene.step(a)
+                actions[i].append(a)
                 steps[i] += 1
+                ok = envs[i].check_success()
                 if ok or steps[i] >= limit[i]:
                     done[i], success[i] = True, bool(ok)
                     break
-        if progress:
-            print(f"\r{sum(done)}/{episodes} episodes done, {sum(success)} successes", end="", flush=True)
+        if progress and (all(done) or time.perf_counter() - last > 1.0):
+            last = time.perf_counter()
+            print(f"\r  {name}: {sum(done)}/{n} episodes done, {sum(success)} successes, "
+                  f"{time.perf_counter() - t0:.0f} s", end="", file=sys.stderr, flush=True)
     if progress:
-        print()
-    per_task: dict[str, list[bool]] = defaultdict(list)
-    for n, s in zip(names, success):
-        per_task[n].append(s)
-    return {"episodes": episodes, "success_rate": float(np.mean(success)), "successes": int(sum(success)),
-            "per_task": {n: float(np.mean(v)) for n, v in per_task.items()}, "execute": execute,
-            "policy_calls": calls, "mean_steps": float(np.mean(steps)), "seconds": time.perf_counter() - t0}
+        print(file=sys.stderr)
+    per_task_ok: dict[str, list[bool]] = defaultdict(list)
+    per_family: dict[str, list[bool]] = defaultdict(list)
+    for env, s in zip(envs, success):
+        per_task_ok[env.task.name].append(s)
+        per_family[env.task.family].append(s)
+    return {"episodes": n, "success_rate": float(np.mean(success)), "successes": int(sum(success)),
+            "per_task": {t: float(np.mean(v)) for t, v in per_task_ok.items()},
+            "per_family": {f: float(np.mean(v)) for f, v in per_family.items()},
+            "execute": execute, "policy_calls": calls, "mean_steps": float(np.mean(steps)),
+            "seconds": time.perf_counter() - t0,
+            "results": [{"task": t, "init": k, "success": s, "steps": st, "actions": np.asarray(a).tolist()}
+                        for (t, k), s, st, a in zip(plan, success, steps, actions)]}
 
 
 def bundle_policy(model):
     """A policy function over an AMPLIFY bundle (argmax FD decoding, instructions as text)."""
+    import torch
+
     def policy(images: np.ndarray, proprio: np.ndarray, instructions: list[str]) -> np.ndarray:
         with torch.no_grad():
             return model.act(images, proprio, text=instructions).cpu().numpy()
@@ -86,42 +161,107 @@ def bundle_policy(model):
 
 
 def random_policy(seed: int = 0, horizon: int = 16):
-    """Uniform random actions in [-1, 1]^7 (seeded)."""
+    """Uniform random actions in [-1, 1]^7 (seeded); needs no images."""
     rng = np.random.default_rng(seed)
 
-    def policy(images: np.ndarray, proprio: np.ndarray, instructions: list[str]) -> np.ndarray:
-        return rng.uniform(-1, 1, size=(len(images), horizon, 7)).astype(np.float32)
+    def policy(images, proprio: np.ndarray, instructions: list[str]) -> np.ndarray:
+        return rng.uniform(-1, 1, size=(len(proprio), horizon, 7)).astype(np.float32)
+    policy.needs_images = False
     return policy
+
+
+def save_videos(result: dict, out: str | Path, label: str, per_outcome: int = 1, fps: int = 10) -> list[str]:
+    """Replay up to ``per_outcome`` successes and failures per task of one evaluation into GIFs."""
+    from world import get_init_states
+    from world.visualize import replay_frames, save_frames
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    written, count = [], defaultdict(int)
+    for ep in result["results"]:
+        outcome = "success" if ep["success"] else "failure"
+        key = (ep["task"], outcome)
+        if count[key] >= per_outcome:
+            continue
+        count[key] += 1
+        frames = replay_frames(ep["task"], get_init_states(ep["task"])[ep["init"]], np.asarray(ep["actions"]).reshape(-1, 7))
+        written.append(save_frames(frames, str(out / f"{label}_{ep['task']}_init{ep['init']}_{outcome}.gif"), fps))
+    return written
+
+
+def format_report(results: dict[str, dict]) -> str:
+    """A table: per task and per family, one column per evaluated policy."""
+    labels = list(results)
+    first = results[labels[0]]
+    lines = ["  ".join(f"{lab:>8}" for lab in labels) + "  task (benchmark init states never used by demonstrations)"]
+    for t in first["per_task"]:
+        k = sum(1 for ep in first["results"] if ep["task"] == t)
+        lines.append("  ".join(f"{results[lab]['per_task'][t]:8.0%}" for lab in labels) + f"  {t} ({k})")
+    for f in first["per_family"]:
+        lines.append("  ".join(f"{results[lab]['per_family'][f]:8.0%}" for lab in labels) + f"  family {f}")
+    lines.append("  ".join(f"{results[lab]['success_rate']:8.1%}" for lab in labels)
+                 + f"  all ({first['episodes']} episodes)")
+    if "model" in results and "expert" in results and results["expert"]["success_rate"] > 0:
+        lines.append(f"model / expert = {results['model']['success_rate'] / results['expert']['success_rate']:.2f}")
+    return "\n".join(lines)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.description = __doc__
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
     parser.add_argument("--model", default=None, help="bundle directory (default: the default bundle)")
-    parser.add_argument("--episodes", type=int, default=50)
+    parser.add_argument("--no-model", action="store_true", help="evaluate only the baselines")
     parser.add_argument("--suite", default="builtin_all")
+    parser.add_argument("--per-task", type=int, default=None,
+                        help=f"episodes per task (benchmark init states; default {DEFAULT_PER_TASK})")
+    parser.add_argument("--episodes", type=int, default=None,
+                        help="instead of --per-task: episode e runs task e %% num_tasks from init e // num_tasks")
+    parser.add_argument("--first-init", type=int, default=0, help="first benchmark init state index")
     parser.add_argument("--execute", type=int, default=8, help="actions run from each predicted chunk")
-    parser.add_argument("--random", action="store_true", help="also evaluate a uniform random policy on the same episodes")
+    parser.add_argument("--baselines", default="expert,random",
+                        help="comma-separated baselines on the same episodes: expert, random (or 'none')")
+    parser.add_argument("--random", action="store_true", help="(kept for compatibility; random is a default baseline)")
+    parser.add_argument("--videos", default=None, help="write GIFs of a success and a failure per task and policy here")
     parser.add_argument("--json", default=None, help="write the results here")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--no-progress", action="store_true")
 
 
 def run(args: argparse.Namespace) -> int:
-    from amplify.defaults import default_bundle_dir
-    from amplify.policy import AMPLIFY
+    baselines = [b for b in args.baselines.split(",") if b and b != "none"]
+    for b in baselines:
+        if b not in ("expert", "random"):
+            print(f"--baselines: expected expert and/or random, got {b!r}", file=sys.stderr)
+            return 2
+    if args.random and "random" not in baselines:
+        baselines.append("random")
+    kw = dict(suite=args.suite, episodes=args.episodes, execute=args.execute, per_task=args.per_task,
+              first_init=args.first_init, progress=not args.no_progress)
+    results: dict[str, dict] = {}
+    meta: dict = {}
+    if not args.no_model:
+        import torch
 
-    torch.manual_seed(args.seed)
-    path = Path(args.model) if args.model else default_bundle_dir()
-    model = AMPLIFY.load(path)
-    results = {"model": str(path)}
-    results["policy"] = evaluate(bundle_policy(model), args.suite, args.episodes, args.execute, tuple(model.views))
-    print(f"policy: {results['policy']['success_rate']:.1%} success over {args.episodes} episodes")
-    if args.random:
-        results["random"] = evaluate(random_policy(args.seed), args.suite, args.episodes, args.execute, tuple(model.views))
-        print(f"random: {results['random']['success_rate']:.1%} success over {args.episodes} episodes")
-    for name, rate in results["policy"]["per_task"].items():
-        extra = f"  random {results['random']['per_task'][name]:.0%}" if args.random else ""
-        print(f"  {rate:6.0%}  {name}{extra}")
+        from amplify.defaults import default_bundle_dir
+        from amplify.policy import AMPLIFY
+
+        torch.manual_seed(args.seed)
+        path = Path(args.model) if args.model else default_bundle_dir()
+        model = AMPLIFY.load(path)
+        meta["model"] = str(path)
+        results["model"] = evaluate(bundle_policy(model), views=tuple(model.views), name="model", **kw)
+    if "expert" in baselines:
+        results["expert"] = evaluate(ExpertPolicy(), name="expert", **kw)
+    if "random" in baselines:
+        results["random"] = evaluate(random_policy(args.seed), name="random", **kw)
+    if not results:
+        print("nothing to evaluate (--no-model and --baselines none)", file=sys.stderr)
+        return 2
+    print(format_report(results))
+    if args.videos:
+        for label, res in results.items():
+            written = save_videos(res, args.videos, label)
+            print(f"{label}: {len(written)} videos -> {args.videos}")
     if args.json:
-        Path(args.json).write_text(json.dumps(results, indent=1))
+        Path(args.json).write_text(json.dumps({**meta, **results}, indent=1))
     return 0

@@ -18,7 +18,7 @@ from .expert import ScriptedExpert
 from .suites import SUITES, get_suite
 
 
-def eval_expert(suite: str = "builtin_all", inits: int = 50, noise: float = 0.2) -> dict[str, float]:
+def eval_expert(suite: str = "builtin_all", inits: int = 50, noise: float = 0.0) -> dict[str, float]:
     """Expert success rate per task over the first ``inits`` init states (no rendering)."""
     out = {}
     for task in get_suite(suite):
@@ -52,7 +52,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("command", choices=["list", "eval-expert", "generate", "visualize"])
     p.add_argument("--suite", default="builtin_all", choices=sorted(SUITES))
     p.add_argument("--inits", type=int, default=50)
-    p.add_argument("--noise", type=float, default=0.2)
+    p.add_argument("--noise", type=float, default=0.0)
     a = p.parse_args(argv)
     if a.command == "list":
         for s, names in SUITES.items():

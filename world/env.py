@@ -69,13 +69,14 @@ class BuiltinEnv:
         ent = entity_table(self.scene)
         return {v: render(self.scene, v, ent) for v in ("agentview", "eye_in_hand")}
 
-    def get_obs(self) -> dict:
+    def get_obs(self, images: bool | None = None) -> dict:
+        """The observation now; ``images`` overrides the env's ``render`` setting for this call."""
         obs = {
             "robot0_joint_pos": self.scene.joint_pos(),  # (7,)
             "robot0_gripper_qpos": self.scene.gripper_qpos(),  # (2,)
             "robot0_eef_pos": self.scene.ee.copy(),  # (3,)
         }
-        if self.render_images:
+        if self.render_images if images is None else images:
             r = self.render_upright()
             obs["agentview_image"] = np.ascontiguousarray(r["agentview"][0][::-1])
             obs["robot0_eye_in_hand_image"] = np.ascontiguousarray(r["eye_in_hand"][0][::-1])

@@ -26,13 +26,13 @@ import numpy as np
 from .expert import ScriptedExpert
 from .render import VIEWS, entity_table, render
 from .suites import SUITES, get_text_embedding
-from .tasks import Task, check_success, get_init_states
+from .tasks import Task, check_success, demo_init_states
 from .tracks import compute_tracks, uniform_grid
 
 COMP = dict(compression="gzip", compression_opts=1)
 
 
-def rollout(task: Task, init_state: np.ndarray, seed: int = 0, noise: float = 0.2,
+def rollout(task: Task, init_state: np.ndarray, seed: int = 0, noise: float = 0.0,
             policy=None, max_steps: int | None = None, render_images: bool = True) -> dict:
     """Run the scripted expert (or ``policy(scene) -> (7,)``) from ``init_state`` until success.
 
@@ -93,7 +93,7 @@ def _task_job(args: tuple) -> dict:
     from .suites import get_task
 
     task = get_task(task_name)
-    inits = get_init_states(task)
+    inits = demo_init_states(task, 4 * n_demos + 10, seed)  # never a benchmark (get_init_states) state
     demo_path = os.path.join(root, suite, f"{task.name}_demo.hdf5")
     tdir = os.path.join(root, suite, track_method(num_points, horizon), f"{task.name}_demo")
     os.makedirs(os.path.dirname(demo_path), exist_ok=True)
@@ -106,7 +106,7 @@ def _task_job(args: tuple) -> dict:
         while ok < n_demos:
             if tries >= 4 * n_demos + 10:
                 raise RuntimeError(f"expert failed too often on {task.name}")
-            k = tries % len(inits)
+            k = tries
             ep = rollout(task, inits[k], seed=seed * 100003 + tries, noise=noise)
             tries += 1
             if not ep["success"]:
@@ -115,7 +115,8 @@ def _task_job(args: tuple) -> dict:
             g = data.create_group(f"demo_{ok}")
             g.attrs["num_samples"] = T
             g.attrs["init_state"] = inits[k]
-            g.attrs["init_state_index"] = k
+            g.attrs["init_state_index"] = k  # index in demo_init_states(task, ., seed), not a benchmark index
+            g.attrs["init_state_source"] = f"demo_init_states(seed={seed})"
             g.create_dataset("actions", data=ep["actions"])
             g.create_dataset("states", data=ep["states"])
             quat = np.tile([1.0, 0.0, 0.0, 0.0], (T, 1))  # the effector never rotates
@@ -158,11 +159,12 @@ def _task_job(args: tuple) -> dict:
 
 
 def generate(suite: str, out: str, demos_per_task: int = 50, num_points: int = 400, horizon: int = 16,
-             seed: int = 0, noise: float = 0.2, tracks: bool = True, workers: int = 1,
+             seed: int = 0, noise: float = 0.0, tracks: bool = True, workers: int = 1,
              tasks: list[str] | None = None) -> dict:
     """Write a suite's demos, tracks and text embeddings under ``out``; returns stats.
 
-    Demonstrations cycle over the task's 50 init states; failed expert episodes are skipped."""
+    Demonstrations start from ``demo_init_states(task, ., seed)``, never from the 50 benchmark
+    init states that evaluation uses; failed expert episodes are skipped."""
     names = tasks or SUITES[suite]
     jobs = [(out, suite, n, demos_per_task, num_points, horizon, seed, noise, tracks) for n in names]
     t0 = time.perf_counter()
@@ -187,7 +189,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--num-points", type=int, default=400)
     p.add_argument("--horizon", type=int, default=16)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--noise", type=float, default=0.2)
+    p.add_argument("--noise", type=float, default=0.0)
     p.add_argument("--workers", type=int, default=max(1, min(os.cpu_count() or 1, 4)))
     p.add_argument("--tasks", nargs="*", default=None, help="subset of the suite's task names")
     p.add_argument("--no-tracks", action="store_true")

@@ -18,7 +18,10 @@ For a given height both maps are ``col = ac + bc X``, ``row = ar - br Y`` (no ro
 which :func:`coeffs` returns; entities are flat shapes at their top height and only
 translate, so point tracks follow exactly (see ``world.tracks``).
 
-Entity ids in the id buffer: 0 table (and floor), 1 palm, 2/3 fingers, 4 + i object i.
+Entity ids in the id buffer: 0 table (and floor), 1 palm, 2/3 fingers, 4 forearm, 5 + i object i.
+The forearm is a strip rising from the back of the palm in agentview (drawn at the palm's height,
+so it translates rigidly with the effector and its tracks are exact); like the palm, it is behind
+the wrist camera and not drawn in eye_in_hand.
 """
 from __future__ import annotations
 
@@ -29,14 +32,15 @@ from .scene import GRIP_MAX, ObjSpec, Scene
 SIZE = 128
 VIEWS = ("agentview", "eye_in_hand")
 AG_S, AG_KY, AG_KZ, AG_C0, AG_R0 = 118.0, 0.80, 0.90, 63.5, 70.0
-EYE_DY, EYE_DZ, EYE_F = 0.05, 0.12, 50.0
-N_GRIPPER = 4  # ids before the objects: table, palm, finger, finger
+EYE_DY, EYE_DZ, EYE_F = 0.05, 0.25, 45.0
+N_GRIPPER = 5  # ids before the objects: table, palm, finger, finger, forearm
 
 TABLE_RGB = np.array([196, 170, 132], np.float32)
 FLOOR_RGB = np.array([62, 64, 74], np.float32)
-GRIPPER_RGB = {1: (150, 150, 158), 2: (70, 70, 78), 3: (70, 70, 78)}
+GRIPPER_RGB = {1: (150, 150, 158), 2: (70, 70, 78), 3: (70, 70, 78), 4: (118, 118, 128)}
 PALM = dict(hx=0.075, hy=0.016, dz=0.06)
 FINGER = dict(hx=0.011, hy=0.026, dz=0.035)
+FOREARM = dict(hx=0.028, hy=0.22, dz=PALM["dz"])  # a strip behind the palm (agentview only)
 
 
 def coeffs(view: str, cam: np.ndarray | None, h: np.ndarray | float):
@@ -77,6 +81,7 @@ def entity_table(scene: Scene) -> np.ndarray:
     out[1] = (ee[0], ee[1], ee[2] + PALM["dz"])
     out[2] = (ee[0] - gap, ee[1], ee[2] + FINGER["dz"])
     out[3] = (ee[0] + gap, ee[1], ee[2] + FINGER["dz"])
+    out[4] = (ee[0], ee[1] + PALM["hy"] + FOREARM["hy"], ee[2] + FOREARM["dz"])
     for i, o in enumerate(scene.objects):
         p = scene.pos(i)
         out[N_GRIPPER + i] = (p[0], p[1], p[2] + o.height)
@@ -167,11 +172,11 @@ def render(scene: Scene, view: str, entities: np.ndarray | None = None) -> tuple
     order = np.argsort(ent[:, 2], kind="stable")
     cam_top = cam[2] - 0.01 if cam is not None else np.inf
     for e in order:
-        if e == 0 or ent[e, 2] >= cam_top or (e == 1 and view == "eye_in_hand"):
-            continue  # the palm is behind the wrist camera
+        if e == 0 or ent[e, 2] >= cam_top or (e in (1, 4) and view == "eye_in_hand"):
+            continue  # the palm and forearm are behind the wrist camera
         cx, cy, h = ent[e]
         if e < N_GRIPPER:
-            d = PALM if e == 1 else FINGER
+            d = PALM if e == 1 else FOREARM if e == 4 else FINGER
             _draw(img, ids, view, cam, e, "box", cx, cy, h, d["hx"], d["hy"], GRIPPER_RGB[e])
         else:
             o: ObjSpec = scene.objects[e - N_GRIPPER]

@@ -23,7 +23,7 @@ MAX_STEP = 0.025  # table units per step for |action| = 1 (dims 0-2)
 XY_LIM = (0.03, 0.97)
 Z_LIM = (0.01, 0.30)
 GRIP_MAX = 0.06  # half gap between the fingers when fully open
-GRIP_RATE = 0.25  # change of opening per step
+GRIP_RATE = 0.08  # change of opening per step (closing on an object takes 3 steps)
 PUSHER_R = 0.025  # radius of the effector when it pushes
 GRASP_R = 0.03  # xy distance within which an object sits between the fingers
 FALL = 0.04  # fall per step of a released object

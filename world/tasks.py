@@ -3,7 +3,9 @@
 Families: ``push`` (push an object to a table edge), ``pick`` (put an object in a bowl),
 ``lift`` (pick an object up and hold it above the table).  Every task has a fixed scene
 (object list), an instruction in words, a success check on the scene, and 50 fixed,
-deterministic initial states (like LIBERO's init states) from a seed hashed from the name.
+deterministic initial states (like LIBERO's init states) from a seed hashed from the name: the
+benchmark. Demonstrations start from :func:`demo_init_states`, a separate stream that never
+returns a benchmark state, so evaluation is always on initial states no demonstration used.
 """
 from __future__ import annotations
 
@@ -111,25 +113,48 @@ def _off_path(task: Task, tgt: np.ndarray, p: np.ndarray, half: float) -> bool:
     return across > task.objects[task.target].half + half + 0.05 or along < -0.25
 
 
-def make_init_states(task: Task, n: int = NUM_INIT_STATES) -> np.ndarray:
-    """(n, D) fixed initial states of a task, deterministic in the task name."""
-    rng = np.random.default_rng(_seed(task.name))
+def _sample_init_states(task: Task, rng: np.random.Generator, n: int) -> np.ndarray:
+    """(n, D) initial states drawn from ``rng``: effector above the table, objects placed."""
     scene = task.new_scene()
     out = np.zeros((n, scene.state_dim))
     order = [task.target] + [i for i in range(len(task.objects)) if i != task.target]
+    # sample with the target first (so distractors avoid its path), then restore the order
+    perm = Task(task.family, tuple(task.objects[i] for i in order), 0, task.goal if task.family != "pick"
+                else order.index(int(task.goal)))
     for k in range(n):
         s = np.zeros(scene.state_dim)
         s[0:3] = (rng.uniform(0.35, 0.65), rng.uniform(0.3, 0.5), rng.uniform(0.14, 0.2))
         s[3] = 1.0
         s[4] = -1
-        # sample with the target first (so distractors avoid its path), then restore order
-        perm = Task(task.family, tuple(task.objects[i] for i in order), 0, task.goal if task.family != "pick"
-                    else order.index(int(task.goal)))
         pos = _sample_positions(perm, rng)
         for j, i in enumerate(order):
             s[N_EE + 3 * i: N_EE + 3 * i + 2] = pos[j]
         out[k] = s
     return out
+
+
+def make_init_states(task: Task, n: int = NUM_INIT_STATES) -> np.ndarray:
+    """(n, D) fixed initial states of a task (the benchmark), deterministic in the task name."""
+    return _sample_init_states(task, np.random.default_rng(_seed(task.name)), n)
+
+
+def demo_init_states(task: Task, n: int, seed: int = 0) -> np.ndarray:
+    """(n, D) initial states for demonstrations: a separate seeded stream, never a benchmark state.
+
+    The stream is seeded from the task name, a "demo" tag and ``seed``, so it is independent of the
+    benchmark's 50 states; any draw that lies within 1e-6 of a benchmark state is dropped (the
+    chance is nil for continuous draws, the check makes it a guarantee)."""
+    from .suites import get_task
+
+    task = get_task(task) if isinstance(task, str) else task
+    bench = get_init_states(task)
+    rng = np.random.default_rng([_seed(task.name), _seed("demonstrations"), int(seed)])
+    out = []
+    while len(out) < n:
+        for s in _sample_init_states(task, rng, n - len(out)):
+            if np.abs(bench - s[None]).max(axis=1).min() > 1e-6:
+                out.append(s)
+    return np.stack(out)
 
 
 _INIT_CACHE: dict[str, np.ndarray] = {}

@@ -67,6 +67,32 @@ def episode_frames(task_name: str, init: int = 0, seed: int = 0, horizon: int = 
     return frames
 
 
+def replay_frames(task_name: str, init_state: np.ndarray, actions: np.ndarray, scale: int = 2) -> list[np.ndarray]:
+    """Replay ``actions`` (T, 7) from ``init_state``: T+1 frames agentview | eye_in_hand, upright, upscaled."""
+    from .env import BuiltinEnv
+
+    env = BuiltinEnv(task_name, render=False)
+    env.set_init_state(init_state)
+    frames = []
+    for t in range(len(actions) + 1):
+        r = env.render_upright()
+        views = [r[v][0].repeat(scale, 0).repeat(scale, 1) for v in VIEWS]
+        gap = np.full((views[0].shape[0], 2 * scale, 3), 255, np.uint8)
+        frames.append(np.concatenate([views[0], gap, views[1]], 1))
+        if t < len(actions):
+            env.step(actions[t])
+    return frames
+
+
+def save_frames(frames: list[np.ndarray], out: str, fps: int = 10) -> str:
+    """Write frames as .gif (always available) or .mp4 (needs imageio-ffmpeg); returns the path."""
+    if out.endswith(".gif"):
+        imageio.mimsave(out, frames, duration=1.0 / fps, loop=0)
+    else:
+        imageio.mimsave(out, frames, fps=fps, macro_block_size=1)
+    return out
+
+
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(prog="python -m world.visualize", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -85,10 +111,8 @@ def main(argv: list[str] | None = None) -> None:
         idx = np.linspace(0, len(frames) - 1, a.grid).astype(int)
         rows = [np.concatenate([frames[i] for i in idx[j:j + 2]], 1) for j in range(0, len(idx) - 1, 2)]
         imageio.imwrite(a.out, np.concatenate(rows, 0))
-    elif a.out.endswith(".gif"):
-        imageio.mimsave(a.out, frames, duration=1.0 / a.fps, loop=0)
     else:
-        imageio.mimsave(a.out, frames, fps=a.fps, macro_block_size=1)
+        save_frames(frames, a.out, a.fps)
     print(f"{len(frames)} frames -> {a.out}")
 
 

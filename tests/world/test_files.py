@@ -50,11 +50,12 @@ def test_images_stored_upside_down_and_match_env(gen):
     name = "put_the_red_cube_in_the_blue_bowl"
     with h5py.File(os.path.join(root, "builtin_all", f"{name}_demo.hdf5"), "r") as f:
         g = f["data/demo_0"]
-        k = int(g.attrs["init_state_index"])
+        init = g.attrs["init_state"][:]
         stored = {v: g[f"obs/{v}_rgb"][:] for v in VIEWS}
         actions, states = g["actions"][:], g["states"][:]
         joints = g["obs/joint_states"][:]
-    ep = rollout(TASKS[name], get_init_states(name)[k], seed=0)  # demo_0 is the first try, seed 0
+    np.testing.assert_array_equal(init, states[0])
+    ep = rollout(TASKS[name], init, seed=0)  # demo_0 is the first try, seed 0
     np.testing.assert_array_equal(ep["actions"], actions)
     for v in VIEWS:
         np.testing.assert_array_equal(stored[v], ep[f"{v}_rgb"][:, ::-1])  # vertically flipped
@@ -87,8 +88,8 @@ def test_track_file_layout(gen):
             assert np.isfinite(tr).all()
             out = (np.rint(tr) < 0).any(-1) | (np.rint(tr) > 127).any(-1)
             assert not vis[out].any()  # points that leave the image (wrist view zooming in) are not visible
-            if v == "agentview":
-                assert tr.min() >= -0.5 and tr.max() <= 127.5
+            if v == "agentview":  # only forearm points (it reaches the image's top) can leave the image
+                assert out.mean() < 0.02 and tr[..., 0].min() >= -0.5 and tr[..., 0].max() <= 127.5
         tr = f["root/agentview/tracks"][:]
     # (col, row) order, upright frame: points on the red cube stay red in the upright image
     scene = TASKS[name].new_scene()
