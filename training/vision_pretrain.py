@@ -155,6 +155,8 @@ def pretrain_vision(train_set, val_set, image_size: int = 64, steps: int = 400, 
         report["trained"] = position_probe(encode_all(enc, imgs), states, encode_all(enc, vimgs), vstates)
         log(f"vision probe, trained trunk: {json.dumps(report['trained'])}")
     report["seconds"] = time.perf_counter() - t0
+    enc.note = (f"ResNet-18 trained ({steps} steps of {batch_size}) to regress the scene state from both views of the "
+                f"demonstrations at {image_size} px, BatchNorm recalibrated, frozen (training/vision_pretrain.py)")
     return enc, report
 
 
@@ -178,7 +180,7 @@ def main(argv: list[str] | None = None) -> None:
     train = AmplifyDataset(a.data, [f"[{a.suite}:traj{1 - f:g}]"], views, 16, 16, 1, frame_stride=a.frame_stride)
     val = AmplifyDataset(a.data, [f"[{a.suite}:traj-{f:g}]"], views, 16, 16, 1, frame_stride=a.frame_stride)
     enc, report = pretrain_vision(train, val, a.image_size, a.steps, a.batch_size, a.lr)
-    save_vision(enc, a.out)
+    save_vision(enc, a.out, enc.note)
     Path(a.out).with_suffix(".json").write_text(json.dumps(report, indent=1))
     print(json.dumps(report, indent=1))
 

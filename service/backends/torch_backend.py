@@ -76,6 +76,8 @@ class TorchBackend(Backend):
         version = md.get("version") or (file_sha256(weights)[:12] if weights else "unknown")
         meta = {"name": str(name), "version": str(version), "format": "original" if fmt == "original" else "amplify-dir",
                 "trained": bool(md.get("trained", True)), "path": str(p)}
+        if isinstance(md.get("evaluation"), dict):  # closed-loop figures recorded by `amplify build-default`
+            meta["evaluation"] = md["evaluation"]
         return cls(model, meta, device)
 
     # -- interface ---------------------------------------------------------------------------

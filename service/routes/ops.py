@@ -31,7 +31,9 @@ async def metadata(request: Request) -> dict:
     engine = state.ready_engine()
     backend, s = engine.backend, state.settings
     meta = backend.model_metadata()
+    extra = {"evaluation": meta["evaluation"]} if meta.get("evaluation") else {}  # closed-loop figures, when recorded
     return {
+        **extra,
         "model": {"name": meta["name"], "version": meta["version"], "format": meta["format"]},
         "backend": backend.name, "device": backend.device, **engine.info.as_dict(),
         "instructions": engine.text.instructions,
