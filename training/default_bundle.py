@@ -26,10 +26,11 @@ HORIZON = 16
 
 # part -> key=value overrides of that trainer's config (see training/config.py)
 RECIPE: dict[str, dict[str, object]] = {
-    "data": {"demos_per_task": 12, "val_fraction": 0.17, "frame_stride": 2},
-    # the vision trunk, pretrained to regress the scene state from both views (training/vision_pretrain.py);
-    # steps=0 keeps the seeded random trunk with calibrated BatchNorm
-    "vision": {"steps": 300, "image_size": 64, "batch_size": 32, "lr": 1e-3},
+    "data": {"demos_per_task": 20, "val_fraction": 0.15, "frame_stride": 2},
+    # the vision trunk, pretrained to regress the scene state from both views of the demonstrations and
+    # of `scenes` freshly rendered layouts (training/vision_pretrain.py); steps=0 keeps the seeded
+    # random trunk with calibrated BatchNorm
+    "vision": {"steps": 300, "image_size": 64, "batch_size": 32, "lr": 1e-3, "scenes": 3000},
     "mt": {
         "epochs": 6, "batch_size": 16, "optim.lr": 2e-3, "optim.warmup_steps": 10,
         "model.num_tracks": NUM_POINTS, "model.hidden_dim": 128, "model.num_heads": 4, "model.num_layers": 2,
@@ -38,12 +39,12 @@ RECIPE: dict[str, dict[str, object]] = {
         "model.fsq_input_norm": True, "moving_weight": 10.0, "quantizer_lr_scale": 0.1,
     },
     "fd": {
-        "epochs": 15, "batch_size": 32, "optim.lr": 1e-3, "optim.warmup_steps": 20,
+        "epochs": 10, "batch_size": 32, "optim.lr": 1e-3, "optim.warmup_steps": 20,
         "model.num_heads": 4, "model.num_layers": 3, "model.dropout": 0.0, "model.mask_unused_logits": True,
         "vision.image_size": 128, "val_max_batches": 4,
     },
     "id": {
-        "epochs": 20, "batch_size": 32, "optim.lr": 1e-3, "optim.warmup_steps": 20, "codes": "fd",
+        "epochs": 12, "batch_size": 32, "optim.lr": 1e-3, "optim.warmup_steps": 20, "codes": "fd",
         "model.cond_on_text": True, "model.num_heads": 4, "model.num_layers": 2, "model.dropout": 0.0, "model.head": "gaussian",
         "val_max_batches": 8,
     },
@@ -105,15 +106,17 @@ def build_default(out: str | Path, work: str | Path, quick: bool = False, sets: 
     if int(vis.get("steps", 0)) > 0:
         from training.data.dataset import AmplifyDataset
         from training.vision import save_vision
-        from training.vision_pretrain import pretrain_vision
+        from training.vision_pretrain import pretrain_vision, render_scenes
 
         t = time.perf_counter()
         views = ["agentview", "eye_in_hand"]
         stride, method = int(recipe["data"].get("frame_stride", 1)), track_method(NUM_POINTS, HORIZON)
         sets = [AmplifyDataset(data_root, [sel], views, NUM_POINTS, HORIZON, 1, track_method=method, frame_stride=stride)
                 for sel in (f"[{SUITE}:traj{1 - frac:g}]", f"[{SUITE}:traj-{frac:g}]")]
+        scenes = render_scenes(SUITE, int(vis["scenes"])) if int(vis.get("scenes", 0)) else None
         enc, vreport = pretrain_vision(sets[0], sets[1], int(vis.get("image_size", 64)), int(vis["steps"]),
-                                       int(vis.get("batch_size", 32)), float(vis.get("lr", 1e-3)), progress=progress)
+                                       int(vis.get("batch_size", 32)), float(vis.get("lr", 1e-3)), progress=progress,
+                                       extra=scenes)
         vision_file = save_vision(enc, runs / "vision" / "vision.safetensors", enc.note)
         report["vision"] = vreport
         report["seconds"]["vision"] = time.perf_counter() - t

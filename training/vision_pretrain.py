@@ -49,6 +49,35 @@ def load_frames(dataset) -> tuple[torch.Tensor, np.ndarray]:
     return torch.from_numpy(np.stack(imgs)), np.stack(states)
 
 
+def render_scenes(suite: str, count: int, seed: int = 0) -> tuple[torch.Tensor, np.ndarray]:
+    """``count`` freshly rendered built-in-world scenes: upright images (count, 2, 128, 128, 3) uint8
+    (agentview, eye_in_hand) and states (count, D). Objects are placed as demonstrations' initial
+    states are (``world.tasks.demo_init_states``, a stream that never returns a benchmark state), the
+    effector anywhere in the workspace with a random opening. The demonstrations alone hold a hundred-odd
+    object layouts, which a trunk memorizes; these add ``count`` layouts."""
+    from world import get_suite
+    from world.render import VIEWS, entity_table, render
+    from world.tasks import demo_init_states
+
+    tasks = get_suite(suite)
+    rng = np.random.default_rng(seed)
+    per_task = -(-count // len(tasks))
+    imgs, states = [], []
+    for ti, task in enumerate(tasks):
+        inits = demo_init_states(task, per_task, seed=10_000 + seed)  # not the demonstrations' own seed
+        scene = task.new_scene()
+        for s in inits:
+            s = s.copy()
+            s[0:3] = (rng.uniform(0.05, 0.95), rng.uniform(0.05, 0.95), rng.uniform(0.02, 0.25))
+            s[3] = rng.uniform(0.0, 1.0)
+            scene.set_state(s)
+            ent = entity_table(scene)
+            imgs.append(np.stack([render(scene, v, ent)[0] for v in VIEWS]))
+            states.append(s.astype(np.float32))
+    order = rng.permutation(len(imgs))[:count]
+    return torch.from_numpy(np.stack(imgs)[order]), np.stack(states)[order]
+
+
 def _resize(images: torch.Tensor, size: int) -> torch.Tensor:
     """(N, v, S, S, 3) uint8 -> (N, v, size, size, 3) uint8, the encoder's own resize (bilinear, no antialias)."""
     if images.shape[2] == size:
@@ -78,7 +107,8 @@ def position_probe(train_feats: torch.Tensor, train_states: np.ndarray, val_feat
     tokens, fitted on train and scored on held-out val: mean absolute error in table units for the
     effector xyz and the objects' xyz, and the same for predicting the train mean (no image)."""
     x, xv = train_feats.double(), val_feats.double()
-    mu, sd = x.mean(0), x.std(0).clamp_min(1e-6)
+    mu = x.mean(0)
+    sd = (x - mu).pow(2).mean().sqrt().clamp_min(1e-12)  # one global scale: near-constant features stay small
     x, xv = (x - mu) / sd, (xv - mu) / sd
     out: dict[str, float] = {}
     for name, cols in (("ee", PROBE_EE), ("objects", PROBE_OBJECTS)):
@@ -96,25 +126,33 @@ def position_probe(train_feats: torch.Tensor, train_states: np.ndarray, val_feat
 
 
 def pretrain_vision(train_set, val_set, image_size: int = 64, steps: int = 400, batch_size: int = 32,
-                    lr: float = 1e-3, seed: int = 0, progress: bool = True, log=print) -> tuple[VisionEncoder, dict]:
+                    lr: float = 1e-3, seed: int = 0, progress: bool = True, log=print,
+                    extra: tuple[torch.Tensor, np.ndarray] | None = None) -> tuple[VisionEncoder, dict]:
     """Train a ResNet-18 trunk to regress the standardized scene state from all views' tokens.
 
-    Returns the trained, BatchNorm-recalibrated, frozen encoder and a report: the probe of effector
-    and object positions from the random (calibrated) trunk and from the trained one, on ``val_set``."""
+    ``extra``: more (images, states) to train on (e.g. :func:`render_scenes`). Returns the trained,
+    BatchNorm-recalibrated, frozen encoder and a report: the probe of effector and object positions
+    from the random (calibrated) trunk and from the trained one, fitted on ``train_set``'s frames and
+    scored on ``val_set``'s (demonstrations never trained on)."""
     t0 = time.perf_counter()
     cfg = VisionEncoderConfig(image_size=image_size, num_tokens=(image_size // 32) ** 2)
     imgs, states = load_frames(train_set)
     imgs = _resize(imgs, image_size)
+    probe_imgs, probe_states = imgs, states
+    if extra is not None:
+        imgs = torch.cat([imgs, _resize(extra[0], image_size)])
+        states = np.concatenate([states, extra[1][:, :states.shape[1]]])
     vimgs, vstates = load_frames(val_set) if val_set is not None else (imgs[:0], states[:0])
     vimgs = _resize(vimgs, image_size)
     report: dict = {"image_size": image_size, "steps": steps, "batch_size": batch_size, "train_samples": len(imgs),
+                    "rendered_scenes": 0 if extra is None else len(extra[0]),
                     "val_samples": len(vimgs), "seconds_load": time.perf_counter() - t0}
 
     enc = build_vision_encoder(cfg, seed)
-    calib = imgs[np.linspace(0, len(imgs) - 1, min(128, len(imgs))).round().astype(int)]
+    calib = probe_imgs[np.linspace(0, len(probe_imgs) - 1, min(128, len(probe_imgs))).round().astype(int)]
     calibrate_batchnorm(enc, calib.reshape(-1, *calib.shape[2:]).float() / 255.0)
     if len(vimgs):
-        report["random"] = position_probe(encode_all(enc, imgs), states, encode_all(enc, vimgs), vstates)
+        report["random"] = position_probe(encode_all(enc, probe_imgs), probe_states, encode_all(enc, vimgs), vstates)
         log(f"vision probe, random trunk: {json.dumps(report['random'])}")
 
     mu, sd = states.mean(0), states.std(0)
@@ -141,7 +179,7 @@ def pretrain_vision(train_set, val_set, image_size: int = 64, steps: int = 400, 
         loss.backward()
         opt.step()
         sched.step()
-        losses.append(float(loss))
+        losses.append(float(loss.detach()))
         if progress and (step % 50 == 0 or step == steps - 1):
             log(f"vision pretrain step {step + 1}/{steps} loss {np.mean(losses[-50:]):.4f} "
                 f"({time.perf_counter() - t1:.0f} s)")
@@ -152,7 +190,7 @@ def pretrain_vision(train_set, val_set, image_size: int = 64, steps: int = 400, 
     report["final_loss"] = float(np.mean(losses[-50:]))
     report["seconds_train"] = time.perf_counter() - t1
     if len(vimgs):
-        report["trained"] = position_probe(encode_all(enc, imgs), states, encode_all(enc, vimgs), vstates)
+        report["trained"] = position_probe(encode_all(enc, probe_imgs), probe_states, encode_all(enc, vimgs), vstates)
         log(f"vision probe, trained trunk: {json.dumps(report['trained'])}")
     report["seconds"] = time.perf_counter() - t0
     enc.note = (f"ResNet-18 trained ({steps} steps of {batch_size}) to regress the scene state from both views of the "
@@ -173,13 +211,15 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--steps", type=int, default=400)
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--scenes", type=int, default=0, help="also train on this many freshly rendered scenes")
     p.add_argument("--out", required=True, help="vision.safetensors to write")
     a = p.parse_args(argv)
     views = ["agentview", "eye_in_hand"]
     f = a.val_fraction
     train = AmplifyDataset(a.data, [f"[{a.suite}:traj{1 - f:g}]"], views, 16, 16, 1, frame_stride=a.frame_stride)
     val = AmplifyDataset(a.data, [f"[{a.suite}:traj-{f:g}]"], views, 16, 16, 1, frame_stride=a.frame_stride)
-    enc, report = pretrain_vision(train, val, a.image_size, a.steps, a.batch_size, a.lr)
+    extra = render_scenes(a.suite, a.scenes) if a.scenes else None
+    enc, report = pretrain_vision(train, val, a.image_size, a.steps, a.batch_size, a.lr, extra=extra)
     save_vision(enc, a.out, enc.note)
     Path(a.out).with_suffix(".json").write_text(json.dumps(report, indent=1))
     print(json.dumps(report, indent=1))
