@@ -4,6 +4,10 @@
     policy = AMPLIFY.load("amplify.pt", device="cpu")
     actions = policy.act(images, proprio, text_emb=text_emb)      # (b, A, action_dim)
 """
+from amplify.threads import configure_openmp as _configure_openmp
+
+_configure_openmp()  # before torch loads libgomp: short OpenMP spin-waits (amplify/threads.py)
+
 from amplify.checkpoints import CheckpointError
 from amplify.config import (
     FSQ_LEVELS, BundleConfig, ConfigError, ForwardDynamicsConfig, InverseDynamicsConfig,

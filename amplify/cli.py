@@ -49,6 +49,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog=f"amplify {name}", description=COMMANDS[name][1])
     module.add_arguments(parser)
     args = parser.parse_args(argv[1:])
+    from amplify.threads import apply_threads
+
+    apply_threads()  # AMPLIFY_THREADS, OMP_NUM_THREADS, or the cores not busy (amplify/threads.py)
     return int(module.run(args) or 0)
 
 
