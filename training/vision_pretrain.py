@@ -193,8 +193,9 @@ def pretrain_vision(train_set, val_set, image_size: int = 64, steps: int = 400, 
         report["trained"] = position_probe(encode_all(enc, probe_imgs), probe_states, encode_all(enc, vimgs), vstates)
         log(f"vision probe, trained trunk: {json.dumps(report['trained'])}")
     report["seconds"] = time.perf_counter() - t0
+    scenes = f" and {len(extra[0])} rendered scene layouts" if extra is not None else ""
     enc.note = (f"ResNet-18 trained ({steps} steps of {batch_size}) to regress the scene state from both views of the "
-                f"demonstrations at {image_size} px, BatchNorm recalibrated, frozen (training/vision_pretrain.py)")
+                f"demonstrations{scenes} at {image_size} px, BatchNorm recalibrated, frozen (training/vision_pretrain.py)")
     return enc, report
 
 
