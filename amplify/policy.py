@@ -18,14 +18,10 @@ import torch
 import torch.nn as nn
 from einops import rearrange
 
-from amplify.checkpoints import (
-    CheckpointError, clean_original_state_dict, detect_format, load_original, load_state_into, read_dir, save_dir,
-)
-from amplify.config import (
-    BundleConfig, ConfigError, VisionEncoderConfig, from_dict, from_original_fd, from_original_id,
-    from_original_mt, to_dict,
-)
+from amplify.checkpoints import save_dir
+from amplify.config import BundleConfig, to_dict
 from amplify.inference import is_prepared, prepare_for_inference
+from amplify.inputs import instruction_rows, unit_images
 from amplify.models.forward_dynamics import ForwardDynamics
 from amplify.models.inverse_dynamics import InverseDynamics
 from amplify.models.motion_tokenizer import MotionTokenizer
@@ -74,11 +70,7 @@ class AMPLIFY(nn.Module):
 
     def embed_text(self, text: Sequence[str]) -> torch.Tensor:
         """Instructions -> embeddings (b, E) from the bundle's table; KeyError names unknown ones."""
-        index = {s: i for i, s in enumerate(self.instructions)}
-        missing = [s for s in text if s not in index]
-        if missing:
-            raise KeyError(f"unknown instruction(s) {missing[:3]}; known: {self.instructions[:5]}...")
-        return self.text_table[[index[s] for s in text]]
+        return self.text_table[instruction_rows(self.instructions, text)]
 
     # -- inputs ------------------------------------------------------------------------------
     def _tensor(self, x: TensorLike, dtype: torch.dtype = torch.float32) -> torch.Tensor:
@@ -86,9 +78,11 @@ class AMPLIFY(nn.Module):
         return t.to(self.device, dtype)
 
     def _images(self, images: TensorLike) -> torch.Tensor:
-        is_uint8 = images.dtype == np.uint8 if isinstance(images, np.ndarray) else images.dtype == torch.uint8
-        x = self._tensor(images)
-        return x / 255.0 if is_uint8 else x
+        if isinstance(images, np.ndarray):
+            return self._tensor(unit_images(images))
+        if images.dtype == torch.uint8:
+            return unit_images(images.to(self.device))
+        return self._tensor(images)
 
     def _text(self, text_emb: TensorLike | None, text: Sequence[str] | None) -> torch.Tensor:
         if text_emb is not None:
@@ -169,100 +163,27 @@ class AMPLIFY(nn.Module):
 
     @classmethod
     def load(cls, path: str | Path, device: str | torch.device = "cpu", vision_weights: str | Path | None = None) -> "AMPLIFY":
-        """A bundle from the original ``amplify.pt`` or a project directory.
+        """A bundle from the original ``amplify.pt`` or a project directory (:func:`amplify.loading.load_bundle`).
 
         ``vision_weights`` replaces the vision encoder's weights (a safetensors file or a state dict
         saved with torch) and is required only where the checkpoint holds none.
         """
-        if detect_format(path) == "original":
-            model = cls._load_original(Path(path))
-        else:
-            doc, state = read_dir(path)
-            if doc["kind"] != "bundle":
-                raise CheckpointError(f"{path}: holds a {doc['kind']}, not a bundle")
-            try:
-                cfg = from_dict(BundleConfig, doc["config"])
-                model = cls(cfg, init=False)
-            except (ConfigError, TypeError, ValueError) as e:
-                raise CheckpointError(f"{path}: config cannot build the bundle: {e}") from None
-            table = state.pop(TEXT_TABLE_KEY, None)
-            load_state_into(model, state, str(path), allow_missing=(_SHARED_PREFIX,))
-            model.metadata = dict(doc.get("metadata", {}))
-            instructions = model.metadata.pop("instructions", [])
-            if instructions and table is not None:
-                model.set_instructions(instructions, table)
-        if vision_weights is not None:
-            model.load_vision_weights(vision_weights)
-        return model.to(device).eval()
+        from amplify.loading import load_bundle  # loading builds AMPLIFY: imported when called
 
-    @classmethod
-    def _load_original(cls, path: Path) -> "AMPLIFY":
-        data = load_original(path)
-        c = data.get("config") or {}
-        try:
-            mt = from_original_mt(c["motion_tokenizer_cfg"])
-            cfg = BundleConfig(
-                motion_tokenizer=mt,
-                forward_dynamics=from_original_fd(c["forward_dynamics_cfg"], mt),
-                inverse_dynamics=from_original_id(c["inverse_dynamics_cfg"], mt),
-                vision=VisionEncoderConfig(model_name=(c.get("vision_encoder_cfg") or {}).get("model_name", "resnet18")),
-            )
-            model = cls(cfg, init=False)
-        except (ConfigError, KeyError, TypeError, ValueError) as e:
-            raise CheckpointError(f"{path}: config cannot build the bundle: {e}") from None
-        load_state_into(model, clean_original_state_dict(data["model"]), str(path))
-        model.metadata = {"source": "original", "original_metadata": data.get("metadata", {})}
-        return model
+        return load_bundle(path, device, vision_weights)
 
     @classmethod
     def from_parts(
         cls, mt_path: str | Path, fd_path: str | Path, id_path: str | Path,
         vision_weights: str | Path | None = None, random_vision: bool = False, device: str | torch.device = "cpu",
     ) -> "AMPLIFY":
-        """Assemble a bundle from standalone checkpoints (either format).
+        """Assemble a bundle from standalone checkpoints (:func:`amplify.loading.assemble_bundle`)."""
+        from amplify.loading import assemble_bundle
 
-        Standalone files hold no vision-encoder weights: name a local weights file, or pass
-        ``random_vision=True`` to keep a random initialization (benchmarks only). Nothing is downloaded.
-        """
-        from amplify.loading import load_forward_dynamics, load_inverse_dynamics, load_motion_tokenizer
-
-        if vision_weights is None and not random_vision:
-            raise CheckpointError(
-                "standalone checkpoints hold no vision-encoder weights: pass vision_weights=<local file> "
-                "(e.g. an original amplify.pt's img_encoder, exported with 'amplify convert')"
-            )
-        mt, mt_cfg = load_motion_tokenizer(mt_path)
-        fd, fd_cfg = load_forward_dynamics(fd_path, mt_cfg)
-        idm, id_cfg = load_inverse_dynamics(id_path, mt_cfg)
-        model = cls(BundleConfig(mt_cfg, fd_cfg, id_cfg), init=False)
-        model.motion_tokenizer.load_state_dict(mt.state_dict())
-        fd_state = {k: v for k, v in fd.state_dict().items() if not k.startswith("quantize.")}
-        model.forward_dynamics.load_state_dict(fd_state, strict=False)
-        model.inverse_dynamics.load_state_dict(idm.state_dict())
-        model.metadata = {"source_checkpoints": {"mt": str(mt_path), "fd": str(fd_path), "id": str(id_path)}}
-        if vision_weights is not None:
-            model.load_vision_weights(vision_weights)
-        return model.to(device).eval()
+        return assemble_bundle(mt_path, fd_path, id_path, vision_weights, random_vision, device)
 
     def load_vision_weights(self, path: str | Path) -> None:
-        """Load ResNet-18 trunk weights from a local file (safetensors, project bundle or torch state dict).
+        """Load ResNet-18 trunk weights from a local file (:func:`amplify.loading.load_vision_weights`)."""
+        from amplify.loading import load_vision_weights
 
-        Keys may be bare (``0.weight``), trunk-prefixed (``model.0.weight``) or bundle-prefixed
-        (``img_encoder.model.0.weight``).
-        """
-        p = Path(path)
-        if p.is_dir():
-            _, state = read_dir(p)
-        elif p.suffix == ".safetensors":
-            from safetensors.torch import load_file
-            state = load_file(str(p))
-        else:
-            data = load_original(p) if p.suffix == ".pt" else None
-            state = data["model"] if data else {}
-        trunk = {}
-        for k, v in state.items():
-            for prefix in ("img_encoder.model.", "model.", ""):
-                if k.startswith(prefix) and k[len(prefix):].split(".")[0].isdigit():
-                    trunk[k[len(prefix):]] = v
-                    break
-        load_state_into(self.img_encoder.model, trunk, str(p))
+        load_vision_weights(self, path)

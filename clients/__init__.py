@@ -1,7 +1,7 @@
 """Light clients for amplify-serve: numpy in and out over HTTP (msgpack or JSON).
 
-Imports only numpy, httpx and msgpack (``pip install "amplify-serve[client]"`` is enough; no
-torch): a robot controller can use it as it is.
+Imports only numpy, httpx and msgpack. It is its own distribution (``pip install ./clients``, see
+``clients/pyproject.toml``; no torch): a robot controller can use it as it is.
 
     from clients import AmplifyClient
     client = AmplifyClient("http://127.0.0.1:8000", expect_action_dim=7)

@@ -270,6 +270,29 @@ class _Core:
         self.last_request_id = resp.headers.get("x-request-id")
         self.last_server_timing = resp.headers.get("server-timing")
 
+    def _after_attempt(self, method: str, path: str, attempt: int, retry: bool, resp: httpx.Response | None,
+                       error: Exception | None) -> float | None:
+        """The retry policy, shared by both clients (their ``_send`` only sends and sleeps): after one
+        attempt, the seconds to wait before the next, or None when ``resp`` is the answer; raises the
+        typed error when the outcome is final."""
+        may_retry = retry and attempt < self.retry.retries
+        if error is not None:
+            # A connect or pool timeout never reached the server: retried like a refused connection.
+            reached = isinstance(error, httpx.TimeoutException) and not isinstance(
+                error, (httpx.ConnectTimeout, httpx.PoolTimeout))
+            if not reached and may_retry and self.retry.on_connect_error:
+                return self.retry.wait(attempt, None)
+            if isinstance(error, httpx.TimeoutException):
+                raise RequestTimeoutError(f"{method} {path}: no response within the client timeout ({error})") from error
+            raise ConnectionFailedError(f"{method} {self.base_url}{path}: {type(error).__name__}: {error}") from error
+        assert resp is not None
+        self._record(resp)
+        if resp.status_code in RETRY_STATUSES and may_retry:
+            return self.retry.wait(attempt, parse_retry_after(resp.headers.get("retry-after")))
+        if resp.status_code >= 400:
+            raise self._error(resp)
+        return None
+
 
 _CONNECT_ERRORS = (httpx.ConnectError, httpx.ConnectTimeout, httpx.RemoteProtocolError, httpx.ReadError,
                    httpx.WriteError, httpx.PoolTimeout)
@@ -318,28 +341,14 @@ class AmplifyClient(_Core):
         attempt = 0
         while True:
             try:
-                resp = self._http.request(method, path, content=body)
-            except httpx.TimeoutException as e:
-                if isinstance(e, (httpx.ConnectTimeout, httpx.PoolTimeout)) and retry and \
-                        self.retry.on_connect_error and attempt < self.retry.retries:
-                    time.sleep(self.retry.wait(attempt, None))
-                    attempt += 1
-                    continue
-                raise RequestTimeoutError(f"{method} {path}: no response within the client timeout ({e})") from e
-            except _CONNECT_ERRORS as e:
-                if retry and self.retry.on_connect_error and attempt < self.retry.retries:
-                    time.sleep(self.retry.wait(attempt, None))
-                    attempt += 1
-                    continue
-                raise ConnectionFailedError(f"{method} {self.base_url}{path}: {type(e).__name__}: {e}") from e
-            self._record(resp)
-            if resp.status_code in RETRY_STATUSES and retry and attempt < self.retry.retries:
-                time.sleep(self.retry.wait(attempt, parse_retry_after(resp.headers.get("retry-after"))))
-                attempt += 1
-                continue
-            if resp.status_code >= 400:
-                raise self._error(resp)
-            return resp
+                resp, error = self._http.request(method, path, content=body), None
+            except (httpx.TimeoutException, *_CONNECT_ERRORS) as e:
+                resp, error = None, e
+            wait = self._after_attempt(method, path, attempt, retry, resp, error)
+            if wait is None:
+                return resp  # type: ignore[return-value]
+            time.sleep(wait)
+            attempt += 1
 
     def _call(self, call: _Call) -> dict[str, Any]:
         if self._meta is None and self.check_metadata:
@@ -455,28 +464,14 @@ class AsyncAmplifyClient(_Core):
         attempt = 0
         while True:
             try:
-                resp = await self._http.request(method, path, content=body)
-            except httpx.TimeoutException as e:
-                if isinstance(e, (httpx.ConnectTimeout, httpx.PoolTimeout)) and retry and \
-                        self.retry.on_connect_error and attempt < self.retry.retries:
-                    await asyncio.sleep(self.retry.wait(attempt, None))
-                    attempt += 1
-                    continue
-                raise RequestTimeoutError(f"{method} {path}: no response within the client timeout ({e})") from e
-            except _CONNECT_ERRORS as e:
-                if retry and self.retry.on_connect_error and attempt < self.retry.retries:
-                    await asyncio.sleep(self.retry.wait(attempt, None))
-                    attempt += 1
-                    continue
-                raise ConnectionFailedError(f"{method} {self.base_url}{path}: {type(e).__name__}: {e}") from e
-            self._record(resp)
-            if resp.status_code in RETRY_STATUSES and retry and attempt < self.retry.retries:
-                await asyncio.sleep(self.retry.wait(attempt, parse_retry_after(resp.headers.get("retry-after"))))
-                attempt += 1
-                continue
-            if resp.status_code >= 400:
-                raise self._error(resp)
-            return resp
+                resp, error = await self._http.request(method, path, content=body), None
+            except (httpx.TimeoutException, *_CONNECT_ERRORS) as e:
+                resp, error = None, e
+            wait = self._after_attempt(method, path, attempt, retry, resp, error)
+            if wait is None:
+                return resp  # type: ignore[return-value]
+            await asyncio.sleep(wait)
+            attempt += 1
 
     async def _call(self, call: _Call) -> dict[str, Any]:
         if self._meta is None and self.check_metadata:

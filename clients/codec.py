@@ -1,11 +1,17 @@
-"""Request and response bodies: msgpack (arrays as ``__ndarray__`` maps) or JSON (nested lists).
+"""The wire format, one codec for both sides: the clients encode requests and decode responses with
+it, and the service (``service/codecs.py``) decodes requests and encodes responses with it.
 
-Only numpy and msgpack: nothing is ever pickled or unpickled. A msgpack array is
-``{"__ndarray__": True, "dtype": "<f4", "shape": [...], "data": <bytes>}`` (little-endian, C order).
+Bodies are msgpack (``application/msgpack``) or JSON (``application/json``). A msgpack array is the
+map ``{"__ndarray__": True, "dtype": "<f4", "shape": [...], "data": <bytes>}`` (little-endian, C
+order), decoded with ``numpy.frombuffer`` after the dtype is checked against :data:`ACCEPTED_DTYPES`
+and the shape against the byte count; a JSON array is nested lists. Only numpy and msgpack:
+nothing is ever pickled or unpickled. A body or array that breaks these rules raises
+:class:`WireError` naming the field.
 """
 from __future__ import annotations
 
 import json
+import math
 from typing import Any
 
 import msgpack
@@ -14,67 +20,122 @@ import numpy as np
 MSGPACK = "application/msgpack"
 JSON = "application/json"
 FORMATS = {"msgpack": MSGPACK, "json": JSON}
+MSGPACK_ALIASES = {"application/msgpack", "application/x-msgpack", "application/vnd.msgpack"}
+
+# Accepted little-endian dtypes of msgpack arrays ("|u1" is how numpy spells uint8).
+ACCEPTED_DTYPES = {"<f2", "<f4", "<f8", "|u1", "<u1", "u1", "<i4", "<i8"}
+MAX_NDIM = 8
+MAX_DIM = 1 << 24
 
 # Response fields that hold arrays, with the dtype a JSON list becomes.
 ARRAY_FIELDS: dict[str, Any] = {
     "indices": np.int64, "codes": np.float32, "velocities": np.float32, "tracks": np.float32,
     "logits": np.float32, "actions": np.float32,
 }
-_MAX_NDIM = 8
 
 
-def _pack_default(obj: Any) -> Any:
-    if isinstance(obj, np.ndarray):
-        arr = np.ascontiguousarray(obj)
-        if arr.dtype.byteorder == ">" or (arr.dtype.byteorder == "=" and np.little_endian is False):
-            arr = arr.astype(arr.dtype.newbyteorder("<"))
-        return {"__ndarray__": True, "dtype": arr.dtype.str, "shape": list(arr.shape), "data": arr.tobytes()}
-    if isinstance(obj, np.generic):
-        return obj.item()
-    raise TypeError(f"cannot encode {type(obj).__name__} in msgpack")
+class WireError(ValueError):
+    """A body or array that is not valid on the wire; ``field`` names the field (None: the whole body)."""
+
+    def __init__(self, message: str, field: str | None = None):
+        super().__init__(message)
+        self.message = message
+        self.field = field
 
 
-def _unpack_hook(obj: dict) -> Any:
-    if obj.get("__ndarray__") is True:
-        dtype = np.dtype(obj["dtype"])
-        if dtype.kind not in "fiub" or dtype.hasobject:
-            raise ValueError(f"refusing ndarray of dtype {obj['dtype']!r}")
-        shape = tuple(int(s) for s in obj["shape"])
-        if len(shape) > _MAX_NDIM or any(s < 0 for s in shape):
-            raise ValueError(f"bad ndarray shape {shape}")
-        data = obj["data"]
-        if len(data) != int(np.prod(shape, dtype=np.int64)) * dtype.itemsize:
-            raise ValueError(f"ndarray data is {len(data)} bytes, shape {shape} of {dtype} needs "
-                             f"{int(np.prod(shape)) * dtype.itemsize}")
-        return np.frombuffer(data, dtype=dtype).reshape(shape)
-    return obj
+def body_format(content_type: str | None) -> str | None:
+    """``MSGPACK`` or ``JSON`` for a ``Content-Type`` (an empty one is JSON); None for anything else."""
+    base = (content_type or "").split(";")[0].strip().lower()
+    if base in ("", JSON) or base.endswith("+json"):
+        return JSON
+    if base in MSGPACK_ALIASES:
+        return MSGPACK
+    return None
+
+
+# -- arrays ------------------------------------------------------------------------------------
+def pack_array(arr: np.ndarray) -> dict[str, Any]:
+    """A numpy array as the msgpack ndarray map (little-endian, C order)."""
+    arr = np.ascontiguousarray(arr)
+    if arr.dtype.byteorder == ">" or (arr.dtype.byteorder == "=" and not np.little_endian):
+        arr = arr.astype(arr.dtype.newbyteorder("<"))
+    return {"__ndarray__": True, "dtype": arr.dtype.str, "shape": list(arr.shape), "data": arr.tobytes()}
+
+
+def unpack_array(obj: dict[str, Any], field: str) -> np.ndarray:
+    """An ndarray map -> a read-only numpy array (zero copy); :class:`WireError` names what is wrong."""
+    dtype, shape, data = obj.get("dtype"), obj.get("shape"), obj.get("data")
+    if not isinstance(dtype, str) or dtype not in ACCEPTED_DTYPES:
+        raise WireError(f"{field}: dtype {dtype!r} is not accepted (refusing it); use one of "
+                        "<f2, <f4, <f8 (floats), |u1 (uint8 images), <i4, <i8 (indices)", field)
+    if not isinstance(shape, (list, tuple)) or len(shape) > MAX_NDIM or not all(
+            isinstance(d, int) and not isinstance(d, bool) and 0 <= d <= MAX_DIM for d in shape):
+        raise WireError(f"{field}: shape must be a list of at most {MAX_NDIM} integers in [0, {MAX_DIM}], got {shape!r}",
+                        field)
+    if not isinstance(data, (bytes, bytearray, memoryview)):
+        raise WireError(f"{field}: data must be bytes, got {type(data).__name__}", field)
+    dt = np.dtype(dtype)
+    expected = math.prod(shape) * dt.itemsize
+    if len(data) != expected:
+        raise WireError(f"{field}: shape {list(shape)} of {dtype} needs {expected} bytes, data has {len(data)}", field)
+    return np.frombuffer(data, dtype=dt).reshape(shape)
+
+
+def _is_array_map(obj: Any) -> bool:
+    return isinstance(obj, dict) and obj.get("__ndarray__") is True
+
+
+# -- bodies ------------------------------------------------------------------------------------
+def _to_wire(value: Any, fmt: str) -> Any:
+    if isinstance(value, np.ndarray):
+        if fmt == MSGPACK:
+            return pack_array(value)
+        if value.dtype.kind == "f" and not np.isfinite(value).all():
+            # JSON has no NaN/inf (the server refuses them anyway): say so here.
+            raise ValueError("array holds non-finite values, which JSON cannot carry")
+        return value.tolist()
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, dict):
+        return {k: _to_wire(v, fmt) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_to_wire(v, fmt) for v in value]
+    return value
 
 
 def encode_body(payload: dict[str, Any], content_type: str) -> bytes:
-    """A request body in ``content_type`` (msgpack or JSON); numpy arrays become ndarray maps or lists."""
+    """A dict of fields (numpy arrays anywhere in it) -> bytes in ``content_type`` (msgpack or JSON)."""
+    wire = _to_wire(payload, content_type)
     if content_type == MSGPACK:
-        return msgpack.packb(payload, default=_pack_default, use_bin_type=True)
-    return json.dumps(payload, default=_json_default, separators=(",", ":")).encode()
+        return msgpack.packb(wire, use_bin_type=True)
+    return json.dumps(wire, separators=(",", ":"), allow_nan=False).encode()
 
 
-def _json_default(obj: Any) -> Any:
-    if isinstance(obj, np.ndarray):
-        if obj.dtype.kind == "f" and not np.isfinite(obj).all():
-            # JSON has no NaN/inf (the server would refuse them anyway): say so here.
-            raise ValueError("array holds non-finite values, which JSON cannot carry")
-        return obj.tolist()
-    if isinstance(obj, np.generic):
-        return obj.item()
-    raise TypeError(f"cannot encode {type(obj).__name__} in JSON")
+def parse_body(body: bytes, content_type: str) -> Any:
+    """Bytes -> the parsed document, ndarray maps at the top level of an object as numpy arrays.
+
+    ``content_type`` is ``MSGPACK`` or ``JSON``; :class:`WireError` when the bytes are not valid."""
+    try:
+        if content_type == MSGPACK:
+            data = msgpack.unpackb(body, raw=False, strict_map_key=True, use_list=True)
+        else:
+            data = json.loads(body)
+    except (ValueError, msgpack.ExtraData, msgpack.FormatError, msgpack.StackError, TypeError, RecursionError) as e:
+        kind = "msgpack" if content_type == MSGPACK else "JSON"
+        raise WireError(f"the body is not valid {kind}: {str(e)[:200]}", None) from None
+    if isinstance(data, dict):
+        return {k: unpack_array(v, k) if _is_array_map(v) else v for k, v in data.items()}
+    return data
 
 
 def decode_body(body: bytes, content_type: str | None) -> Any:
-    """Parse a response body by its content type; array fields come back as numpy arrays."""
-    ctype = (content_type or "").split(";")[0].strip().lower()
-    if ctype == MSGPACK:
-        return msgpack.unpackb(body, object_hook=_unpack_hook, raw=False, strict_map_key=False)
-    data = json.loads(body) if body else None
-    if isinstance(data, dict):
+    """A response body by its content type (the clients' side): array fields come back as numpy
+    arrays (msgpack ndarray maps, and the JSON lists of :data:`ARRAY_FIELDS`)."""
+    fmt = MSGPACK if body_format(content_type) == MSGPACK else JSON
+    if not body:
+        return None
+    data = parse_body(body, fmt)
+    if fmt == JSON and isinstance(data, dict):
         for key, dtype in ARRAY_FIELDS.items():
             if isinstance(data.get(key), list):
                 data[key] = np.asarray(data[key], dtype=dtype)

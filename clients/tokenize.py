@@ -283,7 +283,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m clients.tokenize", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="amplify-tokenize", description=__doc__.split("\n")[0])
     add_arguments(parser)
     return run(parser.parse_args(argv))
 

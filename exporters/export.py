@@ -6,34 +6,34 @@ or a Triton model repository), check parity against PyTorch, and write ``manifes
 """
 from __future__ import annotations
 
-import contextlib
 import json
 import platform
 import time
-import warnings
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
 
 import numpy as np
 import torch
 
 import amplify
 from amplify.checkpoints import file_sha256
+from amplify.info import ModelInfo
 from exporters.graphs import GRAPHS, build_graph
 from exporters.manifest import (
-    BATCH_AXIS, FORMAT_NAME, FORMAT_VERSION, INSTRUCTIONS_FILE, MANIFEST_NAME, TEXT_EMBEDDINGS_FILE, write_manifest,
+    BATCH_AXIS, FORMAT_NAME, FORMAT_VERSION, IMAGE_AXES, INSTRUCTIONS_FILE, MANIFEST_NAME, TEXT_EMBEDDINGS_FILE,
+    write_manifest,
 )
 from exporters.parity import ParityError, compare, reference_outputs, sample_inputs
 from exporters.source import ExportSource
+from exporters.writers import FORMATS, graph_file, onnx_runner, torchscript_runner, write_onnx, write_torchscript
 
-FORMATS = ("onnx", "torchscript", "triton")
 IMAGE_NOTE = (
-    "float32 (b, v, H, W, 3) in [0, 1], upright, views in metadata order, H x W = metadata.image_size; "
-    "inside the graph each view is resized bilinearly (align_corners=False, no antialiasing) to the vision "
-    "encoder's {size}x{size} and goes into ResNet-18 without mean/std normalization. Convert uint8 images "
-    "with x / 255 and resize other sizes to image_size before calling."
+    "float32 (b, v, H, W, 3) in [0, 1], upright, views in metadata order, any H x W (the model was trained on "
+    "metadata.image_size); inside the graph each view is resized once, bilinearly (align_corners=False, no "
+    "antialiasing), to the vision encoder's {size}x{size} and goes into ResNet-18 without mean/std "
+    "normalization, as the library does. Convert uint8 images with x / 255; do not resize them first."
 )
 
 
@@ -73,78 +73,6 @@ class ExportSettings:
 
 
 # ---------------------------------------------------------------------------------------------
-# writers and runners per format
-# ---------------------------------------------------------------------------------------------
-@contextlib.contextmanager
-def _quiet() -> Iterator[None]:
-    """Silence the tracer's and the exporter's warnings (shape-to-int conversions, deprecations)."""
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
-        warnings.filterwarnings("ignore", category=DeprecationWarning)
-        warnings.filterwarnings("ignore", category=FutureWarning)
-        warnings.filterwarnings("ignore", message=".*(legacy|TorchScript-based) ONNX export.*")
-        yield
-
-
-def write_onnx(wrapper: torch.nn.Module, example: tuple[torch.Tensor, ...], path: Path, input_names: list[str],
-               output_names: list[str], opset: int, output_shapes: dict[str, list[int]] | None = None) -> None:
-    """Trace ``wrapper`` and write an ONNX graph with a dynamic batch axis, then ``onnx.checker`` it.
-
-    Uses the TorchScript-based exporter (``dynamo=False``): it needs no onnxscript and exports the
-    unrolled FD loop, the FSQ integer ops and a dynamic batch axis. ``output_shapes`` (per-sample
-    shapes) replace output dimensions the exporter left symbolic, so the graph declares them."""
-    import onnx
-
-    with _quiet(), torch.no_grad():
-        torch.onnx.export(
-            wrapper, example, str(path), dynamo=False, input_names=input_names, output_names=output_names,
-            opset_version=opset, do_constant_folding=True,
-            dynamic_axes={n: {0: BATCH_AXIS} for n in input_names + output_names},
-        )
-    if output_shapes:
-        model = onnx.load(str(path))
-        for out in model.graph.output:
-            dims = out.type.tensor_type.shape.dim
-            for d, size in zip(list(dims)[1:], output_shapes[out.name]):
-                d.Clear()
-                d.dim_value = int(size)
-        onnx.save(model, str(path))
-    onnx.checker.check_model(str(path), full_check=True)
-
-
-def write_torchscript(wrapper: torch.nn.Module, example: tuple[torch.Tensor, ...], path: Path) -> None:
-    """Trace ``wrapper`` and save it; it loads with ``torch.jit.load`` without this project's code."""
-    with _quiet(), torch.no_grad():
-        traced = torch.jit.trace(wrapper, example, check_trace=False)
-        torch.jit.save(traced, str(path))
-
-
-def onnx_runner(path: Path, threads: int | None = None) -> Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]]:
-    """A CPU ONNX Runtime session as a function of named numpy inputs -> named outputs."""
-    import onnxruntime as ort
-
-    opts = ort.SessionOptions()
-    if threads:
-        opts.intra_op_num_threads = threads
-    sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
-    names = [o.name for o in sess.get_outputs()]
-    return lambda feed: dict(zip(names, sess.run(None, feed)))
-
-
-def torchscript_runner(path: Path, input_names: list[str], output_names: list[str]):
-    """The saved TorchScript module as a function of named numpy inputs -> named outputs."""
-    module = torch.jit.load(str(path), map_location="cpu")
-
-    def run(feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        with torch.no_grad():
-            out = module(*[torch.from_numpy(feed[n]) for n in input_names])
-        out = out if isinstance(out, tuple) else (out,)
-        return {n: o.numpy() for n, o in zip(output_names, out)}
-
-    return run
-
-
-# ---------------------------------------------------------------------------------------------
 # the export
 # ---------------------------------------------------------------------------------------------
 def available_graphs(source: ExportSource) -> list[str]:
@@ -158,38 +86,15 @@ def default_graphs(source: ExportSource, settings: ExportSettings) -> list[str]:
     return [g for g in available_graphs(source) if not GRAPHS[g].optional or settings.topk]
 
 
-def graph_file(graph: str, settings: ExportSettings, int8: bool = False) -> str:
-    """Where a graph lives inside the output directory."""
-    if settings.format == "triton":
-        return f"{settings.triton_prefix}{graph}{'_int8' if int8 else ''}/1/model.onnx"
-    if settings.format == "torchscript":
-        return f"{graph}.pt"
-    return f"{graph}{'.int8' if int8 else ''}.onnx"
-
-
 def _io(names: list[str], arrays: dict[str, np.ndarray]) -> list[dict[str, Any]]:
-    return [{"name": n, "dtype": str(arrays[n].dtype), "shape": [BATCH_AXIS, *arrays[n].shape[1:]]} for n in names]
+    def shape(n: str) -> list[int | str]:
+        dims: list[int | str] = [BATCH_AXIS, *arrays[n].shape[1:]]
+        if n == "images":
+            for axis, name in IMAGE_AXES.items():
+                dims[axis] = name
+        return dims
 
-
-def model_metadata(source: ExportSource, instructions: list[str]) -> dict[str, Any]:
-    """The model facts a server's /metadata needs (spec/API.md names), without torch."""
-    mt = source.mt_cfg
-    meta: dict[str, Any] = {
-        "views": list(mt.views), "image_size": list(mt.img_shape), "track_horizon": mt.track_pred_horizon,
-        "num_tracks": mt.num_tracks, "code_length": mt.seq_len, "hidden_dim": mt.hidden_dim,
-        "fsq_levels": list(mt.fsq_levels), "codebook_size": mt.codebook_size, "num_codes": mt.num_codes,
-        "velocity_steps": mt.num_steps, "relative_classes": mt.rel_cls_img_size[0] * mt.rel_cls_img_size[1],
-        "action_horizon": None, "action_dim": None, "proprio_dim": None, "text_embedding_dim": None,
-        "vision_image_size": None, "top_k": None, "instructions": instructions,
-    }
-    if source.kind == "bundle":
-        cfg = source.model.cfg
-        idc = cfg.inverse_dynamics
-        meta.update(action_horizon=idc.action_horizon, action_dim=idc.action_dim,
-                    proprio_dim=idc.proprio_dim if idc.cond_on_proprio else None,
-                    text_embedding_dim=cfg.forward_dynamics.text_embed_dim, vision_image_size=cfg.vision.image_size,
-                    top_k=cfg.forward_dynamics.top_k)
-    return meta
+    return [{"name": n, "dtype": str(arrays[n].dtype), "shape": shape(n)} for n in names]
 
 
 def _versions(opset: int | None) -> dict[str, Any]:
@@ -292,13 +197,13 @@ def export_model(source: ExportSource, out: str | Path, settings: ExportSettings
         raise ParityError(failures)
 
     instructions, table = _write_instructions(source, out)
-    name = settings.name or str(source.metadata.get("name") or source.path.stem)
+    name = settings.name or source.name
     manifest: dict[str, Any] = {
         "format": FORMAT_NAME, "format_version": FORMAT_VERSION, "runtime": settings.format,
-        "model": {"name": name, "version": str(source.metadata.get("version") or source.sha256[:12]),
+        "model": {"name": name, "version": source.version,
                   "kind": source.kind, "source": str(source.path), "source_sha256": source.sha256,
                   "trained": source.metadata.get("trained")},
-        "metadata": model_metadata(source, instructions),
+        "metadata": ModelInfo.from_config(source.model.cfg, instructions).as_manifest(),
         "images": IMAGE_NOTE.format(size=source.model.cfg.vision.image_size) if source.kind == "bundle" else None,
         "sampling": ["argmax"] + (["topk"] if "predict_codes_topk" in entries or "act_topk" in entries else []),
         "instructions": table,

@@ -17,6 +17,7 @@ import torch
 import torch.nn as nn
 
 from amplify.config import MotionTokenizerConfig
+from amplify.models.forward_dynamics import top_k_from_noise
 from amplify.models.motion_tokenizer import MotionTokenizer
 from amplify.policy import AMPLIFY
 
@@ -173,8 +174,10 @@ class _BundleGraph(nn.Module):
         """FD prediction, unrolled over S steps with a key/value cache -> indices (b, S) int64.
 
         Argmax, or with ``uniform`` (b, S, K) random numbers in (0, 1) top-k sampling by the
-        Gumbel-max trick: argmax(top-k-filtered logits - log(-log(u))) is a sample of
-        softmax(filtered logits), the distribution ``ForwardDynamics.predict(sampling='topk')`` draws from.
+        Gumbel-max trick (``top_k_from_noise``, the library's), a sample of the distribution
+        ``ForwardDynamics.predict(sampling='topk')`` draws from. This is the loop of
+        ``ForwardDynamics.predict`` in the form a tracer can export (a growing key/value cache, the
+        export's FSQ), not another algorithm.
         """
         fd, cfg = self.fd, self.fd.cfg
         b = tokens.shape[0]
@@ -185,11 +188,10 @@ class _BundleGraph(nn.Module):
         indices = []
         for step in range(cfg.pred_seq_len):
             logits = fd.unembed(hidden[:, -1])[:, :num_logits]  # (b, K)
-            if uniform is not None:
-                kth = torch.topk(logits, min(cfg.top_k, num_logits), dim=-1).values[:, -1:]  # (b, 1)
-                u = uniform[:, step, :num_logits].clamp(1e-12, 1.0 - 1e-7)
-                logits = logits.masked_fill(logits < kth, float("-inf")) - torch.log(-torch.log(u))
-            idx = logits.argmax(dim=-1)  # (b,)
+            if uniform is None:
+                idx = logits.argmax(dim=-1)  # (b,)
+            else:
+                idx = top_k_from_noise(logits, cfg.top_k, uniform[:, step, :num_logits])
             indices.append(idx)
             if step + 1 < cfg.pred_seq_len:
                 hidden, cache = fd.trunk.forward_cached(self.fsq.indices_to_codes(idx[:, None]), cache)

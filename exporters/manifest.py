@@ -14,9 +14,12 @@ import numpy as np
 
 MANIFEST_NAME = "manifest.json"
 FORMAT_NAME = "amplify-export"
-FORMAT_VERSION = 1
+# 2: graphs take images of any height and width (``images`` shape [batch, v, "height", "width", 3])
+# and resize them once, inside, to the vision encoder's size; version 1 graphs took ``image_size`` only.
+FORMAT_VERSION = 2
 RUNTIMES = ("onnx", "torchscript", "triton")
 BATCH_AXIS = "batch"  # the name of the dynamic batch axis in every shape
+IMAGE_AXES = {2: "height", 3: "width"}  # the dynamic image axes of ``images`` (b, v, H, W, 3)
 INSTRUCTIONS_FILE = "instructions.json"
 TEXT_EMBEDDINGS_FILE = "text_embeddings.npy"
 

@@ -110,23 +110,12 @@ def reference_outputs(source: ExportSource, graph: str, inputs: dict[str, torch.
 
 @torch.no_grad()
 def topk_reference_indices(policy, images: torch.Tensor, text_emb: torch.Tensor, uniform: torch.Tensor) -> torch.Tensor:
-    """Top-k sampling with given uniform noise, computed the library's uncached way: the whole
-    sequence through the trunk at every step, ``top_k_filter``, then Gumbel-max -> indices (b, S)."""
-    from amplify.models.forward_dynamics import top_k_filter
-
-    fd, cfg = policy.forward_dynamics, policy.forward_dynamics.cfg
+    """Top-k sampling with given uniform noise (b, S, K), computed the library's uncached way
+    (``ForwardDynamics.predict_uncached``: the whole sequence through the trunk at every step) -> indices (b, S)."""
+    fd = policy.forward_dynamics
     tokens = policy.image_tokens(images)  # (b, v, 49, 512)
     cond = fd.get_cond_tokens(tokens.reshape(tokens.shape[0], -1, tokens.shape[-1]), text_emb)
-    x = torch.cat([cond, fd.sos_token.expand(cond.shape[0], -1, -1)], dim=1)
-    n = fd.num_codes if cfg.mask_unused_logits else cfg.codebook_size
-    indices = []
-    for step in range(cfg.pred_seq_len):
-        logits = fd._logits(fd.trunk(x)[:, -1])[:, :n]
-        u = uniform[:, step, :n].clamp(1e-12, 1.0 - 1e-7)
-        idx = (top_k_filter(logits, cfg.top_k) - torch.log(-torch.log(u))).argmax(dim=-1)
-        indices.append(idx)
-        x = torch.cat([x, fd.quantize.indices_to_codes(idx[:, None])], dim=1)
-    return torch.stack(indices, dim=1)
+    return fd.predict_uncached(cond, "topk", uniform=uniform)
 
 
 def compare(graph: str, batch: int, expected: dict[str, np.ndarray], actual: dict[str, np.ndarray],

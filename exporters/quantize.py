@@ -14,6 +14,8 @@ from typing import Any, Callable
 
 import numpy as np
 
+from exporters.writers import graph_file, onnx_runner
+
 # Ops quantized: the transformers' matrix products. Convolutions (the ResNet) stay float32; the
 # measurement behind that choice is in docs/exporters.md.
 OP_TYPES = ["MatMul", "Gemm"]
@@ -52,7 +54,6 @@ def quantize_graphs(out: Path, manifest: dict[str, Any], inputs: dict[str, dict[
 
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    from exporters.export import graph_file, onnx_runner
 
     report: dict[str, Any] = {
         "method": "onnxruntime.quantization.quantize_dynamic, int8 weights (QInt8, per tensor), "

@@ -5,10 +5,12 @@
     actions = model.act(images, proprio, text_emb=emb)  # (b, A, action_dim) float32
     indices, codes = model.encode(tracks=tracks)        # (b, S) int64, (b, S, h) float32
 
-This module imports numpy, onnxruntime (ONNX) or torch (TorchScript) and the manifest reader only:
-a server can use it without the exporter or the model library. Inputs are checked against the
+This module imports numpy, onnxruntime (ONNX) or torch (TorchScript), the manifest reader and the
+library's torch-free input conventions (``amplify.inputs``) only: a server can use it without the
+exporter, the model library or torch. Inputs are checked against the
 manifest; a wrong shape or dtype raises ``InputError`` naming the field, the expected and the
-received shape. Images may be uint8 (0-255) or float (0-1) at ``metadata['image_size']``.
+received shape. Images may be uint8 (0-255) or float (0-1), of any size (the graphs resize them
+once, to the vision encoder's size; exports older than manifest format 2 take ``image_size`` only).
 Prediction is argmax; exports made with ``--topk`` also sample top-k (``sampling='topk', seed=``).
 """
 from __future__ import annotations
@@ -18,15 +20,16 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from amplify.inputs import InputError, instruction_rows, integrate_velocities, unit_images
 from exporters.manifest import BATCH_AXIS, ManifestError, read_instructions, read_manifest
 
+__all__ = ["ExportedModel", "InputError", "OnnxModel", "TorchScriptModel", "integrate_velocities", "load_exported",
+           "select_providers"]
 
-class InputError(ValueError):
-    """An input that does not fit the exported graph; ``field`` names it."""
 
-    def __init__(self, field: str, message: str):
-        self.field = field
-        super().__init__(f"{field}: {message}")
+def _input_error(field: str, message: str) -> InputError:
+    """The library's one :class:`~amplify.inputs.InputError`, its message led by the field's name."""
+    return InputError(f"{field}: {message}", field)
 
 
 def select_providers(device: str = "cpu", available: Sequence[str] | None = None) -> list[str]:
@@ -94,52 +97,49 @@ class ExportedModel:
         for t in spec["inputs"]:
             name = t["name"]
             if inputs.get(name) is None:
-                raise InputError(name, f"required by the {graph!r} graph, shape {self._shape_text(t)}")
+                raise _input_error(name, f"required by the {graph!r} graph, shape {self._shape_text(t)}")
             arr = self._convert(name, inputs[name], t["dtype"])
-            expected = t["shape"][1:]
-            if arr.ndim != len(t["shape"]) or list(arr.shape[1:]) != list(expected) or arr.shape[0] < 1:
-                raise InputError(name, f"expected shape {self._shape_text(t)}, got {tuple(arr.shape)}")
+            fits = all(isinstance(d, str) or got == d for got, d in zip(arr.shape[1:], t["shape"][1:]))
+            if arr.ndim != len(t["shape"]) or not fits or min(arr.shape) < 1:
+                raise _input_error(name, f"expected shape {self._shape_text(t)}, got {tuple(arr.shape)}")
             if batch is None:
                 batch = arr.shape[0]
             elif arr.shape[0] != batch:
-                raise InputError(name, f"batch size {arr.shape[0]} differs from the other inputs' {batch}")
+                raise _input_error(name, f"batch size {arr.shape[0]} differs from the other inputs' {batch}")
             feed[name] = arr
         return self._run(graph, feed)
 
     @staticmethod
     def _shape_text(t: dict[str, Any]) -> str:
-        return "(" + ", ".join("b" if d == BATCH_AXIS else str(d) for d in t["shape"]) + ")"
+        names = {BATCH_AXIS: "b", "height": "H", "width": "W"}
+        return "(" + ", ".join(names.get(d, str(d)) if isinstance(d, str) else str(d) for d in t["shape"]) + ")"
 
     @staticmethod
     def _convert(name: str, value: Any, dtype: str) -> np.ndarray:
         arr = np.asarray(value)
         if dtype.startswith("int"):
             if arr.dtype.kind not in "iu":
-                raise InputError(name, f"expected integers, got {arr.dtype}")
+                raise _input_error(name, f"expected integers, got {arr.dtype}")
             return np.ascontiguousarray(arr, dtype=np.int64)
         if name == "images" and arr.dtype == np.uint8:
-            return np.ascontiguousarray(arr, dtype=np.float32) / np.float32(255.0)
+            return np.ascontiguousarray(unit_images(arr))
         if arr.dtype.kind not in "fiu":
-            raise InputError(name, f"expected numbers, got {arr.dtype}")
+            raise _input_error(name, f"expected numbers, got {arr.dtype}")
         arr = np.ascontiguousarray(arr, dtype=np.float32)
         if not np.isfinite(arr).all():
-            raise InputError(name, "contains NaN or infinite values")
+            raise _input_error(name, "contains NaN or infinite values")
         return arr
 
     def embed_text(self, text: Sequence[str]) -> np.ndarray:
         """Instructions -> embeddings (b, E) from the export's table; KeyError names unknown ones."""
-        index = {s: i for i, s in enumerate(self.instructions)}
-        missing = [s for s in text if s not in index]
-        if missing:
-            raise KeyError(f"unknown instruction(s) {missing[:3]}; send text_emb instead (known: {self.instructions[:5]})")
-        return self._text_table[[index[s] for s in text]]
+        return self._text_table[instruction_rows(self.instructions, text)]
 
     def _text(self, text_emb: Any, text: Sequence[str] | None) -> np.ndarray:
         if text_emb is not None:
             return text_emb
         if text is not None:
             return self.embed_text(text)
-        raise InputError("text_emb", "pass text_emb (b, E) or text (a list of b instructions)")
+        raise _input_error("text_emb", "pass text_emb (b, E) or text (a list of b instructions)")
 
     @property
     def sampling_modes(self) -> list[str]:
@@ -168,11 +168,11 @@ class ExportedModel:
     def encode(self, tracks: Any = None, velocities: Any = None) -> tuple[np.ndarray, np.ndarray]:
         """Tracks (b, v, H, n, 2) or velocities (b, v, t, n, 2) -> (indices (b, S) int64, codes (b, S, h))."""
         if (tracks is None) == (velocities is None):
-            raise InputError("tracks", "pass exactly one of tracks (b, v, H, n, 2) or velocities (b, v, t, n, 2)")
+            raise _input_error("tracks", "pass exactly one of tracks (b, v, H, n, 2) or velocities (b, v, t, n, 2)")
         if tracks is not None:
             tr = self._convert("tracks", tracks, "float32")
             if tr.ndim != 5 or tr.shape[2] != self.metadata["track_horizon"]:
-                raise InputError("tracks", f"expected shape (b, {len(self.metadata['views'])}, "
+                raise _input_error("tracks", f"expected shape (b, {len(self.metadata['views'])}, "
                                  f"{self.metadata['track_horizon']}, {self.metadata['num_tracks']}, 2), got {tr.shape}")
             velocities = np.diff(tr, axis=2)
         out = self.run("encode", velocities=velocities)
@@ -185,12 +185,12 @@ class ExportedModel:
     def decode(self, codes: Any = None, indices: Any = None) -> tuple[np.ndarray, np.ndarray]:
         """Codes (b, S, h) or indices (b, S) -> (velocities (b, v, t, n, 2), logits (b, v*t*n, R))."""
         if (codes is None) == (indices is None):
-            raise InputError("codes", "pass exactly one of codes (b, S, h) or indices (b, S)")
+            raise _input_error("codes", "pass exactly one of codes (b, S, h) or indices (b, S)")
         if indices is not None:
             idx = self._convert("indices", indices, "int64")
             size = self.metadata["codebook_size"]
             if idx.size and (idx.min() < 0 or idx.max() >= size):
-                raise InputError("indices", f"values must be in [0, {size}), got [{idx.min()}, {idx.max()}]")
+                raise _input_error("indices", f"values must be in [0, {size}), got [{idx.min()}, {idx.max()}]")
             codes = self.indices_to_codes(idx)
         out = self.run("decode", codes=codes)
         return out["velocities"], out["logits"]
@@ -228,16 +228,6 @@ class ExportedModel:
         graph = self._graph_for("act", sampling)
         extra = {"uniform": self._uniform(self._batch(images), seed)} if graph.endswith("_topk") else {}
         return self.run(graph, images=images, proprio=proprio, text_emb=self._text(text_emb, text), **extra)["actions"]
-
-
-def integrate_velocities(velocities: np.ndarray, init_points: np.ndarray) -> np.ndarray:
-    """Velocities (b, v, t, n, 2) and first points (b, v, n, 2) or (b, v, H', n, 2) -> tracks (b, v, t+1, n, 2)."""
-    b, v, _, n, _ = velocities.shape
-    init = init_points[:, :, None] if init_points.ndim == 4 else init_points[:, :, :1]
-    if init.shape != (b, v, 1, n, 2):
-        raise InputError("init_points", f"expected shape ({b}, {v}, {n}, 2), got {tuple(init_points.shape)}")
-    zeros = np.zeros((b, v, 1, n, 2), velocities.dtype)
-    return np.cumsum(np.concatenate([zeros, velocities], axis=2), axis=2) + init
 
 
 class OnnxModel(ExportedModel):

@@ -17,11 +17,14 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from amplify.inputs import InputError
 from service.backends import Backend, load_backend
+from service.deps import ServiceState
 from service.engine import InferenceEngine
-from service.errors import NotReady, ServiceError, error_body
+from service.errors import ServiceError, error_body, response_headers
 from service.metrics import ServiceMetrics
 from service.middleware import ServiceMiddleware
+from service.routes import inference, ops
 from service.settings import ServiceSettings
 from service.text import LocalTextEncoder, TextResolver
 
@@ -46,26 +49,6 @@ are (b, v, H_img, W_img, 3) uint8 0-255 or float 0-1, upright, in `/metadata` `v
 404 unknown instruction, 413 body too large, 415 content type, 503 queue full or not ready
 (`Retry-After`), 504 timeout. Every response carries `X-Request-ID` and `Server-Timing`.
 """
-
-
-class ServiceState:
-    """What the routes see: settings, metrics and (once loaded) the engine."""
-
-    def __init__(self, settings: ServiceSettings, metrics: ServiceMetrics):
-        self.settings = settings
-        self.metrics = metrics
-        self.engine: InferenceEngine | None = None
-        self.status = "loading"
-        self.error: str | None = None
-        self.load_seconds: float | None = None
-        self.warmup_seconds: float | None = None
-
-    def ready_engine(self) -> InferenceEngine:
-        """The engine, or 503 while loading (or after a failed load)."""
-        if self.status != "ready" or self.engine is None:
-            detail = f": {self.error}" if self.error else "; retry shortly"
-            raise NotReady(f"the model is {self.status}{detail}", None, headers={"Retry-After": "1"})
-        return self.engine
 
 
 def _default_factory(settings: ServiceSettings) -> Backend:
@@ -106,8 +89,6 @@ def create_app(settings: ServiceSettings | None = None, backend_factory: Backend
                on_load_failure: Callable[[BaseException], None] | None = None) -> FastAPI:
     """Build the application. ``backend_factory(settings) -> Backend`` replaces the default loader
     (tests use it to hold or slow loading); ``on_load_failure`` is told when loading fails."""
-    from service.routes import inference, ops
-
     settings = settings or ServiceSettings()
     metrics = ServiceMetrics()
     state = ServiceState(settings, metrics)
@@ -134,7 +115,12 @@ def create_app(settings: ServiceSettings | None = None, backend_factory: Backend
 
     @app.exception_handler(ServiceError)
     async def service_error(request: Request, exc: ServiceError) -> JSONResponse:
-        return JSONResponse(error_body(exc.code, exc.message, exc.field, _rid(request)), exc.status, headers=exc.headers)
+        return JSONResponse(error_body(exc.code, exc.message, exc.field, _rid(request)), exc.status,
+                            headers=response_headers(exc))
+
+    @app.exception_handler(InputError)
+    async def input_error(request: Request, exc: InputError) -> JSONResponse:
+        return JSONResponse(error_body("invalid_input", exc.message, exc.field, _rid(request)), 400)
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:

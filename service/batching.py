@@ -79,7 +79,6 @@ class Batcher:
         self._stopped = False
         self._arriving = 0  # requests being read and validated, not yet submitted
         self._thread = threading.Thread(target=self._work, name=name, daemon=True)
-        self.busy = False
 
     def start(self) -> None:
         self._thread.start()
@@ -118,10 +117,9 @@ class Batcher:
         item = _Item(key, endpoint, fn, inputs, rows, batchable, loop.create_future(), loop)
         with self._cond:
             if self._stopped:
-                raise QueueFull("the service is shutting down", None, headers={"Retry-After": "1"})
+                raise QueueFull("the service is shutting down", None)
             if len(self._items) >= self.queue_size:
-                raise QueueFull(f"the queue is full ({self.queue_size} requests waiting); retry later", None,
-                                headers={"Retry-After": "1"})
+                raise QueueFull(f"the queue is full ({self.queue_size} requests waiting); retry later", None)
             self._items.append(item)
             self._cond.notify()
         try:
@@ -167,11 +165,7 @@ class Batcher:
             batch = self._gather()
             if batch is None:
                 return
-            self.busy = True
-            try:
-                self._run(batch)
-            finally:
-                self.busy = False
+            self._run(batch)
 
     def _run(self, batch: list[_Item]) -> None:
         start = time.perf_counter()

@@ -13,9 +13,10 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from service.backends.base import Backend, ModelInfo
+from amplify.info import ModelInfo
+from amplify.inputs import InputError
+from service.backends.base import Backend
 from service.batching import Batcher, BatchObserver, Timing
-from service.errors import InputError
 from service.text import TextResolver
 
 log = logging.getLogger("amplify.service")
@@ -54,7 +55,7 @@ class InferenceEngine:
     def _check_sampling(self, sampling: str) -> None:
         if sampling not in self.backend.sampling_modes:
             raise InputError(f"sampling {sampling!r} is not available on the {self.backend.name} back end (it implements "
-                             f"{list(self.backend.sampling_modes)}); serve with --backend torch for topk", "sampling")
+                             f"{list(self.backend.sampling_modes)}; the torch back end implements topk)", "sampling")
 
     async def _submit(self, endpoint: str, fn, inputs: dict[str, np.ndarray], *options: Any,
                       batchable: bool = True) -> tuple[dict[str, np.ndarray], Timing]:

@@ -1,12 +1,18 @@
 """Service errors and their HTTP form: ``{"error": {"code", "message", "field", "request_id"}}``.
 
-Inference code raises :class:`InputError` (bad values, 400) and :class:`UnknownInstruction` (404);
-the batcher raises :class:`QueueFull` (503) and :class:`RequestTimeout` (504). The HTTP layer maps
-them; anything else is a 500 with the request id and no traceback.
+Inference code raises the library's :class:`amplify.inputs.InputError` (bad values, 400; the one
+InputError, re-exported here) and :class:`UnknownInstruction` (404); the batcher raises
+:class:`QueueFull` (503) and :class:`RequestTimeout` (504). The HTTP layer (``service.app``) maps
+them and adds ``Retry-After`` to the 503s; anything else is a 500 with the request id and no traceback.
 """
 from __future__ import annotations
 
 from typing import Any
+
+from amplify.inputs import InputError
+
+__all__ = ["InputError", "NotReady", "PayloadTooLarge", "QueueFull", "RequestTimeout", "ServiceError",
+           "UnknownInstruction", "UnsupportedMediaType", "error_body"]
 
 
 class ServiceError(Exception):
@@ -25,20 +31,10 @@ class ServiceError(Exception):
         self.headers = headers or {}
 
 
-class InputError(ServiceError):
-    """Malformed body, wrong shape or dtype, non-finite or out-of-range values (400)."""
-
-    status, code = 400, "invalid_input"
-
-
 class UnknownInstruction(ServiceError):
     """Instruction text that neither the bundle's table nor a text encoder can embed (404)."""
 
     status, code = 404, "unknown_instruction"
-
-
-class Unauthorized(ServiceError):
-    status, code = 401, "unauthorized"
 
 
 class PayloadTooLarge(ServiceError):
@@ -61,6 +57,15 @@ class NotReady(ServiceError):
 
 class RequestTimeout(ServiceError):
     status, code = 504, "timeout"
+
+
+# Seconds a client should wait before retrying a 503 (queue full, not ready, shutting down).
+RETRY_AFTER_S = 1
+
+
+def response_headers(err: ServiceError) -> dict[str, str]:
+    """The HTTP headers of an error response: ``Retry-After`` on every 503, and the error's own."""
+    return {**({"Retry-After": str(RETRY_AFTER_S)} if err.status == 503 else {}), **err.headers}
 
 
 def error_body(code: str, message: str, field: str | None, request_id: str | None) -> dict[str, Any]:

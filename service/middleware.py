@@ -15,7 +15,7 @@ from typing import Any
 from starlette.datastructures import Headers, MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from service.errors import PayloadTooLarge, ServiceError, error_body
+from service.errors import PayloadTooLarge, ServiceError, error_body, response_headers
 from service.metrics import ServiceMetrics
 
 access_log = logging.getLogger("amplify.access")
@@ -75,7 +75,7 @@ class ServiceMiddleware:
             body = json.dumps(error_body(err.code, err.message, err.field, request_id)).encode()
             await send_with_headers({"type": "http.response.start", "status": err.status, "headers": [
                 (b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
-                *((k.lower().encode(), v.encode()) for k, v in err.headers.items())]})
+                *((k.lower().encode(), v.encode()) for k, v in response_headers(err).items())]})
             await send_with_headers({"type": "http.response.body", "body": body})
 
         received = [0]

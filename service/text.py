@@ -13,6 +13,7 @@ from typing import Sequence
 
 import numpy as np
 
+from amplify.inputs import UnknownInstructionError, instruction_rows
 from service.errors import UnknownInstruction
 
 log = logging.getLogger("amplify.service")
@@ -62,17 +63,17 @@ class TextResolver:
 
     def __init__(self, instructions: Sequence[str], table: np.ndarray | None, encoder: LocalTextEncoder | None = None):
         self.instructions = list(instructions)
-        self._index = {s: i for i, s in enumerate(self.instructions)}
         self._table = None if table is None else np.asarray(table, dtype=np.float32)
         self.encoder = encoder
 
     def __call__(self, text: Sequence[str]) -> np.ndarray:
         """Instructions (b,) -> embeddings (b, E) float32."""
-        missing = [s for s in text if s not in self._index]
-        if not missing:
-            return self._table[[self._index[s] for s in text]].copy()
-        if self.encoder is not None:
-            return self.encoder(text)
+        try:
+            return self._table[instruction_rows(self.instructions, text)].copy()
+        except UnknownInstructionError as e:
+            if self.encoder is not None:
+                return self.encoder(text)
+            missing = e.missing
         known = self.instructions[:5]
         raise UnknownInstruction(
             f"unknown instruction {missing[0]!r} and no text encoder is configured; send `text_emb` (b, E) instead"

@@ -9,8 +9,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from service.backends.base import ModelInfo
-from service.errors import InputError
+from amplify.info import ModelInfo
+from amplify.inputs import InputError, unit_images
 
 FLOAT_KINDS = {np.dtype(np.float16), np.dtype(np.float32), np.dtype(np.float64)}
 INDEX_KINDS = {np.dtype(np.int32), np.dtype(np.int64)}
@@ -102,11 +102,11 @@ def image_array(value: Any, info: ModelInfo, field: str = "images") -> np.ndarra
         raise InputError(f"{field}: image sides must lie in [{MIN_IMAGE_SIDE}, {MAX_IMAGE_SIDE}] pixels, got {h}x{w} "
                          f"(the model was trained on {info.image_size[0]}x{info.image_size[1]})", field)
     if arr.dtype == np.uint8:
-        return arr.astype(np.float32) / np.float32(255.0)
+        return unit_images(arr)
     if arr.dtype.kind in "iu" and not isinstance(value, np.ndarray):  # JSON integers: 0-255
         if arr.min() < 0 or arr.max() > 255:
             raise InputError(f"{field}: integer pixel values must lie in [0, 255], got {arr.min()}..{arr.max()}", field)
-        return arr.astype(np.float32) / np.float32(255.0)
+        return unit_images(arr.astype(np.uint8))
     if arr.dtype not in FLOAT_KINDS:
         raise InputError(f"{field} must be uint8 (0-255) or float16/32/64 (0-1), got {arr.dtype}", field)
     out = arr.astype(np.float32)

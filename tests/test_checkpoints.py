@@ -12,7 +12,7 @@ import torch
 
 from amplify import AMPLIFY, CheckpointError, load_motion_tokenizer
 from amplify.checkpoints import load_original
-from amplify.cli import main as cli
+from amplify_cli.main import main as cli
 
 MARKER = Path("/tmp/amplify_pickle_payload_ran")
 

@@ -12,7 +12,7 @@ import hashlib
 import numpy as np
 
 from .scene import ObjSpec
-from .tasks import Task
+from .tasks import TASK_REGISTRY, Task
 
 TEXT_DIM = 512
 
@@ -46,6 +46,7 @@ def _build() -> list[Task]:
 
 
 TASKS: dict[str, Task] = {t.name: t for t in _build()}
+TASK_REGISTRY.update(TASKS)
 FAMILY_SUITE = {"push": "builtin_push", "pick": "builtin_pick", "lift": "builtin_lift"}
 SUITES: dict[str, list[str]] = {s: [n for n, t in TASKS.items() if t.family == f] for f, s in FAMILY_SUITE.items()}
 SUITES["builtin_all"] = list(TASKS)

@@ -158,13 +158,14 @@ def demo_init_states(task: Task, n: int, seed: int = 0) -> np.ndarray:
 
 
 _INIT_CACHE: dict[str, np.ndarray] = {}
+# Every built-in task by name, filled by ``world.suites`` when it builds them (this module never
+# imports the suites: they are made of tasks).
+TASK_REGISTRY: dict[str, Task] = {}
 
 
 def get_init_states(task: Task | str) -> np.ndarray:
-    """(50, D) float64 fixed initial states of a task (cached)."""
-    from .suites import get_task
-
-    task = get_task(task) if isinstance(task, str) else task
+    """(50, D) float64 fixed initial states of a task, or of a built-in task by name (cached)."""
+    task = TASK_REGISTRY[task.replace(" ", "_")] if isinstance(task, str) else task
     if task.name not in _INIT_CACHE:
         _INIT_CACHE[task.name] = make_init_states(task)
     return _INIT_CACHE[task.name].copy()

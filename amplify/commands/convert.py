@@ -4,22 +4,11 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from amplify.checkpoints import CheckpointError, load_original
-from amplify.loading import load_forward_dynamics, load_inverse_dynamics, load_motion_tokenizer, save_model
+from amplify.checkpoints import CheckpointError
+from amplify.loading import (
+    load_bundle, load_forward_dynamics, load_inverse_dynamics, load_motion_tokenizer, read_checkpoint, save_model,
+)
 from amplify.policy import AMPLIFY
-
-
-def original_kind(config: dict) -> str:
-    """Which model an original checkpoint's config describes."""
-    if "motion_tokenizer_cfg" in config:
-        return "bundle"
-    if "forward_dynamics" in config:
-        return "forward_dynamics"
-    if "action_dim" in config and "type" in config and "codebook_size" not in config:
-        return "inverse_dynamics"
-    if "codebook_size" in config:
-        return "motion_tokenizer"
-    raise CheckpointError("cannot tell which model this checkpoint holds from its config")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -44,18 +33,19 @@ def run(args: argparse.Namespace) -> int:
     if not args.checkpoint:
         raise SystemExit("amplify convert: name a checkpoint (or --mt/--fd/--id)")
     try:
-        kind = original_kind(load_original(args.checkpoint).get("config") or {})
+        ckpt = read_checkpoint(args.checkpoint)  # read once
+        kind = ckpt.kind
         meta = {"converted_from": str(args.checkpoint)}
         if kind == "bundle":
-            AMPLIFY.load(args.checkpoint).save(out, meta)
+            load_bundle(ckpt).save(out, meta)
         elif kind == "motion_tokenizer":
-            save_model(load_motion_tokenizer(args.checkpoint)[0], out, meta)
+            save_model(load_motion_tokenizer(ckpt)[0], out, meta)
         else:
             if not args.mt:
                 raise SystemExit(f"amplify convert: {kind} checkpoints need their tokenizer: --mt mt.pt")
             mt_cfg = load_motion_tokenizer(args.mt)[1]
             loader = load_forward_dynamics if kind == "forward_dynamics" else load_inverse_dynamics
-            save_model(loader(args.checkpoint, mt_cfg)[0], out, meta)
+            save_model(loader(ckpt, mt_cfg)[0], out, meta)
     except CheckpointError as e:
         raise SystemExit(f"amplify convert: {e}")
     print(f"{kind} -> {out}")

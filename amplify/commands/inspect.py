@@ -7,6 +7,7 @@ from collections import defaultdict
 from pathlib import Path
 
 from amplify.checkpoints import CheckpointError, detect_format, file_sha256, load_original, read_dir
+from amplify.loading import original_kind
 
 
 def summarize(path: str | Path) -> dict:
@@ -14,8 +15,6 @@ def summarize(path: str | Path) -> dict:
     p = Path(path)
     fmt = detect_format(p)
     if fmt == "original":
-        from amplify.commands.convert import original_kind
-
         data = load_original(p)
         config, state = data.get("config") or {}, data["model"]
         kind = original_kind(config)

@@ -28,6 +28,14 @@ def top_k_filter(logits: torch.Tensor, k: int) -> torch.Tensor:
     return logits.masked_fill(logits < kth, float("-inf"))
 
 
+def top_k_from_noise(logits: torch.Tensor, k: int, uniform: torch.Tensor) -> torch.Tensor:
+    """A top-k sample per row of logits (b, K) drawn with given uniform noise (b, K) in (0, 1), by the
+    Gumbel-max trick: argmax(top-k-filtered logits - log(-log(u))) is a sample of softmax(filtered
+    logits). Traceable (the exported top-k graphs use it); -> indices (b,)."""
+    u = uniform.clamp(1e-12, 1.0 - 1e-7)
+    return (top_k_filter(logits, k) - torch.log(-torch.log(u))).argmax(dim=-1)
+
+
 class ForwardDynamics(nn.Module):
     """Autoregressive transformer over motion tokens, conditioned on images and text."""
 
@@ -111,15 +119,20 @@ class ForwardDynamics(nn.Module):
     @torch.no_grad()
     def predict_uncached(
         self, cond: torch.Tensor, sampling: str | None = None, generator: torch.Generator | None = None,
-        return_logits: bool = False,
+        return_logits: bool = False, uniform: torch.Tensor | None = None,
     ):
-        """The reference computation: the whole sequence runs through the trunk at every step."""
+        """The reference computation: the whole sequence runs through the trunk at every step.
+        With ``uniform`` (b, S, K) noise, top-k samples are drawn from it (:func:`top_k_from_noise`,
+        as the exported top-k graphs draw them) instead of from ``generator``."""
         sampling = sampling or self.cfg.sampling
         x = torch.cat([cond, self.sos_token.expand(cond.shape[0], -1, -1)], dim=1)
         indices, step_logits = [], []
-        for _ in range(self.cfg.pred_seq_len):
+        for step in range(self.cfg.pred_seq_len):
             logits = self._logits(self.trunk(x)[:, -1])
-            idx = self._choose(logits, sampling, generator)
+            if uniform is not None and sampling == "topk":
+                idx = top_k_from_noise(logits, self.cfg.top_k, uniform[:, step, :logits.shape[-1]])
+            else:
+                idx = self._choose(logits, sampling, generator)
             indices.append(idx)
             step_logits.append(logits)
             x = torch.cat([x, self.quantize.indices_to_codes(idx[:, None])], dim=1)

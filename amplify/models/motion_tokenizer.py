@@ -17,7 +17,7 @@ from vector_quantize_pytorch import FSQ
 from amplify.config import MotionTokenizerConfig
 from amplify.layers import TransformerDecoder, TransformerEncoder, init_weights
 from amplify.models.vision import VisionEncoder
-from amplify.tracks import points_to_velocities, relative_class_targets, relative_classes_to_velocities
+from amplify.tracks import relative_class_targets, relative_classes_to_velocities
 
 
 def _encoder_mask(causal_encoder: bool | str) -> str:
@@ -270,7 +270,3 @@ class MotionTokenizer(nn.Module):
         for i, view in enumerate(self.cfg.views):
             total = total + self.cfg.loss_weights.get(view, 1.0) * per_point[:, i].mean()
         return total
-
-    def tracks_to_indices(self, tracks: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
-        """Convenience: tracks (b, v, H, n, 2) -> indices (b, S)."""
-        return self.tokenize(points_to_velocities(tracks, time_dim=2), cond)[1]

@@ -73,7 +73,9 @@ class VisionEncoder(nn.Module):
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         x = images.permute(0, 3, 1, 2)  # (b, 3, H, W)
         size = self.cfg.image_size
-        if x.shape[-2:] != (size, size):
+        # A traced graph (the exporters) always resizes, so that it takes images of any size; at the
+        # encoder's own size the bilinear resize is the identity.
+        if x.shape[-2:] != (size, size) or torch.jit.is_tracing():
             x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False, antialias=False)
         x = self.model(x)  # (b, 512, 7, 7)
         return x.flatten(2).transpose(1, 2)  # (b, 49, 512)

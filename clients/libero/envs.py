@@ -40,10 +40,21 @@ def _libero():
     return benchmark
 
 
+def _world():
+    """The built-in world (``world/``, beside ``clients/`` in the repository; not part of the client
+    distribution)."""
+    try:
+        import world
+    except ImportError:
+        raise ImportError("--env builtin needs the repository's built-in world (world/): run from a checkout "
+                          "(PYTHONPATH=<repo>) or install the main package (pip install <repo>)") from None
+    return world
+
+
 def list_tasks(env: str, suite: str) -> list[TaskInfo]:
     """Every task of ``suite`` with its instruction, step limit and number of fixed initial states."""
     if env == "builtin":
-        import world
+        world = _world()
         if suite not in world.SUITES:
             raise ValueError(f"--suite: unknown built-in suite {suite!r}; choose one of {sorted(world.SUITES)}")
         return [TaskInfo("builtin", suite, i, t.name, t.instruction, int(t.max_steps), len(world.get_init_states(t)))
@@ -66,7 +77,7 @@ def list_tasks(env: str, suite: str) -> list[TaskInfo]:
 def make_env(info: TaskInfo, camera_size: tuple[int, int] = (128, 128)) -> tuple[Any, np.ndarray]:
     """Build the task's environment; returns (env, init_states (N, D))."""
     if info.env == "builtin":
-        import world
+        world = _world()
         if tuple(camera_size) != (128, 128):
             raise ValueError(f"the built-in world renders 128x128 images, not {tuple(camera_size)}")
         env = world.BuiltinEnv(info.name)

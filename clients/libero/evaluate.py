@@ -320,8 +320,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"amplify-libero: {e}", file=sys.stderr)
         return 1
     except ImportError as e:
-        print(f"amplify-libero: {e}\nLIBERO lives in its own environment: python -m clients.libero.setup_env "
-              "(see docs/clients.md)", file=sys.stderr)
+        hint = "" if a.env == "builtin" else ("\nLIBERO lives in its own environment: python -m clients.libero.setup_env "
+                                              "(see docs/clients.md)")
+        print(f"amplify-libero: {e}{hint}", file=sys.stderr)
         return 1
     text = json.dumps(result, indent=2)
     print(text)

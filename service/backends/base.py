@@ -1,4 +1,5 @@
-"""The back-end interface: numpy arrays in, numpy arrays out, batch first; no HTTP here.
+"""The back-end interface: numpy arrays in, numpy arrays out, batch first; no HTTP here. Every back
+end describes its model with the one :class:`amplify.info.ModelInfo`.
 
 Shapes (names from MODEL.md): b batch, v views, H points per track, t = H - 1, n tracks,
 S code tokens, h hidden size, A action horizon, E text-embedding size.
@@ -6,45 +7,14 @@ S code tokens, h hidden size, A action horizon, E text-embedding size.
 from __future__ import annotations
 
 import abc
-from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
 
+from amplify.info import ModelInfo
+from amplify.inputs import integrate_velocities
 
-@dataclass(frozen=True)
-class ModelInfo:
-    """What the loaded model accepts and returns; inputs are validated against it."""
-
-    views: list[str]
-    image_size: list[int]          # [H_img, W_img] the model was trained on (inputs are resized)
-    track_horizon: int             # H
-    num_tracks: int                # n
-    code_length: int               # S
-    hidden_dim: int                # h
-    fsq_levels: list[int]
-    codebook_size: int
-    action_horizon: int            # A
-    action_dim: int
-    proprio_dim: int
-    text_embedding_dim: int        # E
-    num_classes: int = 0           # R, relative classes per decoded point (logits' last dim)
-    extra: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def num_views(self) -> int:
-        return len(self.views)
-
-    @property
-    def num_steps(self) -> int:
-        """t = H - 1 velocities per track."""
-        return self.track_horizon - 1
-
-    def as_dict(self) -> dict[str, Any]:
-        d = asdict(self)
-        d.pop("extra")
-        d.pop("num_classes")
-        return d
+__all__ = ["Backend", "ModelInfo", "integrate_velocities"]
 
 
 class Backend(abc.ABC):
@@ -100,9 +70,3 @@ class Backend(abc.ABC):
     def close(self) -> None:
         """Release resources (sessions, devices)."""
 
-
-def integrate_velocities(velocities: np.ndarray, init_points: np.ndarray) -> np.ndarray:
-    """Velocities (b, v, t, n, 2) + first points (b, v, n, 2) -> tracks (b, v, t+1, n, 2)."""
-    zeros = np.zeros_like(velocities[:, :, :1])
-    pts = np.cumsum(np.concatenate([zeros, velocities], axis=2), axis=2)
-    return (pts + init_points[:, :, None].astype(pts.dtype)).astype(np.float32)

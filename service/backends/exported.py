@@ -1,9 +1,10 @@
 """Back ends over an `amplify export` directory (``manifest.json`` + one graph per entry point), run
 with the exporter's runtime (``exporters.runtime``: ONNX Runtime or ``torch.jit``).
 
-The graphs take images at the bundle's ``image_size``; other sizes are resized here first
-(bilinear, align_corners=False, no antialiasing, as the vision encoder resizes). The graphs
-implement argmax prediction only: ``sampling="topk"`` is refused (``sampling_modes``).
+The graphs take images of any size and resize them once, inside, straight to the vision encoder's
+size, as the PyTorch back end does. (Exports older than manifest format 2 take the bundle's
+``image_size`` only: for those alone, other sizes are resized to it here first.) Exports made
+without ``--topk`` implement argmax prediction only: ``sampling="topk"`` is refused (``sampling_modes``).
 """
 from __future__ import annotations
 
@@ -12,14 +13,15 @@ from typing import Any
 
 import numpy as np
 
-from service.backends.base import Backend, ModelInfo
+from amplify.info import ModelInfo
+from service.backends.base import Backend
 
 # The graphs the service runs; inverse_dynamics is optional (``act`` holds the whole policy).
 REQUIRED_GRAPHS = ("encode", "indices_to_codes", "decode", "predict_codes", "act")
 
 
 class ExportedBackend(Backend):
-    """Shared by the ONNX and TorchScript back ends: manifest -> ModelInfo, numpy entry points."""
+    """Shared by the ONNX and TorchScript back ends: the manifest's ModelInfo, numpy entry points."""
 
     runtime_name = ""
 
@@ -32,16 +34,7 @@ class ExportedBackend(Backend):
         if missing:
             raise ValueError(f"{path}: the export lacks the graphs {missing} that the service runs; export a bundle with "
                              f"`amplify export --model <bundle> --graphs {','.join(REQUIRED_GRAPHS)}`")
-        m = manifest["metadata"]
-        cfg = manifest.get("config", {})
-        proprio_dim = m.get("proprio_dim") or cfg.get("inverse_dynamics", {}).get("proprio_dim", 9)
-        self.info = ModelInfo(
-            views=list(m["views"]), image_size=list(m["image_size"]), track_horizon=int(m["track_horizon"]),
-            num_tracks=int(m["num_tracks"]), code_length=int(m["code_length"]), hidden_dim=int(m["hidden_dim"]),
-            fsq_levels=list(m["fsq_levels"]), codebook_size=int(m["codebook_size"]),
-            action_horizon=int(m["action_horizon"]), action_dim=int(m["action_dim"]), proprio_dim=int(proprio_dim),
-            text_embedding_dim=int(m["text_embedding_dim"]), num_classes=int(m.get("relative_classes") or 0),
-        )
+        self.info = ModelInfo.from_manifest(manifest)
         self.sampling_modes = tuple(manifest.get("sampling") or ["argmax"])
         model = manifest["model"]
         self._meta = {"name": str(model.get("name")), "version": str(model.get("version")),
@@ -57,10 +50,12 @@ class ExportedBackend(Backend):
         return list(self.rt.instructions), self.rt.embed_text(self.rt.instructions)
 
     def _images(self, images: np.ndarray) -> np.ndarray:
-        """Resize (b, v, H, W, 3) to the graphs' image size when it differs."""
-        h, w = self.info.image_size
-        if images.shape[2:4] == (h, w):
+        """Images (b, v, H, W, 3) as the graphs take them: unchanged, except for a format-1 export whose
+        graphs take ``image_size`` only (those are resized to it)."""
+        dims = next(t["shape"] for t in self.rt.graphs["act"]["inputs"] if t["name"] == "images")[2:4]
+        if any(isinstance(d, str) for d in dims) or images.shape[2:4] == tuple(dims):
             return images
+        h, w = (int(d) for d in dims)
         import torch
         import torch.nn.functional as F
 

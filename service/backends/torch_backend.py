@@ -1,41 +1,16 @@
 """The PyTorch back end: the eager ``AMPLIFY`` bundle (its FD prediction is KV-cached)."""
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from amplify.checkpoints import detect_format, file_sha256
-from amplify.defaults import default_bundle_dir
+from amplify.info import ModelInfo
+from amplify.loading import load_servable
 from amplify.policy import AMPLIFY
-from amplify.presets import small
-from service.backends.base import Backend, ModelInfo
-
-log = logging.getLogger("amplify.service")
-
-
-def bundle_info(model: AMPLIFY) -> ModelInfo:
-    """A bundle's shapes as the service's :class:`ModelInfo`."""
-    cfg = model.cfg
-    mt, fd, idc = cfg.motion_tokenizer, cfg.forward_dynamics, cfg.inverse_dynamics
-    r0, r1 = mt.rel_cls_img_size
-    return ModelInfo(
-        views=list(mt.views), image_size=list(mt.img_shape), track_horizon=mt.track_pred_horizon,
-        num_tracks=mt.num_tracks, code_length=mt.seq_len, hidden_dim=mt.hidden_dim,
-        fsq_levels=list(mt.fsq_levels), codebook_size=mt.codebook_size, action_horizon=idc.action_horizon,
-        action_dim=idc.action_dim, proprio_dim=idc.proprio_dim, text_embedding_dim=fd.text_embed_dim,
-        num_classes=r0 * r1,
-    )
-
-
-def _weights_file(path: Path) -> Path | None:
-    if path.is_file():
-        return path
-    f = path / "model.safetensors"
-    return f if f.is_file() else None
+from service.backends.base import Backend
 
 
 class TorchBackend(Backend):
@@ -44,41 +19,22 @@ class TorchBackend(Backend):
     name = "torch"
 
     def __init__(self, model: AMPLIFY, meta: dict[str, Any], device: str = "cpu"):
+        self.info = ModelInfo.from_config(model.cfg, model.instructions)
         self.model = model.prepare_for_inference()  # same numbers, faster (amplify/inference.py)
         self.device = device
-        self.info = bundle_info(model)
         self._meta = meta
 
     @classmethod
     def load(cls, path: str | Path | None, device: str = "cpu", threads: int | None = None, seed: int = 0) -> "TorchBackend":
         """A bundle from ``path`` (amplify.pt or a project directory); None: the default bundle if it
-        exists, else an untrained ``small`` bundle made with ``seed``."""
+        exists, else an untrained ``small`` bundle made with ``seed`` (:func:`amplify.loading.load_servable`)."""
         if threads:
             torch.set_num_threads(threads)
-        if path is None and default_bundle_dir().is_dir():
-            path = default_bundle_dir()
-        if path is None:
-            log.warning("no model given and no default bundle at %s: serving an UNTRAINED small bundle", default_bundle_dir())
-            torch.manual_seed(seed)
-            model = AMPLIFY(small()).to(device).eval()
-            meta = {"name": "untrained-small", "version": f"seed-{seed}", "format": "random", "trained": False}
-            return cls(model, meta, device)
-        p = Path(path)
-        if not p.exists():
-            raise FileNotFoundError(f"model {p} does not exist")
-        if p.is_dir() and (p / "manifest.json").is_file():
-            raise ValueError(f"{p} is an `amplify export` directory: serve it with --backend torchscript or onnx")
-        fmt = detect_format(p)
-        model = AMPLIFY.load(p, device=device)
-        md = model.metadata
-        weights = _weights_file(p)
-        name = md.get("name") or (p.parent.name if p.is_file() else p.name)
-        version = md.get("version") or (file_sha256(weights)[:12] if weights else "unknown")
-        meta = {"name": str(name), "version": str(version), "format": "original" if fmt == "original" else "amplify-dir",
-                "trained": bool(md.get("trained", True)), "path": str(p)}
-        if isinstance(md.get("evaluation"), dict):  # closed-loop figures recorded by `amplify build-default`
-            meta["evaluation"] = md["evaluation"]
-        return cls(model, meta, device)
+        loaded = load_servable(path, device=device, seed=seed)
+        meta = loaded.describe()
+        if isinstance(loaded.metadata.get("evaluation"), dict):  # closed-loop figures recorded by `amplify build-default`
+            meta["evaluation"] = loaded.metadata["evaluation"]
+        return cls(loaded.model, meta, device)
 
     # -- interface ---------------------------------------------------------------------------
     def model_metadata(self) -> dict[str, Any]:

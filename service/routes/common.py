@@ -8,20 +8,15 @@ from fastapi import Request, Response
 from pydantic import BaseModel, ValidationError
 from starlette.concurrency import run_in_threadpool
 
-from service.app import ServiceState
+from amplify.inputs import InputError
 from service.batching import Timing
 from service.codecs import JSON, MSGPACK, decode_body, encode_body, media_type, response_type
-from service.errors import InputError
 from service.schemas import ErrorBody
 
 M = TypeVar("M", bound=BaseModel)
 
 # Bodies and responses above this size are decoded / encoded on a worker thread, not the event loop.
 OFF_LOOP_BYTES = 256 * 1024
-
-
-def service_state(request: Request) -> ServiceState:
-    return request.app.state.service
 
 
 async def read_request(request: Request, model: type[M]) -> tuple[M, str]:

@@ -12,11 +12,11 @@ import numpy as np
 from fastapi import APIRouter, Request, Response
 from starlette.concurrency import run_in_threadpool
 
+from amplify.inputs import InputError, integrate_velocities
 from service import validation as V
-from service.backends.base import integrate_velocities
+from service.deps import service_state
 from service.engine import InferenceEngine
-from service.errors import InputError
-from service.routes.common import ERRORS, one_of, read_request, request_body, respond, service_state
+from service.routes.common import ERRORS, one_of, read_request, request_body, respond
 from service.schemas import (
     ActRequest, ActResponse, DecodeRequest, DecodeResponse, EncodeRequest, EncodeResponse, PredictCodesRequest,
     PredictCodesResponse, PredictTrajRequest, PredictTrajResponse,

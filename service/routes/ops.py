@@ -1,11 +1,11 @@
 """Operations endpoints: /health, /ready, /metadata, /metrics."""
 from __future__ import annotations
 
-from fastapi import APIRouter, Request, Response
+from fastapi import APIRouter, Response
 from fastapi.responses import JSONResponse
 
+from service.deps import Engine, State
 from service.metrics import CONTENT_TYPE_LATEST
-from service.routes.common import service_state
 from service.schemas import Metadata, Status
 
 router = APIRouter(tags=["operations"])
@@ -18,24 +18,21 @@ async def health() -> dict:
 
 @router.get("/ready", response_model=Status, summary="200 once the model is loaded and warm, else 503",
             responses={503: {"model": Status, "description": "loading, or the load failed"}})
-async def ready(request: Request) -> JSONResponse:
-    state = service_state(request)
+async def ready(state: State) -> JSONResponse:
     if state.status == "ready":
         return JSONResponse({"status": "ready"})
     return JSONResponse({"status": state.status, "detail": state.error}, 503, headers={"Retry-After": "1"})
 
 
 @router.get("/metadata", response_model=Metadata, summary="What the loaded model takes and returns")
-async def metadata(request: Request) -> dict:
-    state = service_state(request)
-    engine = state.ready_engine()
+async def metadata(state: State, engine: Engine) -> dict:
     backend, s = engine.backend, state.settings
     meta = backend.model_metadata()
     extra = {"evaluation": meta["evaluation"]} if meta.get("evaluation") else {}  # closed-loop figures, when recorded
     return {
         **extra,
         "model": {"name": meta["name"], "version": meta["version"], "format": meta["format"]},
-        "backend": backend.name, "device": backend.device, **engine.info.as_dict(),
+        "backend": backend.name, "device": backend.device, **engine.info.as_metadata(),
         "instructions": engine.text.instructions,
         "batching": {"max_batch_size": s.max_batch_size, "max_wait_ms": s.max_wait_ms},
         "trained": meta.get("trained"),
@@ -46,5 +43,5 @@ async def metadata(request: Request) -> dict:
 
 @router.get("/metrics", summary="Prometheus metrics", response_class=Response,
             responses={200: {"content": {"text/plain": {}}}})
-async def metrics(request: Request) -> Response:
-    return Response(service_state(request).metrics.render(), media_type=CONTENT_TYPE_LATEST)
+async def metrics(state: State) -> Response:
+    return Response(state.metrics.render(), media_type=CONTENT_TYPE_LATEST)

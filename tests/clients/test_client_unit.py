@@ -174,3 +174,16 @@ def test_errors_survive_pickling_between_processes():
     back = pickle.loads(pickle.dumps(e))
     assert type(back) is BadRequestError and (back.status, back.field, back.request_id) == (400, "tracks", "r9")
     assert str(back) == str(e)
+
+
+def test_expectations_check_the_metadata_that_model_info_describes():
+    """The client's checks read the /metadata keys the one model description (amplify.info.ModelInfo) writes."""
+    from amplify.info import ModelInfo
+    from amplify.presets import small
+    from clients import Expectations, IncompatibleModelError
+
+    meta = {"model": {"name": "small"}, **ModelInfo.from_config(small()).as_metadata()}
+    Expectations(views=meta["views"], image_size=tuple(meta["image_size"]), action_dim=meta["action_dim"],
+                 proprio_dim=meta["proprio_dim"]).check(meta)
+    with pytest.raises(IncompatibleModelError, match=r"action_dim: model gives 7, client executes 6; proprio_dim: model wants 9, client feeds 8"):
+        Expectations(proprio_dim=8, action_dim=6).check(meta)

@@ -7,7 +7,7 @@ import shutil
 import numpy as np
 import pytest
 
-from amplify.cli import main
+from amplify_cli.main import main
 
 
 def _export(capsys, *args) -> tuple[int, str]:

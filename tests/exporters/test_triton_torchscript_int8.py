@@ -64,8 +64,9 @@ def test_torchscript_loads_without_project_code(exports, tmp_path):
     feeds, expected = {}, {}
     for graph, g in manifest["graphs"].items():
         feed = {}
+        h, w = manifest["metadata"]["image_size"]
         for t in g["inputs"]:
-            shape = [2, *t["shape"][1:]]
+            shape = [2, *({"height": h, "width": w}.get(d, d) for d in t["shape"][1:])]
             feed[t["name"]] = (rng.integers(0, manifest["metadata"]["codebook_size"], shape) if t["dtype"] == "int64"
                                else rng.uniform(0, 1, shape).astype(np.float32))
         feeds[graph] = feed

@@ -58,7 +58,7 @@ def test_checkpoints_logs_and_plots(parts):
 
 
 def test_bundle_command_and_act(parts, tmp_path):
-    from amplify.cli import main
+    from amplify_cli.main import main
     from amplify.policy import AMPLIFY
 
     runs, _ = parts
@@ -95,7 +95,7 @@ def test_eval_world_runs_closed_loop(parts, tmp_path):
 
 
 def test_train_command_rejects_bad_keys_and_shows_config(capsys):
-    from amplify.cli import main
+    from amplify_cli.main import main
 
     assert main(["train", "mt", "model.no_such_key=1"]) == 2
     assert "model.no_such_key" in capsys.readouterr().out

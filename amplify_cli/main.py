@@ -1,7 +1,10 @@
 """The ``amplify`` command: one entry point, one module per subcommand.
 
-Each subcommand module defines ``add_arguments(parser)`` and ``run(args) -> int``; it is imported
-only when its command runs, so ``amplify serve`` does not pay for the trainers' imports.
+This is the top layer: it assembles every part (the library's commands, the service, the exporters,
+the trainers, the clients), so it lives above them and none of them imports it (docs/architecture.md).
+Each part owns its subcommand modules, which define ``add_arguments(parser)`` and ``run(args) -> int``;
+a module is imported only when its command runs, so ``amplify serve`` does not pay for the trainers'
+imports. ``python -m amplify ...`` (``amplify/__main__.py``) and ``python -m amplify_cli ...`` run it too.
 """
 from __future__ import annotations
 

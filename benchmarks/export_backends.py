@@ -1,7 +1,7 @@
 """Side-by-side latency of ``act`` (and ``predict_codes``) in PyTorch eager, TorchScript, ONNX Runtime
 float32 and int8, on the same inputs in one process.
 
-    python -m exporters.benchmark --model amplify.pt --onnx exported/onnx --torchscript exported/ts \
+    python -m benchmarks.export_backends --model amplify.pt --onnx exported/onnx --torchscript exported/ts \
         --batch 1 --runs 30 --threads 1
 
 Rounds are interleaved (one call of each back end per round) so that load from other processes
@@ -79,7 +79,7 @@ def run_benchmark(model: str, onnx_dir: str | None, ts_dir: str | None, batch: i
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m exporters.benchmark", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="python -m benchmarks.export_backends", description=__doc__.split("\n\n")[0])
     p.add_argument("--model", required=True, help="the bundle the exports were made from (for PyTorch eager)")
     p.add_argument("--onnx", help="an ONNX (or Triton) export directory; its int8 graphs are timed when present")
     p.add_argument("--torchscript", help="a TorchScript export directory")

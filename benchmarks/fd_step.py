@@ -1,5 +1,5 @@
 """The alternative FD export, measured against the unrolled loop: a cached single-step graph driven
-by a small Python loop. Kept as a measurement (``python -m exporters.fd_step --model M``), not
+by a small Python loop. Kept as a measurement (``python -m benchmarks.fd_step --model M``), not
 shipped in exports: the unrolled graph measured faster on the small bundle and the same at
 paper size (docs/exporters.md).
 
@@ -53,7 +53,7 @@ class FDStepGraph(_BundleGraph):
 
 def export_step_graphs(policy: nn.Module, out: Path, opset: int = 17) -> tuple[Path, Path, Path]:
     """Write unrolled.onnx, prefix.onnx and step.onnx (dynamic batch; the step's cache length too)."""
-    from exporters.export import write_onnx
+    from exporters.writers import write_onnx
 
     layers = policy.cfg.forward_dynamics.num_layers
     kv_names = [f"{kind}_{i}" for i in range(layers) for kind in ("k", "v")]
@@ -93,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from amplify.policy import AMPLIFY
 
-    p = argparse.ArgumentParser(prog="python -m exporters.fd_step", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="python -m benchmarks.fd_step", description=__doc__.split("\n\n")[0])
     p.add_argument("--model", required=True)
     p.add_argument("--batch", type=int, default=1)
     p.add_argument("--runs", type=int, default=20)
