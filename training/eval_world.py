@@ -254,7 +254,7 @@ def run(args: argparse.Namespace) -> int:
         meta["model"] = str(path)
         if args.temporal_agg is not None:  # query every step, aggregate the overlapping chunks
             from training.temporal_agg import TemporalEnsemble
-            results["model"] = evaluate(TemporalEnsemble(model, list(model.views), args.temporal_agg), name="model",
+            results["model"] = evaluate(TemporalEnsemble(model, list(model.views), observation, args.temporal_agg), name="model",
                                         **{**kw, "execute": 1})
         else:
             results["model"] = evaluate(bundle_policy(model), views=tuple(model.views), name="model", **kw)

@@ -18,16 +18,16 @@ class TemporalEnsemble:
 
     uses_scene = True
 
-    def __init__(self, model, views: list[str], m: float = 0.1):
-        self.model, self.views, self.m = model, list(views), float(m)
+    def __init__(self, model, views: list[str], observe, m: float = 0.1):
+        """``observe(env obs dict, views) -> (images (v, H, W, 3) uint8, proprio (9,))``, e.g.
+        ``training.eval_world.observation``."""
+        self.model, self.views, self.observe, self.m = model, list(views), observe, float(m)
         self.history: dict[int, list[tuple[int, np.ndarray]]] = defaultdict(list)  # id -> [(start step, (A, 7))]
         self.step: dict[int, int] = defaultdict(int)
 
     def act_envs(self, envs: list, ids: list[int]) -> np.ndarray:
         """One action per active env: (b, 1, 7)."""
-        from training.eval_world import observation
-
-        obs = [observation(env.get_obs(images=True), self.views) for env in envs]
+        obs = [self.observe(env.get_obs(images=True), self.views) for env in envs]
         images = np.stack([o[0] for o in obs])
         proprio = np.stack([o[1] for o in obs])
         with torch.no_grad():

@@ -144,9 +144,7 @@ def demo_init_states(task: Task, n: int, seed: int = 0) -> np.ndarray:
     The stream is seeded from the task name, a "demo" tag and ``seed``, so it is independent of the
     benchmark's 50 states; any draw that lies within 1e-6 of a benchmark state is dropped (the
     chance is nil for continuous draws, the check makes it a guarantee)."""
-    from .suites import get_task
-
-    task = get_task(task) if isinstance(task, str) else task
+    task = TASK_REGISTRY[task.replace(" ", "_")] if isinstance(task, str) else task
     bench = get_init_states(task)
     rng = np.random.default_rng([_seed(task.name), _seed("demonstrations"), int(seed)])
     out = []

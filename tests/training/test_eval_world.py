@@ -35,7 +35,7 @@ def test_expert_and_random_on_the_same_states(tmp_path):
 
 
 def test_eval_world_command_baselines_only(tmp_path, capsys):
-    from amplify.cli import main
+    from amplify_cli.main import main
 
     out = tmp_path / "r.json"
     assert main(["eval-world", "--no-model", "--suite", "builtin_push", "--per-task", "1", "--json", str(out),

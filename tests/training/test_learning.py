@@ -124,7 +124,9 @@ def test_temporal_ensemble_averages_overlapping_chunks():
             Model.calls += 1
             return c
 
-    pol = TemporalEnsemble(Model(), VIEWS, m=0.5)
+    from training.eval_world import observation
+
+    pol = TemporalEnsemble(Model(), VIEWS, observation, m=0.5)
     a0 = pol.act_envs([Env()], [0])  # only chunk 0: its step 0
     a1 = pol.act_envs([Env()], [0])  # chunk 0 step 1 (=1), chunk 1 step 0 (=10)
     assert a0.shape == (1, 1, 7) and float(a0[0, 0, 0]) == 0.0
