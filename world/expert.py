@@ -29,7 +29,7 @@ LIFT_TOP = 0.18  # effector height a lift aims for
 PUSH_Z = 0.015  # effector height while pushing
 CONE = 1.5  # hover cone: target height rises by CONE per unit of xy distance
 ALIGN_XY, ALIGN_Z = 0.012, 0.012  # grasp alignment tolerances
-RELEASE_XY = 0.012  # carry alignment over the bowl before opening
+RELEASE_XY = 0.03  # the object this close to the bowl's centre: open (it lands inside)
 
 
 class ScriptedExpert:
@@ -66,15 +66,14 @@ class ScriptedExpert:
             want = b[:2] - (p[:2] - ee[:2])  # effector xy that puts the object over the bowl's centre
             if ee[2] < CARRY_Z - 0.03:  # first lift straight up
                 return np.array([ee[0], ee[1], CARRY_Z]), 1.0
-            if np.hypot(*(want - ee[:2])) < RELEASE_XY:
-                return np.array([ee[0], ee[1], CARRY_Z]), -1.0  # open: the object drops into the bowl
-            return np.array([want[0], want[1], CARRY_Z]), 1.0
+            near = np.hypot(*(want - ee[:2])) < RELEASE_XY  # over the bowl's inside: open while centring
+            return np.array([want[0], want[1], CARRY_Z]), -1.0 if near else 1.0
         grasp_z = max(p[2] + 0.5 * o.height, 0.015)
         dxy = float(np.hypot(p[0] - ee[0], p[1] - ee[1]))
         closing = s.grip < 0.99  # once closing started, looser tolerances (the fingers span GRASP_R)
         tol = 2.0 if closing else 1.0
         aligned = dxy < ALIGN_XY * tol and abs(ee[2] - grasp_z) < ALIGN_Z * tol
-        closed_on_nothing = s.grip < grip_hold(o) - 0.2
+        closed_on_nothing = s.grip <= grip_hold(o)  # closed past its width without holding it: open, retry
         if aligned and not closed_on_nothing:
             return np.array([p[0], p[1], grasp_z]), 1.0  # close (over several steps) in place
         z = float(np.clip(grasp_z + CONE * max(dxy - ALIGN_XY / 2, 0.0), grasp_z, TRAVEL_Z))

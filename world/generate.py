@@ -33,17 +33,22 @@ COMP = dict(compression="gzip", compression_opts=1)
 
 
 def rollout(task: Task, init_state: np.ndarray, seed: int = 0, noise: float = 0.0,
-            policy=None, max_steps: int | None = None, render_images: bool = True) -> dict:
+            policy=None, max_steps: int | None = None, render_images: bool = True, dart: float = 0.0) -> dict:
     """Run the scripted expert (or ``policy(scene) -> (7,)``) from ``init_state`` until success.
 
     Returns a dict of per-step arrays (T = number of actions; obs arrays are the obs before
     each action): actions (T, 7), states (T, D), joint_states (T, 7), gripper_states (T, 2),
     ee_pos (T, 3), entities (T, E, 3), and per view ``<view>_rgb`` (T, 128, 128, 3) upright
-    and ``<view>_ids`` (T, 128, 128); plus ``success`` and ``num_steps``."""
+    and ``<view>_ids`` (T, 128, 128); plus ``success`` and ``num_steps``.
+
+    ``dart`` > 0 (disturbances for augmenting robot trajectories): the action that runs is the
+    expert's plus gaussian noise of that std on dims 0-2 (seeded), so episodes visit states off the
+    expert's path; ``actions`` stay the expert's (the labels), ``executed`` (T, 7) holds what ran."""
     scene = task.new_scene()
     scene.set_state(init_state)
     act = policy or ScriptedExpert(task, noise=noise, seed=seed).act
-    keys = ["actions", "states", "joint_states", "gripper_states", "ee_pos", "entities"]
+    rng = np.random.default_rng([seed, 1])  # the disturbances' stream
+    keys = ["actions", "executed", "states", "joint_states", "gripper_states", "ee_pos", "entities"]
     if render_images:
         keys += [f"{v}_{k}" for v in VIEWS for k in ("rgb", "ids")]
     out: dict[str, list] = {k: [] for k in keys}
@@ -61,8 +66,12 @@ def rollout(task: Task, init_state: np.ndarray, seed: int = 0, noise: float = 0.
                 out[f"{v}_rgb"].append(img)
                 out[f"{v}_ids"].append(ids)
         a = np.asarray(act(scene), np.float64)
+        run = a.copy()
+        if dart > 0:
+            run[:3] = np.clip(a[:3] + rng.normal(0.0, dart, 3), -1.0, 1.0)
         out["actions"].append(a)
-        scene.step(a)
+        out["executed"].append(run)
+        scene.step(run)
         if check_success(task, scene):
             success = True
             break
@@ -89,7 +98,7 @@ def write_text(root: str, suite: str, task: Task) -> str:
 
 
 def _task_job(args: tuple) -> dict:
-    root, suite, task_name, n_demos, num_points, horizon, seed, noise, tracks = args
+    root, suite, task_name, n_demos, num_points, horizon, seed, noise, tracks, dart = args
     from .suites import get_task
 
     task = get_task(task_name)
@@ -107,7 +116,7 @@ def _task_job(args: tuple) -> dict:
             if tries >= 4 * n_demos + 10:
                 raise RuntimeError(f"expert failed too often on {task.name}")
             k = tries
-            ep = rollout(task, inits[k], seed=seed * 100003 + tries, noise=noise)
+            ep = rollout(task, inits[k], seed=seed * 100003 + tries, noise=noise, dart=dart)
             tries += 1
             if not ep["success"]:
                 continue
@@ -117,7 +126,9 @@ def _task_job(args: tuple) -> dict:
             g.attrs["init_state"] = inits[k]
             g.attrs["init_state_index"] = k  # index in demo_init_states(task, ., seed), not a benchmark index
             g.attrs["init_state_source"] = f"demo_init_states(seed={seed})"
-            g.create_dataset("actions", data=ep["actions"])
+            g.create_dataset("actions", data=ep["actions"])  # the expert's actions (the labels)
+            if dart > 0:  # what ran differs from the labels: replay these to reproduce the frames
+                g.create_dataset("actions_executed", data=ep["executed"])
             g.create_dataset("states", data=ep["states"])
             quat = np.tile([1.0, 0.0, 0.0, 0.0], (T, 1))  # the effector never rotates
             g.create_dataset("robot_states", data=np.concatenate([ep["gripper_states"], ep["ee_pos"], quat], 1))  # (T, 9)
@@ -160,13 +171,14 @@ def _task_job(args: tuple) -> dict:
 
 def generate(suite: str, out: str, demos_per_task: int = 50, num_points: int = 400, horizon: int = 16,
              seed: int = 0, noise: float = 0.0, tracks: bool = True, workers: int = 1,
-             tasks: list[str] | None = None) -> dict:
+             tasks: list[str] | None = None, dart: float = 0.0) -> dict:
     """Write a suite's demos, tracks and text embeddings under ``out``; returns stats.
 
     Demonstrations start from ``demo_init_states(task, ., seed)``, never from the 50 benchmark
-    init states that evaluation uses; failed expert episodes are skipped."""
+    init states that evaluation uses; failed expert episodes are skipped. ``dart`` > 0 runs noisy
+    actions and stores the expert's as ``actions`` (labels) and what ran as ``actions_executed``."""
     names = tasks or SUITES[suite]
-    jobs = [(out, suite, n, demos_per_task, num_points, horizon, seed, noise, tracks) for n in names]
+    jobs = [(out, suite, n, demos_per_task, num_points, horizon, seed, noise, tracks, dart) for n in names]
     t0 = time.perf_counter()
     if workers > 1 and len(jobs) > 1:
         with ProcessPoolExecutor(workers) as ex:
@@ -189,13 +201,15 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--num-points", type=int, default=400)
     p.add_argument("--horizon", type=int, default=16)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--noise", type=float, default=0.0)
+    p.add_argument("--noise", type=float, default=0.0, help="i.i.d. noise on the expert's actions (labels too)")
+    p.add_argument("--dart", type=float, default=0.0,
+                   help="noise on the executed actions only: demos visit off-path states, labels stay the expert's")
     p.add_argument("--workers", type=int, default=max(1, min(os.cpu_count() or 1, 4)))
     p.add_argument("--tasks", nargs="*", default=None, help="subset of the suite's task names")
     p.add_argument("--no-tracks", action="store_true")
     a = p.parse_args(argv)
     st = generate(a.suite, a.out, a.demos_per_task, a.num_points, a.horizon, a.seed, a.noise,
-                  not a.no_tracks, a.workers, a.tasks)
+                  not a.no_tracks, a.workers, a.tasks, a.dart)
     for s in st["tasks"]:
         print(f"{s['task']}: {s['demos']} demos ({s['tries']} tries, {s['steps']} steps)")
     print(f"{st['demos']} demos, {st['steps']} steps, expert success {st['expert_success']:.1%}, "

@@ -26,6 +26,7 @@ GRIP_MAX = 0.06  # half gap between the fingers when fully open
 GRIP_RATE = 0.08  # change of opening per step (closing on an object takes 3 steps)
 PUSHER_R = 0.025  # radius of the effector when it pushes
 GRASP_R = 0.03  # xy distance within which an object sits between the fingers
+RELEASE_OPEN = 0.2  # a held object drops once the opening exceeds its width by this (or is full)
 FALL = 0.04  # fall per step of a released object
 N_EE = 8  # entries before the objects in the state vector
 
@@ -154,15 +155,16 @@ class Scene:
         ee = np.clip(s[0:3] + a[0:3] * MAX_STEP, [XY_LIM[0], XY_LIM[0], Z_LIM[0]], [XY_LIM[1], XY_LIM[1], Z_LIM[1]])
         s[0:3] = ee
         close = a[6] > 0.0
-        g = s[3] + float(np.clip((0.0 if close else 1.0) - s[3], -GRIP_RATE, GRIP_RATE))
+        g_before = float(s[3])
+        g = g_before + float(np.clip((0.0 if close else 1.0) - g_before, -GRIP_RATE, GRIP_RATE))
         held = self.held
-        if held >= 0 and not close:
-            held = -1  # release
+        if held >= 0 and not close and g >= min(grip_hold(self.objects[held]) + RELEASE_OPEN, 1.0):
+            held = -1  # released once the fingers opened clear of it (3 opening steps)
         if held < 0 and close:
             for i, o in enumerate(self.objects):
                 p = self.pos(i)
-                if not o.movable or g > grip_hold(o):
-                    continue
+                if not o.movable or not g <= grip_hold(o) < g_before:
+                    continue  # only fingers closing through the object's width grasp it (closed ones cannot)
                 if np.hypot(ee[0] - p[0], ee[1] - p[1]) < GRASP_R and p[2] - 0.005 <= ee[2] <= p[2] + o.height:
                     held = i
                     s[5:8] = p - ee

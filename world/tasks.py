@@ -138,7 +138,7 @@ def make_init_states(task: Task, n: int = NUM_INIT_STATES) -> np.ndarray:
     return _sample_init_states(task, np.random.default_rng(_seed(task.name)), n)
 
 
-def demo_init_states(task: Task, n: int, seed: int = 0) -> np.ndarray:
+def demo_init_states(task: Task | str, n: int, seed: int = 0) -> np.ndarray:
     """(n, D) initial states for demonstrations: a separate seeded stream, never a benchmark state.
 
     The stream is seeded from the task name, a "demo" tag and ``seed``, so it is independent of the
