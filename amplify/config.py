@@ -76,6 +76,10 @@ class MotionTokenizerConfig:
     rel_cls_img_size: list[int] = field(default_factory=lambda: [15, 15])
     loss_weights: dict[str, float] = field(default_factory=lambda: {"agentview": 0.9, "eye_in_hand": 0.1})
     vision: VisionEncoderConfig = field(default_factory=VisionEncoderConfig)
+    # Opt-in (not in the original; False keeps original checkpoints' numbers): layer-normalize the
+    # encoder's latents (no affine) before FSQ, so the quantizer's input cannot grow until every code
+    # sits at an extreme level (tanh saturation).
+    fsq_input_norm: bool = False
 
     def __post_init__(self) -> None:
         fsq_levels(self.codebook_size)

@@ -103,6 +103,8 @@ class EncodeGraph(nn.Module):
         else:  # b v t n d -> b t (v n d)
             x = velocities.permute(0, 2, 1, 3, 4).reshape(b, cfg.num_steps, -1)
         z = self.encoder(self.encoder_proj(x))  # (b, S, h)
+        if cfg.fsq_input_norm:
+            z = torch.nn.functional.layer_norm(z, z.shape[-1:])
         return self.fsq.quantize(z)
 
 

@@ -74,7 +74,7 @@ def build_bundle(mt: str | Path, fd: str | Path, idm: str | Path, vision: str | 
         "source": "amplify bundle",
         "parts": {"mt": str(mt), "fd": str(fd), "id": str(idm), "vision": str(vision)},
         "vision_sha256": file_sha256(vision),
-        "vision_note": "seeded random ResNet-18 with BatchNorm calibrated on the training images, frozen (see docs/training.md)",
+        "vision_note": enc.note,
         "instruction_source": {"data": str(data_root), "suites": list(suites)},
     }
     return model.eval()

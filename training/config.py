@@ -58,6 +58,12 @@ class MTTrainConfig(TrainConfig):
 
     out: str = "runs/mt"
     input_init: bool = True  # data-dependent init of the input projection (see trainers/mt.py)
+    # extra loss weight of point-steps that move (> 0.5 px): 0 is the original loss (get_loss); with
+    # few moving points (0.5 % in a fixed camera) the plain mean is minimized by "nothing moves"
+    moving_weight: float = 0.0
+    # learning-rate multiplier of the FSQ quantizer's projections (project_in grows fast and drives
+    # every code to an extreme level; a smaller rate keeps its input in tanh's responsive range)
+    quantizer_lr_scale: float = 1.0
     model: MotionTokenizerConfig = field(default_factory=MotionTokenizerConfig)
 
 

@@ -1,6 +1,6 @@
 """``amplify build-default``: the default bundle from the built-in world, in one command.
 
-    amplify build-default [--out DIR] [--work DIR] [--quick] [--eval-episodes 50]
+    amplify build-default [--out DIR] [--work DIR] [--quick] [--eval-per-task 10]
 
 Steps: generate demonstrations, tracks and text embeddings with the built-in world (LIBERO / AMPLIFY
 layouts) -> train the motion tokenizer -> train forward dynamics (frozen MT targets; seeded random
@@ -26,26 +26,32 @@ HORIZON = 16
 
 # part -> key=value overrides of that trainer's config (see training/config.py)
 RECIPE: dict[str, dict[str, object]] = {
-    "data": {"demos_per_task": 12, "val_fraction": 0.17, "frame_stride": 2},
+    "data": {"demos_per_task": 20, "val_fraction": 0.15, "frame_stride": 2},
+    # the vision trunk, pretrained to regress the scene state from both views of the demonstrations and
+    # of `scenes` freshly rendered layouts (training/vision_pretrain.py); steps=0 keeps the seeded
+    # random trunk with calibrated BatchNorm
+    "vision": {"steps": 300, "image_size": 64, "batch_size": 32, "lr": 1e-3, "scenes": 3000},
     "mt": {
         "epochs": 6, "batch_size": 16, "optim.lr": 2e-3, "optim.warmup_steps": 10,
         "model.num_tracks": NUM_POINTS, "model.hidden_dim": 128, "model.num_heads": 4, "model.num_layers": 2,
         "model.codebook_size": 256, "model.decoder_mlp_hidden_dim": 64, "model.dropout": 0.0,
         "model.loss_weights": {"agentview": 0.5, "eye_in_hand": 0.5},
+        "model.fsq_input_norm": True, "moving_weight": 10.0, "quantizer_lr_scale": 0.1,
     },
     "fd": {
-        "epochs": 15, "batch_size": 32, "optim.lr": 1e-3, "optim.warmup_steps": 20,
+        "epochs": 10, "batch_size": 32, "optim.lr": 1e-3, "optim.warmup_steps": 20,
         "model.num_heads": 4, "model.num_layers": 3, "model.dropout": 0.0, "model.mask_unused_logits": True,
         "vision.image_size": 128, "val_max_batches": 4,
     },
     "id": {
-        "epochs": 20, "batch_size": 32, "optim.lr": 1e-3, "optim.warmup_steps": 20, "codes": "fd",
-        "model.num_heads": 4, "model.num_layers": 2, "model.dropout": 0.0, "model.head": "gaussian",
+        "epochs": 12, "batch_size": 32, "optim.lr": 1e-3, "optim.warmup_steps": 20, "codes": "fd",
+        "model.cond_on_text": True, "model.num_heads": 4, "model.num_layers": 2, "model.dropout": 0.0, "model.head": "gaussian",
         "val_max_batches": 8,
     },
 }
 QUICK = {  # a smoke run for tests: tiny data, one short epoch each
     "data": {"demos_per_task": 2},
+    "vision": {"steps": 0},  # the seeded random trunk (pretraining is tested in tests/training/test_learning.py)
     "mt": {"epochs": 1, "max_steps_per_epoch": 3, "batch_size": 8, "model.hidden_dim": 32},
     "fd": {"epochs": 1, "max_steps_per_epoch": 3, "batch_size": 8, "model.num_layers": 1, "val_max_batches": 1},
     "id": {"epochs": 1, "max_steps_per_epoch": 3, "batch_size": 8, "model.num_layers": 1},
@@ -88,18 +94,39 @@ def build_default(out: str | Path, work: str | Path, quick: bool = False, sets: 
                      num_points=NUM_POINTS, horizon=HORIZON, workers=workers)
     report["data"] = {"demos": stats["demos"], "steps": stats["steps"]}
     report["seconds"]["generate"] = time.perf_counter() - t
-
     frac = float(recipe["data"].get("val_fraction", 0.1))
+
     common = [f"data.root={data_root}", f"data.track_method={track_method(NUM_POINTS, HORIZON)}",
               f"data.frame_stride={int(recipe['data'].get('frame_stride', 1))}",
               f"data.train=[{SUITE}:traj{1 - frac:g}]", f"data.val=[{SUITE}:traj-{frac:g}]",
               f"progress={str(progress).lower()}", "save_every=0"]
     runs = work / "runs"
+    vision_file = None
+    vis = recipe["vision"]
+    if int(vis.get("steps", 0)) > 0:
+        from training.data.dataset import AmplifyDataset
+        from training.vision import save_vision
+        from training.vision_pretrain import pretrain_vision, render_scenes
+
+        t = time.perf_counter()
+        views = ["agentview", "eye_in_hand"]
+        stride, method = int(recipe["data"].get("frame_stride", 1)), track_method(NUM_POINTS, HORIZON)
+        sets = [AmplifyDataset(data_root, [sel], views, NUM_POINTS, HORIZON, 1, track_method=method, frame_stride=stride)
+                for sel in (f"[{SUITE}:traj{1 - frac:g}]", f"[{SUITE}:traj-{frac:g}]")]
+        scenes = render_scenes(SUITE, int(vis["scenes"])) if int(vis.get("scenes", 0)) else None
+        enc, vreport = pretrain_vision(sets[0], sets[1], int(vis.get("image_size", 64)), int(vis["steps"]),
+                                       int(vis.get("batch_size", 32)), float(vis.get("lr", 1e-3)), progress=progress,
+                                       extra=scenes)
+        vision_file = save_vision(enc, runs / "vision" / "vision.safetensors", enc.note)
+        report["vision"] = vreport
+        report["seconds"]["vision"] = time.perf_counter() - t
     for part in ("mt", "fd", "id"):
         t = time.perf_counter()
         extra = [f"out={runs / part}"]
         if part in ("fd", "id"):
             extra.append(f"mt={runs / 'mt' / 'latest'}")
+        if part == "fd" and vision_file is not None:
+            extra.append(f"vision.weights={vision_file}")
         if part == "id":
             extra.append(f"vision.weights={runs / 'fd' / 'vision.safetensors'}")
             extra.append(f"fd={runs / 'fd' / 'latest'}")  # used when codes=fd (ID on FD's predicted codes)
@@ -129,7 +156,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quick", action="store_true", help="a smoke run (tiny data and steps; not a useful model)")
     parser.add_argument("--set", action="append", default=[], help="recipe override part.key=value, e.g. mt.epochs=8")
     parser.add_argument("--workers", type=int, default=2, help="processes generating data")
-    parser.add_argument("--eval-episodes", type=int, default=0, help="then evaluate closed loop (and a random policy)")
+    parser.add_argument("--eval-per-task", type=int, default=0,
+                        help="then evaluate closed loop on this many held-out benchmark states per task, beside the "
+                             "expert and a random policy, and record the figures in the bundle's metadata")
+    parser.add_argument("--videos", default=None, help="with --eval-per-task: GIFs of a success and a failure per task")
     parser.add_argument("--no-progress", action="store_true")
     parser.add_argument("--if-missing", action="store_true", help="do nothing when the bundle already exists")
 
@@ -147,14 +177,38 @@ def run(args: argparse.Namespace) -> int:
     print(f"wrote {out} in {sec['total']:.0f} s (" + ", ".join(f"{k} {v:.0f} s" for k, v in sec.items() if k != "total") + ")")
     for part in ("mt", "fd", "id"):
         print(f"  {part}: " + " ".join(f"{k}={v:.4g}" for k, v in report[part]["val"].items()))
-    if args.eval_episodes:
-        from training.eval_world import bundle_policy, evaluate, random_policy
-        from amplify.policy import AMPLIFY
-        model = AMPLIFY.load(out)
-        torch.manual_seed(0)
-        res = {"policy": evaluate(bundle_policy(model), SUITE, args.eval_episodes, progress=not args.no_progress),
-               "random": evaluate(random_policy(0), SUITE, args.eval_episodes, progress=not args.no_progress)}
-        (out / "eval_world.json").write_text(json.dumps(res, indent=1))
-        print(f"closed loop over {args.eval_episodes} episodes: policy {res['policy']['success_rate']:.1%}, "
-              f"random {res['random']['success_rate']:.1%}")
+    if args.eval_per_task:
+        summary = evaluate_default(out, args.eval_per_task, progress=not args.no_progress, videos=args.videos)
+        print(summary["table"])
     return 0
+
+
+def evaluate_default(out: Path, per_task: int, progress: bool = True, videos: str | None = None) -> dict:
+    """Closed loop on the benchmark's held-out initial states (every task, ``per_task`` states each),
+    beside the scripted expert and a random policy on the same episodes; writes
+    ``<out>/eval_world.json`` and puts the summary into the bundle's metadata (so ``/metadata``
+    serves it). Returns the summary."""
+    from amplify.policy import AMPLIFY
+    from training.eval_world import ExpertPolicy, bundle_policy, evaluate, format_report, random_policy, save_videos
+
+    model = AMPLIFY.load(out)
+    torch.manual_seed(0)
+    kw = dict(suite=SUITE, per_task=per_task, progress=progress)
+    results = {"model": evaluate(bundle_policy(model), views=tuple(model.views), name="model", **kw),
+               "expert": evaluate(ExpertPolicy(), name="expert", **kw),
+               "random": evaluate(random_policy(0), name="random", **kw)}
+    (out / "eval_world.json").write_text(json.dumps(results, indent=1))
+    if videos:
+        save_videos(results["model"], videos, "model")
+    summary = {
+        "command": f"amplify eval-world --model {out} --per-task {per_task}",
+        "episodes_per_task": per_task, "init_states": "benchmark states 0..%d of each task (never used by demonstrations)" % (per_task - 1),
+        **{name: {"success_rate": r["success_rate"], "per_family": r["per_family"], "per_task": r["per_task"]}
+           for name, r in results.items()},
+    }
+    if results["expert"]["success_rate"] > 0:
+        summary["model_over_expert"] = results["model"]["success_rate"] / results["expert"]["success_rate"]
+    model.metadata["evaluation"] = summary
+    model.save(out)
+    summary["table"] = format_report(results)
+    return summary

@@ -218,6 +218,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="instead of --per-task: episode e runs task e %% num_tasks from init e // num_tasks")
     parser.add_argument("--first-init", type=int, default=0, help="first benchmark init state index")
     parser.add_argument("--execute", type=int, default=8, help="actions run from each predicted chunk")
+    parser.add_argument("--temporal-agg", type=float, default=None, metavar="M",
+                        help="query the model every step and run the exp(-M i)-weighted mean of the overlapping "
+                             "chunks' actions (ACT's temporal ensembling; i = 0 the oldest) instead of chunking")
     parser.add_argument("--baselines", default="expert,random",
                         help="comma-separated baselines on the same episodes: expert, random (or 'none')")
     parser.add_argument("--random", action="store_true", help="(kept for compatibility; random is a default baseline)")
@@ -249,7 +252,12 @@ def run(args: argparse.Namespace) -> int:
         path = Path(args.model) if args.model else default_bundle_dir()
         model = AMPLIFY.load(path)
         meta["model"] = str(path)
-        results["model"] = evaluate(bundle_policy(model), views=tuple(model.views), name="model", **kw)
+        if args.temporal_agg is not None:  # query every step, aggregate the overlapping chunks
+            from training.temporal_agg import TemporalEnsemble
+            results["model"] = evaluate(TemporalEnsemble(model, list(model.views), observation, args.temporal_agg), name="model",
+                                        **{**kw, "execute": 1})
+        else:
+            results["model"] = evaluate(bundle_policy(model), views=tuple(model.views), name="model", **kw)
     if "expert" in baselines:
         results["expert"] = evaluate(ExpertPolicy(), name="expert", **kw)
     if "random" in baselines:

@@ -127,12 +127,18 @@ def amp_settings(amp: str, device: torch.device) -> tuple[torch.dtype | None, bo
 # ---------------------------------------------------------------------------------------------
 # optimizer and schedule
 # ---------------------------------------------------------------------------------------------
-def build_optimizer(module: nn.Module, cfg: TrainConfig) -> torch.optim.AdamW:
-    """AdamW; weight decay on parameters with 2+ dimensions only (as nanoGPT)."""
+def build_optimizer(module: nn.Module, cfg: TrainConfig,
+                    lr_scales: dict[nn.Parameter, float] | None = None) -> torch.optim.AdamW:
+    """AdamW; weight decay on parameters with 2+ dimensions only (as nanoGPT). ``lr_scales``: a
+    learning-rate multiplier for some parameters (their own groups; the schedule applies to all)."""
+    scale_of = {id(p): s for p, s in (lr_scales or {}).items() if s != 1.0}
     params = [p for p in module.parameters() if p.requires_grad]
-    decay = [p for p in params if p.dim() >= 2]
-    no_decay = [p for p in params if p.dim() < 2]
-    groups = [{"params": decay, "weight_decay": cfg.optim.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    groups = []
+    for scale in [1.0] + sorted(set(scale_of.values())):
+        mine = [p for p in params if scale_of.get(id(p), 1.0) == scale]
+        lr = cfg.optim.lr * scale
+        groups += [{"params": [p for p in mine if p.dim() >= 2], "weight_decay": cfg.optim.weight_decay, "lr": lr},
+                   {"params": [p for p in mine if p.dim() < 2], "weight_decay": 0.0, "lr": lr}]
     return torch.optim.AdamW(groups, lr=cfg.optim.lr, betas=tuple(cfg.optim.betas))
 
 
@@ -165,6 +171,10 @@ class TrainTask:
     def model(self) -> nn.Module:
         """The model that is saved (a MotionTokenizer, ForwardDynamics or InverseDynamics)."""
         raise NotImplementedError
+
+    def lr_scales(self) -> dict[nn.Parameter, float]:
+        """Learning-rate multipliers of some parameters (default: none)."""
+        return {}
 
     def prepare(self, batch: dict[str, torch.Tensor], rt: Runtime) -> dict[str, torch.Tensor]:
         """Move a batch to the device and add what it needs (e.g. cached image tokens)."""
@@ -257,7 +267,7 @@ def fit(task: TrainTask, cfg: TrainConfig) -> dict[str, Any]:
     if task.val_set is not None and cfg.val_every:
         val_loader = DataLoader(task.val_set, batch_size=micro, shuffle=False, num_workers=cfg.data.num_workers)
 
-    optimizer = build_optimizer(module, cfg)
+    optimizer = build_optimizer(module, cfg, task.lr_scales())
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, cosine_with_warmup(cfg.optim.warmup_steps, total_steps, cfg.optim.min_lr_ratio))
     amp_dtype, use_scaler = amp_settings(cfg.amp, rt.device)

@@ -57,12 +57,17 @@ def _resize(enc: VisionEncoder, images: torch.Tensor) -> torch.Tensor:
     return x
 
 
-def save_vision(enc: VisionEncoder, path: str | Path) -> Path:
-    """Write the trunk's weights and buffers (keys ``model.<i>...``) and the config as metadata."""
+RANDOM_NOTE = "seeded random ResNet-18 with BatchNorm calibrated on the training images, frozen (see docs/training.md)"
+
+
+def save_vision(enc: VisionEncoder, path: str | Path, note: str = RANDOM_NOTE) -> Path:
+    """Write the trunk's weights and buffers (keys ``model.<i>...``), the config and ``note`` (how the
+    weights were made) as metadata."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     state = {f"model.{k}": v.detach().contiguous() for k, v in enc.model.state_dict().items()}
-    save_file(state, str(path), metadata={"config": json.dumps(to_dict(enc.cfg)), "kind": "vision_encoder"})
+    save_file(state, str(path), metadata={"config": json.dumps(to_dict(enc.cfg)), "kind": "vision_encoder",
+                                          "note": note})
     return path
 
 
@@ -79,6 +84,7 @@ def load_vision(path: str | Path) -> VisionEncoder:
     enc = VisionEncoder(cfg)
     state = load_file(str(path))
     enc.model.load_state_dict({k[len("model."):]: v for k, v in state.items() if k.startswith("model.")})
+    enc.note = meta.get("note", RANDOM_NOTE)  # how the weights were made
     return enc.eval()
 
 

@@ -198,7 +198,10 @@ class MotionTokenizer(nn.Module):
         """
         if cond is not None and cond.dim() == 5:
             cond = self.image_tokens(cond)
-        return self.encoder(x, cond)
+        z = self.encoder(x, cond)
+        if self.cfg.fsq_input_norm:
+            z = F.layer_norm(z, z.shape[-1:])
+        return z
 
     def tokenize(self, velocities: torch.Tensor, cond: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Velocities -> (codes (b, S, h), indices (b, S) int64)."""

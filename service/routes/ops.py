@@ -29,7 +29,9 @@ def metadata_object(state: ServiceState) -> dict:
     engine = state.ready_engine()
     backend, s = engine.backend, state.settings
     meta = backend.model_metadata()
+    extra = {"evaluation": meta["evaluation"]} if meta.get("evaluation") else {}  # closed-loop figures, when recorded
     return {
+        **extra,
         "model": {"name": meta["name"], "version": meta["version"], "format": meta["format"]},
         "backend": backend.name, "device": backend.device, "precision": backend.precision, **engine.info.as_metadata(),
         "instructions": engine.text.instructions,

@@ -104,3 +104,15 @@ def test_no_model_serves_the_default_bundle_else_an_untrained_one(monkeypatch, t
     backend = TorchBackend.load(None)
     assert backend.model_metadata()["name"] == "random-small" and backend.model_metadata()["trained"] is True
     assert backend.instruction_table()[0] == INSTRUCTIONS
+
+
+def test_metadata_carries_the_recorded_evaluation(tmp_path, random_bundle_dir, random_server):
+    from service.backends.torch_backend import TorchBackend
+
+    assert "evaluation" not in random_server.client.get("/metadata").json()  # none recorded: none served
+    model = AMPLIFY.load(random_bundle_dir)
+    evaluation = {"command": "amplify eval-world --per-task 2", "model": {"success_rate": 0.5}}
+    path = model.save(tmp_path / "evaluated", {"evaluation": evaluation})
+    assert TorchBackend.load(path).model_metadata()["evaluation"] == evaluation
+    with live_server(model=str(path), max_wait_ms=1) as server:
+        assert server.client.get("/metadata").json()["evaluation"] == evaluation

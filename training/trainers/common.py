@@ -55,7 +55,7 @@ def vision_encoder(settings: VisionSettings, out: Path, calib_set: AmplifyDatase
         if calib_set is not None:
             calibrate_batchnorm(enc, calibration_images(calib_set, settings.calibration_images // len(calib_set.views)))
     if rt.is_main:
-        save_vision(enc, out / VISION_FILE)
+        save_vision(enc, out / VISION_FILE, *([enc.note] if hasattr(enc, "note") else []))
     return frozen(enc)
 
 

@@ -17,7 +17,7 @@ from amplify.models.motion_tokenizer import MotionTokenizer
 from amplify.tracks import points_to_velocities, velocities_to_points
 from training.config import FDTrainConfig
 from training.loop import Runtime
-from training.metrics import MetricAverager, track_metrics
+from training.metrics import MetricAverager, motion_metrics, per_view_codebook_usage, track_metrics
 from training.trainers.common import (
     ImageTokenTask, dataset_for, load_frozen_mt, token_cache, vision_encoder,
 )
@@ -78,19 +78,36 @@ class FDTask(ImageTokenTask):
 
     @torch.no_grad()
     def validate(self, loader, rt: Runtime, max_batches: int) -> dict[str, float]:
+        mcfg = self.mt.cfg
         avg = MetricAverager()
+        targets = []
         for batch in itertools.islice(loader, max_batches or None):
             batch = self._prepare(batch, rt, self.val_tokens)
             loss, m = self.loss_module(batch)
             metrics = {"loss": loss, **m}
+            target = self.loss_module.targets(batch["tracks"])  # (b, S)
+            targets.append(target.cpu())
+            # baseline: the token of "nothing moves" at every position
+            still = self.mt.tokenize(torch.zeros_like(points_to_velocities(batch["tracks"], 2)))[1]
+            metrics["nomotion_token_acc"] = (still == target).float().mean()
             if self.cfg.val_ar:
-                target = self.loss_module.targets(batch["tracks"])
                 pred = self.fd.predict(self.loss_module.cond(batch), "argmax")
                 metrics["token_acc"] = (pred == target).float().mean()
                 vel, _ = self.mt.decode(self.mt.indices_to_codes(pred))
-                metrics.update(track_metrics(vel, batch["tracks"], self.mt.cfg.img_shape, prefix="pred_track"))
+                metrics.update(track_metrics(vel, batch["tracks"], mcfg.img_shape, prefix="pred_track"))
+                metrics.update(motion_metrics(vel, batch["tracks"], mcfg.img_shape, mcfg.views, "pred_track"))
+                metrics.update(motion_metrics(torch.zeros_like(vel), batch["tracks"], mcfg.img_shape, mcfg.views,
+                                              "nomotion"))
             avg.add(metrics, len(batch["tracks"]))
-        return avg.result()
+        out = avg.result()
+        if targets:
+            t = torch.cat(targets)  # (N, S)
+            # baseline: the most frequent validation token of each position (an optimistic constant predictor)
+            majority = torch.mode(t, dim=0).values
+            out["majority_token_acc"] = float((t == majority).float().mean())
+            out.update({f"target_{k}": float(v) for k, v in
+                        per_view_codebook_usage(t, mcfg.num_codes, mcfg.views, mcfg.per_view).items()})
+        return out
 
     @torch.no_grad()
     def plot(self, out: Path, epoch: int) -> None:

@@ -7,6 +7,7 @@ import dataclasses
 import itertools
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn as nn
 from einops import rearrange
@@ -78,6 +79,8 @@ class IDTask(ImageTokenTask):
             text_embed_dim=int(self.train_set.tasks[0].text_emb.shape[0]),
             proprio_dim=int(self.train_set.demos[0].proprio.shape[1]))
         self.idm = InverseDynamics(self.cfg.model)
+        self.mean_action = torch.from_numpy(
+            np.concatenate([d.actions for d in self.train_set.demos]).mean(0)).float()  # (7,)
         self.loss_module = IDLoss(self.idm, self.mt, fd)
 
     @property
@@ -92,7 +95,13 @@ class IDTask(ImageTokenTask):
             inputs = self.loss_module.inputs(batch)
             loss = self.idm.loss(batch["actions"], **inputs)
             pred = self.idm(**inputs)
-            avg.add({"loss": loss, **action_metrics(pred, batch["actions"])}, len(pred))
+            m = {"loss": loss, **action_metrics(pred, batch["actions"])}
+            # baseline: the training mean action at every step of the chunk
+            m["mean_action_l1"] = (batch["actions"] - self.mean_action.to(pred.device)).abs().mean()
+            if self.loss_module.fd is not None:  # what perfect forward dynamics would give this ID
+                gt = self.mt.tokenize(points_to_velocities(batch["tracks"], time_dim=2))[0]
+                m["action_l1_true_codes"] = (self.idm(**{**inputs, "codes": gt}) - batch["actions"]).abs().mean()
+            avg.add(m, len(pred))
         return avg.result()
 
     @torch.no_grad()

@@ -13,7 +13,9 @@ from amplify.tracks import points_to_velocities
 from training.config import MTTrainConfig
 from training.data.dataset import AmplifyDataset
 from training.loop import Runtime, TrainTask
-from training.metrics import MetricAverager, codebook_perplexity, track_metrics
+from training.metrics import (
+    MOVING_PX, MetricAverager, codebook_perplexity, grid_velocities, motion_metrics, per_view_codebook_usage, track_metrics,
+)
 
 
 def mt_dataset(cfg: MTTrainConfig, selection: list[str], load_images: bool = False, action_horizon: int = 1) -> AmplifyDataset:
@@ -26,10 +28,24 @@ def mt_dataset(cfg: MTTrainConfig, selection: list[str], load_images: bool = Fal
 class MTLoss(nn.Module):
     """batch -> (MT loss, metrics)."""
 
-    def __init__(self, mt: MotionTokenizer, fast_decoder: bool = True):
+    def __init__(self, mt: MotionTokenizer, fast_decoder: bool = True, moving_weight: float = 0.0):
         super().__init__()
         self.mt = mt
         self.fast_decoder = fast_decoder
+        self.moving_weight = moving_weight
+
+    def weighted_loss(self, logits: torch.Tensor, tracks: torch.Tensor) -> torch.Tensor:
+        """``get_loss`` with each point-step weighted ``1 + moving_weight`` where its true step moves
+        more than ``MOVING_PX`` pixels (else 1): a weighted mean per view, then the views' weights."""
+        cfg = self.mt.cfg
+        per_point = self.mt.loss_per_point(logits, tracks)  # (b, v, t, n)
+        half = torch.as_tensor(cfg.img_shape, dtype=tracks.dtype, device=tracks.device) / 2
+        step = (torch.nan_to_num(tracks[:, :, 1:] - tracks[:, :, :-1]) * half).norm(dim=-1)  # (b, v, t, n) px
+        w = 1.0 + self.moving_weight * (step > MOVING_PX).to(per_point.dtype)
+        total = per_point.new_zeros(())
+        for i, view in enumerate(cfg.views):
+            total = total + cfg.loss_weights.get(view, 1.0) * (per_point[:, i] * w[:, i]).sum() / w[:, i].sum()
+        return total
 
     def forward(self, batch: dict[str, torch.Tensor]):
         tracks = batch["tracks"]  # (b, v, H, n, 2)
@@ -38,7 +54,10 @@ class MTLoss(nn.Module):
         # The separable decoder computes the same logits as the reference (and is differentiable)
         # without materializing the per-point MLP's (b, v, t, n, 3h) input: several times faster.
         recon, logits = self.mt.decode(codes, fast=self.fast_decoder)
-        loss = self.mt.get_loss(recon, logits, vel, tracks)
+        if self.moving_weight:
+            loss = self.weighted_loss(logits, tracks)
+        else:
+            loss = self.mt.get_loss(recon, logits, vel, tracks)
         metrics = track_metrics(recon, tracks, self.mt.cfg.img_shape)
         metrics.update(codebook_perplexity(indices, self.mt.cfg.num_codes))
         return loss, metrics
@@ -71,7 +90,10 @@ class MTTask(TrainTask):
         self.mt = MotionTokenizer(cfg.model)
         if cfg.input_init:
             scale_input_projection(self.mt, self.train_set)
-        self.loss_module = MTLoss(self.mt)
+        self.loss_module = MTLoss(self.mt, moving_weight=cfg.moving_weight)
+
+    def lr_scales(self) -> dict[nn.Parameter, float]:
+        return {p: self.cfg.quantizer_lr_scale for p in self.mt.quantize.parameters()}
 
     @property
     def model(self) -> MotionTokenizer:
@@ -79,16 +101,27 @@ class MTTask(TrainTask):
 
     @torch.no_grad()
     def validate(self, loader, rt: Runtime, max_batches: int) -> dict[str, float]:
+        cfg = self.mt.cfg
         avg = MetricAverager()
         all_idx = []
         for batch in itertools.islice(loader, max_batches or None):
             batch = self.prepare(batch, rt)
             loss, m = self.loss_module(batch)
             m.pop("codebook_perplexity"), m.pop("codebook_usage")
-            avg.add({"loss": loss, **m}, len(batch["tracks"]))
-            all_idx.append(self.mt.tokenize(points_to_velocities(batch["tracks"], 2))[1].cpu())
+            tracks = batch["tracks"]
+            codes, idx = self.mt.tokenize(points_to_velocities(tracks, 2))
+            recon = self.mt.decode(codes)[0]
+            grid = grid_velocities(tracks, cfg.cls_img_size, cfg.rel_cls_img_size)
+            m.update(motion_metrics(recon, tracks, cfg.img_shape, cfg.views, "track", grid))
+            m.update(motion_metrics(torch.zeros_like(recon), tracks, cfg.img_shape, cfg.views, "nomotion"))
+            m.update({f"nomotion_{k[len('track_'):]}": v for k, v in
+                      track_metrics(torch.zeros_like(recon), tracks, cfg.img_shape).items()})
+            avg.add({"loss": loss, **m}, len(tracks))
+            all_idx.append(idx.cpu())
         out = avg.result()
-        out.update({k: float(v) for k, v in codebook_perplexity(torch.cat(all_idx), self.mt.cfg.num_codes).items()})
+        idx = torch.cat(all_idx)
+        out.update({k: float(v) for k, v in codebook_perplexity(idx, cfg.num_codes).items()})
+        out.update({k: float(v) for k, v in per_view_codebook_usage(idx, cfg.num_codes, cfg.views, cfg.per_view).items()})
         return out
 
     @torch.no_grad()

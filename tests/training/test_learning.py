@@ -1,0 +1,134 @@
+"""The learning-side additions: motion metrics that do not hide failure, the moving-point loss
+weight, the opt-in FSQ input normalization, and the vision trunk pretrained on scene states."""
+from __future__ import annotations
+
+import torch
+
+from amplify.config import MotionTokenizerConfig
+from amplify.models.motion_tokenizer import MotionTokenizer
+from amplify.tracks import points_to_velocities
+from training.metrics import (
+    MetricAverager, grid_velocities, motion_metrics, per_view_codebook_usage,
+)
+from training.trainers.mt import MTLoss
+
+VIEWS = ["agentview", "eye_in_hand"]
+
+
+def _tracks() -> torch.Tensor:
+    """(1, 2, 3, 2, 2) normalized tracks on a 128 px image: agentview still; in eye_in_hand point 0
+    moves 4 px per step along rows, point 1 stays."""
+    px = torch.zeros(1, 2, 3, 2, 2)
+    px[:] = 64.0
+    px[0, 1, :, 0, 0] = torch.tensor([60.0, 64.0, 68.0])
+    return (px - 64.0) / 64.0
+
+
+def test_motion_metrics_per_view_moving_and_grid():
+    tracks = _tracks()
+    vel = points_to_velocities(tracks, 2)
+    m = motion_metrics(vel, tracks, [128, 128], VIEWS, "t", grid_velocities(tracks, [128, 128], [15, 15]))
+    assert float(m["t_eye_in_hand_moving_frac"]) == 0.5  # 2 of 4 in-image point-steps move
+    assert float(m["t_agentview_moving_frac"]) == 0.0
+    assert torch.isnan(m["t_agentview_moving_vel_err_px"])  # nothing moves there: no number, not 0
+    assert float(m["t_eye_in_hand_moving_vel_err_px"]) == 0.0
+    assert float(m["t_eye_in_hand_moving_vel_err_grid_px"]) == 0.0  # 4 px steps sit on the grid
+    z = motion_metrics(torch.zeros_like(vel), tracks, [128, 128], VIEWS, "n")
+    assert abs(float(z["n_eye_in_hand_moving_vel_err_px"]) - 4.0) < 1e-5  # the no-motion baseline
+    assert float(z["n_eye_in_hand_moving_acc_2px"]) == 0.0
+    assert float(z["n_eye_in_hand_acc_2px"]) == 0.5  # all points: the still one is right
+    assert float(z["n_agentview_acc_1px"]) == 1.0
+    avg = MetricAverager()
+    avg.add(m, 1)
+    assert "t_agentview_moving_vel_err_px" not in avg.result()  # NaN means "nothing measured", left out
+
+
+def test_per_view_codebook_usage():
+    idx = torch.tensor([[0, 0, 1, 2]])  # per-view tokenizer: view 0 tokens [0, 0], view 1 [1, 2]
+    u = per_view_codebook_usage(idx, 4, VIEWS, per_view=True)
+    assert float(u["codebook_usage_agentview"]) == 0.25 and float(u["codebook_usage_eye_in_hand"]) == 0.5
+    assert float(per_view_codebook_usage(idx, 4, VIEWS, per_view=False)["codebook_usage_all"]) == 0.75
+
+
+def _mt(**kw) -> MotionTokenizer:
+    cfg = MotionTokenizerConfig(num_tracks=2, hidden_dim=16, num_heads=2, codebook_size=64, decoder_mlp_hidden_dim=8,
+                                track_pred_horizon=3, true_horizon=3, dropout=0.0, **kw)
+    torch.manual_seed(0)
+    return MotionTokenizer(cfg)
+
+
+def test_moving_weight_zero_is_the_original_loss_and_weights_moving_points():
+    tracks = _tracks().repeat(2, 1, 1, 1, 1)
+    plain, weighted = MTLoss(_mt()), MTLoss(_mt(), moving_weight=10.0)
+    lp, _ = plain(dict(tracks=tracks))
+    vel = points_to_velocities(tracks, 2)
+    _, logits = plain.mt.decode(plain.mt.quantize(plain.mt.encode(vel))[0], fast=True)
+    assert torch.allclose(lp, plain.mt.get_loss(None, logits, vel, tracks))
+    per_point = plain.mt.loss_per_point(logits, tracks)  # (b, v, t, n)
+    w = torch.ones_like(per_point[:, 1])
+    w[:, :, 0] = 11.0  # the moving point of eye_in_hand
+    expect = 0.9 * per_point[:, 0].mean() + 0.1 * (per_point[:, 1] * w).sum() / w.sum()
+    assert torch.allclose(weighted.weighted_loss(logits, tracks), expect)
+
+
+def test_fsq_input_norm_is_opt_in():
+    assert MotionTokenizerConfig().fsq_input_norm is False  # original checkpoints keep their numbers
+    vel = points_to_velocities(_tracks(), 2) * 50
+    z_plain = _mt().encode(vel)
+    z = _mt(fsq_input_norm=True).encode(vel)
+    assert torch.allclose(z.mean(-1), torch.zeros(z.shape[:2]), atol=1e-5)
+    assert torch.allclose(z.pow(2).mean(-1), torch.ones(z.shape[:2]), atol=1e-3)
+    assert not torch.allclose(z_plain, z)
+
+
+def test_vision_pretraining_learns_and_probes(world_root, tmp_path):
+    from tests.training.conftest import POINTS, SUITE
+    from training.data.dataset import AmplifyDataset
+    from training.vision import load_vision, save_vision
+    from training.vision_pretrain import pretrain_vision
+
+    def ds(sel):
+        return AmplifyDataset(world_root, [sel], VIEWS, POINTS, 16, 1, frame_stride=8)
+
+    enc, report = pretrain_vision(ds(f"[{SUITE}:traj0.67]"), ds(f"[{SUITE}:traj-0.34]"), image_size=64, steps=3,
+                                  batch_size=4, progress=False)
+    for part in ("random", "trained"):
+        assert set(report[part]) == {"probe_ee_l1", "probe_ee_l1_no_image", "probe_objects_l1",
+                                     "probe_objects_l1_no_image"}
+    assert report["steps"] == 3 and report["final_loss"] > 0
+    assert all(not p.requires_grad for p in enc.parameters())
+    path = save_vision(enc, tmp_path / "vision.safetensors")
+    again = load_vision(path)
+    x = torch.rand(2, 64, 64, 3)
+    assert torch.equal(again(x), enc(x))  # trained weights and recalibrated BatchNorm round-trip
+
+
+def test_temporal_ensemble_averages_overlapping_chunks():
+    import numpy as np
+
+    from training.temporal_agg import TemporalEnsemble
+
+    class Env:  # what TemporalEnsemble reads of an env
+        language_instruction = "push the red cube to the left edge"
+
+        def get_obs(self, images=True):
+            img = np.zeros((128, 128, 3), np.uint8)
+            return {"agentview_image": img, "robot0_eye_in_hand_image": img,
+                    "robot0_joint_pos": np.zeros(7), "robot0_gripper_qpos": np.zeros(2)}
+
+    class Model:  # chunk k (k-th call) predicts value 10 k + j for its step j, in every action dim
+        calls = 0
+
+        def act(self, images, proprio, text):
+            c = torch.arange(4, dtype=torch.float32)[None, :, None].expand(len(images), 4, 7) + 10 * Model.calls
+            Model.calls += 1
+            return c
+
+    from training.eval_world import observation
+
+    pol = TemporalEnsemble(Model(), VIEWS, observation, m=0.5)
+    a0 = pol.act_envs([Env()], [0])  # only chunk 0: its step 0
+    a1 = pol.act_envs([Env()], [0])  # chunk 0 step 1 (=1), chunk 1 step 0 (=10)
+    assert a0.shape == (1, 1, 7) and float(a0[0, 0, 0]) == 0.0
+    w = np.exp(-0.5 * np.arange(2))
+    assert abs(float(a1[0, 0, 0]) - (w[0] * 1 + w[1] * 10) / w.sum()) < 1e-5

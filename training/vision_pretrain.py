@@ -1,0 +1,230 @@
+"""Pretrain the vision trunk on the world's own images: predict the scene state from both views.
+
+There are no pretrained image weights offline, and a seeded random ResNet-18 keeps little of where
+the effector and the objects are (a linear probe says so: see :func:`position_probe`). The
+demonstration files store the simulator state of every step (``data/<demo>/states``: for the
+built-in world ``[ee_x, ee_y, ee_z, grip, held, hold_d*, (obj_x, obj_y, obj_z) * n]``), so the trunk
+can learn exactly that: a linear head on the flattened tokens of every view regresses the
+standardized state (mean squared error), the trunk trains with BatchNorm in train mode, then its
+BatchNorm statistics are recalibrated (cumulative, as for the random trunk) and it is saved as a
+``vision.safetensors`` that FD and ID load frozen (``vision.weights=``).
+
+    python -m training.vision_pretrain --data DATA --suite builtin_all --out runs/vision/vision.safetensors
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import h5py
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from amplify.config import VisionEncoderConfig
+from amplify.models.vision import VisionEncoder
+from training.vision import build_vision_encoder, calibrate_batchnorm, save_vision
+
+# built-in world state entries used for the probe: effector xyz and the 4 objects' xyz
+PROBE_EE = [0, 1, 2]
+PROBE_OBJECTS = list(range(8, 20))
+
+
+def load_frames(dataset) -> tuple[torch.Tensor, np.ndarray]:
+    """Upright images (N, v, S, S, 3) uint8 at the encoder's input size and states (N, D) float32 of
+    every sample of an :class:`~training.data.dataset.AmplifyDataset` (its frame stride applies)."""
+    states_of: dict[tuple[str, str], np.ndarray] = {}
+    imgs, states = [], []
+    for i, (d, t) in enumerate(dataset.samples):
+        rec = dataset.demos[int(d)]
+        key = (rec.file, rec.key)
+        if key not in states_of:
+            with h5py.File(rec.file, "r") as f:
+                states_of[key] = np.asarray(f["data"][rec.key]["states"], np.float32)
+        states.append(states_of[key][int(t)])
+        imgs.append(dataset.images(i))
+    return torch.from_numpy(np.stack(imgs)), np.stack(states)
+
+
+def render_scenes(suite: str, count: int, seed: int = 0) -> tuple[torch.Tensor, np.ndarray]:
+    """``count`` freshly rendered built-in-world scenes: upright images (count, 2, 128, 128, 3) uint8
+    (agentview, eye_in_hand) and states (count, D). Objects are placed as demonstrations' initial
+    states are (``world.tasks.demo_init_states``, a stream that never returns a benchmark state), the
+    effector anywhere in the workspace with a random opening. The demonstrations alone hold a hundred-odd
+    object layouts, which a trunk memorizes; these add ``count`` layouts."""
+    from world import get_suite
+    from world.render import VIEWS, entity_table, render
+    from world.tasks import demo_init_states
+
+    tasks = get_suite(suite)
+    rng = np.random.default_rng(seed)
+    per_task = -(-count // len(tasks))
+    imgs, states = [], []
+    for ti, task in enumerate(tasks):
+        inits = demo_init_states(task, per_task, seed=10_000 + seed)  # not the demonstrations' own seed
+        scene = task.new_scene()
+        for s in inits:
+            s = s.copy()
+            s[0:3] = (rng.uniform(0.05, 0.95), rng.uniform(0.05, 0.95), rng.uniform(0.02, 0.25))
+            s[3] = rng.uniform(0.0, 1.0)
+            scene.set_state(s)
+            ent = entity_table(scene)
+            imgs.append(np.stack([render(scene, v, ent)[0] for v in VIEWS]))
+            states.append(s.astype(np.float32))
+    order = rng.permutation(len(imgs))[:count]
+    return torch.from_numpy(np.stack(imgs)[order]), np.stack(states)[order]
+
+
+def _resize(images: torch.Tensor, size: int) -> torch.Tensor:
+    """(N, v, S, S, 3) uint8 -> (N, v, size, size, 3) uint8, the encoder's own resize (bilinear, no antialias)."""
+    if images.shape[2] == size:
+        return images
+    n, v = images.shape[:2]
+    x = images.reshape(n * v, *images.shape[2:]).permute(0, 3, 1, 2).float()
+    x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False, antialias=False)
+    return x.round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).reshape(n, v, size, size, 3)
+
+
+@torch.no_grad()
+def encode_all(enc: VisionEncoder, images: torch.Tensor, batch: int = 64) -> torch.Tensor:
+    """Frozen tokens of images (N, v, S, S, 3) uint8 -> (N, v*P*512) float32, flattened."""
+    enc.eval()
+    out = []
+    for i in range(0, len(images), batch):
+        x = images[i:i + batch]
+        b, v = x.shape[:2]
+        tok = enc(x.reshape(b * v, *x.shape[2:]).float() / 255.0)  # (b v, P, 512)
+        out.append(tok.reshape(b, -1))
+    return torch.cat(out)
+
+
+def position_probe(train_feats: torch.Tensor, train_states: np.ndarray, val_feats: torch.Tensor,
+                   val_states: np.ndarray, alpha: float = 10.0) -> dict[str, float]:
+    """Ridge probe (closed form, standardized features) of effector and object positions from image
+    tokens, fitted on train and scored on held-out val: mean absolute error in table units for the
+    effector xyz and the objects' xyz, and the same for predicting the train mean (no image)."""
+    x, xv = train_feats.double(), val_feats.double()
+    mu = x.mean(0)
+    sd = (x - mu).pow(2).mean().sqrt().clamp_min(1e-12)  # one global scale: near-constant features stay small
+    x, xv = (x - mu) / sd, (xv - mu) / sd
+    out: dict[str, float] = {}
+    for name, cols in (("ee", PROBE_EE), ("objects", PROBE_OBJECTS)):
+        cols = [c for c in cols if c < train_states.shape[1]]
+        y = torch.from_numpy(train_states[:, cols]).double()
+        yv = torch.from_numpy(val_states[:, cols]).double()
+        ym = y.mean(0)
+        # dual form: (X X^T + a I)^-1 y, cheap when samples < features
+        k = x @ x.T
+        w = x.T @ torch.linalg.solve(k + alpha * x.shape[1] / 100 * torch.eye(len(k), dtype=k.dtype), y - ym)
+        pred = xv @ w + ym
+        out[f"probe_{name}_l1"] = float((pred - yv).abs().mean())
+        out[f"probe_{name}_l1_no_image"] = float((ym - yv).abs().mean())
+    return out
+
+
+def pretrain_vision(train_set, val_set, image_size: int = 64, steps: int = 400, batch_size: int = 32,
+                    lr: float = 1e-3, seed: int = 0, progress: bool = True, log=print,
+                    extra: tuple[torch.Tensor, np.ndarray] | None = None) -> tuple[VisionEncoder, dict]:
+    """Train a ResNet-18 trunk to regress the standardized scene state from all views' tokens.
+
+    ``extra``: more (images, states) to train on (e.g. :func:`render_scenes`). Returns the trained,
+    BatchNorm-recalibrated, frozen encoder and a report: the probe of effector and object positions
+    from the random (calibrated) trunk and from the trained one, fitted on ``train_set``'s frames and
+    scored on ``val_set``'s (demonstrations never trained on)."""
+    t0 = time.perf_counter()
+    cfg = VisionEncoderConfig(image_size=image_size, num_tokens=(image_size // 32) ** 2)
+    imgs, states = load_frames(train_set)
+    imgs = _resize(imgs, image_size)
+    probe_imgs, probe_states = imgs, states
+    if extra is not None:
+        imgs = torch.cat([imgs, _resize(extra[0], image_size)])
+        states = np.concatenate([states, extra[1][:, :states.shape[1]]])
+    vimgs, vstates = load_frames(val_set) if val_set is not None else (imgs[:0], states[:0])
+    vimgs = _resize(vimgs, image_size)
+    report: dict = {"image_size": image_size, "steps": steps, "batch_size": batch_size, "train_samples": len(imgs),
+                    "rendered_scenes": 0 if extra is None else len(extra[0]),
+                    "val_samples": len(vimgs), "seconds_load": time.perf_counter() - t0}
+
+    enc = build_vision_encoder(cfg, seed)
+    calib = probe_imgs[np.linspace(0, len(probe_imgs) - 1, min(128, len(probe_imgs))).round().astype(int)]
+    calibrate_batchnorm(enc, calib.reshape(-1, *calib.shape[2:]).float() / 255.0)
+    if len(vimgs):
+        report["random"] = position_probe(encode_all(enc, probe_imgs), probe_states, encode_all(enc, vimgs), vstates)
+        log(f"vision probe, random trunk: {json.dumps(report['random'])}")
+
+    mu, sd = states.mean(0), states.std(0)
+    keep = sd > 1e-6
+    target = torch.from_numpy((states[:, keep] - mu[keep]) / sd[keep]).float()  # (N, D')
+    v = imgs.shape[1]
+    head = nn.Linear(v * cfg.num_tokens * cfg.embed_dim, target.shape[1])
+    nn.init.zeros_(head.weight)
+    nn.init.zeros_(head.bias)
+    trunk = enc.model
+    params = list(trunk.parameters()) + list(head.parameters())
+    opt = torch.optim.AdamW(params, lr=lr, weight_decay=1e-4)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps, pct_start=0.1)
+    gen = torch.Generator().manual_seed(seed)
+    trunk.train()
+    t1 = time.perf_counter()
+    losses = []
+    for step in range(steps):
+        idx = torch.randint(0, len(imgs), (batch_size,), generator=gen)
+        x = imgs[idx].reshape(batch_size * v, image_size, image_size, 3).permute(0, 3, 1, 2).float() / 255.0
+        feats = trunk(x).reshape(batch_size, -1)  # (b, v*512*P) ordered (v, 512, P): a fixed linear order
+        loss = F.mse_loss(head(feats), target[idx])
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        sched.step()
+        losses.append(float(loss.detach()))
+        if progress and (step % 50 == 0 or step == steps - 1):
+            log(f"vision pretrain step {step + 1}/{steps} loss {np.mean(losses[-50:]):.4f} "
+                f"({time.perf_counter() - t1:.0f} s)")
+    for p in trunk.parameters():
+        p.requires_grad_(False)
+    calibrate_batchnorm(enc, calib.reshape(-1, *calib.shape[2:]).float() / 255.0)
+    enc.eval()
+    report["final_loss"] = float(np.mean(losses[-50:]))
+    report["seconds_train"] = time.perf_counter() - t1
+    if len(vimgs):
+        report["trained"] = position_probe(encode_all(enc, probe_imgs), probe_states, encode_all(enc, vimgs), vstates)
+        log(f"vision probe, trained trunk: {json.dumps(report['trained'])}")
+    report["seconds"] = time.perf_counter() - t0
+    scenes = f" and {len(extra[0])} rendered scene layouts" if extra is not None else ""
+    enc.note = (f"ResNet-18 trained ({steps} steps of {batch_size}) to regress the scene state from both views of the "
+                f"demonstrations{scenes} at {image_size} px, BatchNorm recalibrated, frozen (training/vision_pretrain.py)")
+    return enc, report
+
+
+def main(argv: list[str] | None = None) -> None:
+    from training.data.dataset import AmplifyDataset
+
+    p = argparse.ArgumentParser(prog="python -m training.vision_pretrain", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--data", required=True)
+    p.add_argument("--suite", default="builtin_all")
+    p.add_argument("--val-fraction", type=float, default=0.17)
+    p.add_argument("--frame-stride", type=int, default=2)
+    p.add_argument("--image-size", type=int, default=64)
+    p.add_argument("--steps", type=int, default=400)
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--scenes", type=int, default=0, help="also train on this many freshly rendered scenes")
+    p.add_argument("--out", required=True, help="vision.safetensors to write")
+    a = p.parse_args(argv)
+    views = ["agentview", "eye_in_hand"]
+    f = a.val_fraction
+    train = AmplifyDataset(a.data, [f"[{a.suite}:traj{1 - f:g}]"], views, 16, 16, 1, frame_stride=a.frame_stride)
+    val = AmplifyDataset(a.data, [f"[{a.suite}:traj-{f:g}]"], views, 16, 16, 1, frame_stride=a.frame_stride)
+    extra = render_scenes(a.suite, a.scenes) if a.scenes else None
+    enc, report = pretrain_vision(train, val, a.image_size, a.steps, a.batch_size, a.lr, extra=extra)
+    save_vision(enc, a.out, enc.note)
+    Path(a.out).with_suffix(".json").write_text(json.dumps(report, indent=1))
+    print(json.dumps(report, indent=1))
+
+
+if __name__ == "__main__":
+    main()
