@@ -199,3 +199,35 @@ def decode_openpi(frame: bytes) -> Any:
         if isinstance(e, WireError):
             raise
         raise WireError(f"the frame is not valid msgpack: {str(e)[:200]}", None) from None
+
+
+# ---------------------------------------------------------------------------------------------
+# KServe v2 / Open Inference Protocol tensors (clients/v2.py and service/protocols/v2.py)
+# ---------------------------------------------------------------------------------------------
+V2_DATATYPES: dict[str, np.dtype] = {
+    "BOOL": np.dtype(bool), "UINT8": np.dtype("<u1"), "UINT16": np.dtype("<u2"), "UINT32": np.dtype("<u4"),
+    "UINT64": np.dtype("<u8"), "INT8": np.dtype("<i1"), "INT16": np.dtype("<i2"), "INT32": np.dtype("<i4"),
+    "INT64": np.dtype("<i8"), "FP16": np.dtype("<f2"), "FP32": np.dtype("<f4"), "FP64": np.dtype("<f8"),
+}
+_V2_BY_KIND = {v.str: k for k, v in V2_DATATYPES.items()}
+
+
+def v2_datatype(dtype: np.dtype) -> str:
+    """A numpy dtype's v2 datatype name (``FP32``, ``UINT8``, ...); KeyError for one v2 has not."""
+    return _V2_BY_KIND[dtype.newbyteorder("<").str if dtype.byteorder == ">" else dtype.str]
+
+
+def v2_tensor_entry(name: str, arr: np.ndarray, binary: bool, blobs: list[bytes]) -> dict[str, Any]:
+    """One v2 tensor's JSON entry; with ``binary`` its little-endian bytes go to ``blobs`` instead
+    (the binary tensor extension's ``binary_data_size``)."""
+    a = np.ascontiguousarray(arr)
+    if a.dtype.byteorder == ">":
+        a = a.astype(a.dtype.newbyteorder("<"))
+    entry: dict[str, Any] = {"name": name, "datatype": v2_datatype(a.dtype), "shape": list(a.shape)}
+    if binary:
+        blob = a.tobytes()
+        entry["parameters"] = {"binary_data_size": len(blob)}
+        blobs.append(blob)
+    else:
+        entry["data"] = a.reshape(-1).tolist()
+    return entry

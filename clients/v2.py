@@ -28,12 +28,9 @@ import httpx
 import numpy as np
 
 from clients.client import _CONNECT_ERRORS, RETRY_STATUSES, Expectations, ImagesLike, RetryPolicy, parse_retry_after
+from clients.codec import V2_DATATYPES, v2_tensor_entry
 from clients.errors import AmplifyError, ConnectionFailedError, RequestTimeoutError, error_for
 
-DATATYPE = {"bool": "BOOL", "uint8": "UINT8", "int8": "INT8", "int16": "INT16", "int32": "INT32", "int64": "INT64",
-            "uint16": "UINT16", "uint32": "UINT32", "uint64": "UINT64", "float16": "FP16", "float32": "FP32",
-            "float64": "FP64"}
-NUMPY = {v: np.dtype(k).newbyteorder("<") for k, v in DATATYPE.items()}
 HEADER = "Inference-Header-Content-Length"
 
 
@@ -55,15 +52,7 @@ def build_request(inputs: dict[str, np.ndarray | list[str]], outputs: Sequence[s
             else:
                 entry["data"] = list(value)
         else:
-            arr = np.ascontiguousarray(value)
-            arr = arr.astype(arr.dtype.newbyteorder("<")) if arr.dtype.byteorder == ">" else arr
-            entry = {"name": name, "datatype": DATATYPE[arr.dtype.name], "shape": list(arr.shape)}
-            if binary:
-                blob = arr.tobytes()
-                entry["parameters"] = {"binary_data_size": len(blob)}
-                blobs.append(blob)
-            else:
-                entry["data"] = arr.reshape(-1).tolist()
+            entry = v2_tensor_entry(name, value, binary, blobs)
         entries.append(entry)
     doc: dict[str, Any] = {"inputs": entries}
     if outputs is not None:
@@ -84,7 +73,7 @@ def parse_response(body: bytes, header_length: str | None) -> dict[str, np.ndarr
     doc = json.loads(body[:n])
     out, offset = {}, n
     for o in doc.get("outputs", []):
-        dt, shape = NUMPY.get(o["datatype"]), tuple(o["shape"])
+        dt, shape = V2_DATATYPES.get(o["datatype"]), tuple(o["shape"])
         if dt is None:
             raise AmplifyError(f"output {o['name']}: datatype {o['datatype']} is not supported by this client")
         size = (o.get("parameters") or {}).get("binary_data_size")

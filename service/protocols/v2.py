@@ -21,6 +21,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from clients.codec import V2_DATATYPES, v2_datatype, v2_tensor_entry
 from service.backends.base import ModelInfo
 from service.errors import InputError, PayloadTooLarge, UnsupportedMediaType
 
@@ -31,12 +32,7 @@ SERVE_ONLY = ("text_embed",)
 MODEL_NAMES = tuple(PREFIX + g for g in GRAPHS + SERVE_ONLY)
 HEADER_LENGTH = "inference-header-content-length"
 
-DATATYPES: dict[str, np.dtype] = {
-    "BOOL": np.dtype(bool), "UINT8": np.dtype("<u1"), "UINT16": np.dtype("<u2"), "UINT32": np.dtype("<u4"),
-    "UINT64": np.dtype("<u8"), "INT8": np.dtype("<i1"), "INT16": np.dtype("<i2"), "INT32": np.dtype("<i4"),
-    "INT64": np.dtype("<i8"), "FP16": np.dtype("<f2"), "FP32": np.dtype("<f4"), "FP64": np.dtype("<f8"),
-}
-_BY_KIND = {np.dtype(v).str: k for k, v in DATATYPES.items()}
+DATATYPES = V2_DATATYPES
 MAX_NDIM = 8
 MAX_DIM = 1 << 24
 
@@ -176,11 +172,11 @@ def _from_json(data: Any, dtype: np.dtype, shape: tuple[int, ...], field: str) -
     if arr.dtype == object or arr.dtype.kind not in "biuf":
         raise InputError(f"{field}: data must hold numbers", field)
     if dtype.kind in "iu" and arr.dtype.kind == "f":
-        raise InputError(f"{field}: datatype {_BY_KIND[dtype.str]} needs integers, the data holds fractions", field)
+        raise InputError(f"{field}: datatype {v2_datatype(dtype)} needs integers, the data holds fractions", field)
     if arr.size != math.prod(shape):
         raise InputError(f"{field}: shape {list(shape)} holds {math.prod(shape)} elements, data has {arr.size}", field)
     if dtype.kind in "iu" and arr.size and (arr.min() < np.iinfo(dtype).min or arr.max() > np.iinfo(dtype).max):
-        raise InputError(f"{field}: values do not fit {_BY_KIND[dtype.str]}", field)
+        raise InputError(f"{field}: values do not fit {v2_datatype(dtype)}", field)
     return arr.astype(dtype).reshape(shape)
 
 
@@ -267,25 +263,11 @@ def parse_infer_request(body: bytes, header_length: str | None) -> InferRequest:
 # ---------------------------------------------------------------------------------------------
 # response bodies
 # ---------------------------------------------------------------------------------------------
-def datatype_of(arr: np.ndarray) -> str:
-    return _BY_KIND[arr.dtype.newbyteorder("<").str if arr.dtype.byteorder == ">" else arr.dtype.str]
-
-
 def encode_infer_response(model: str, request_id: str | None, outputs: list[tuple[str, np.ndarray, bool]]) -> tuple[bytes, dict[str, str]]:
     """(name, array, binary) per output -> (body, headers): JSON, or JSON + binary tensors."""
     entries, blobs = [], []
     for name, arr, binary in outputs:
-        a = np.ascontiguousarray(arr)
-        if a.dtype.byteorder == ">":
-            a = a.astype(a.dtype.newbyteorder("<"))
-        entry: dict[str, Any] = {"name": name, "datatype": datatype_of(a), "shape": list(a.shape)}
-        if binary:
-            blob = a.tobytes()
-            entry["parameters"] = {"binary_data_size": len(blob)}
-            blobs.append(blob)
-        else:
-            entry["data"] = a.reshape(-1).tolist()
-        entries.append(entry)
+        entries.append(v2_tensor_entry(name, arr, binary, blobs))
     doc: dict[str, Any] = {"model_name": model, "model_version": VERSION, "outputs": entries}
     if request_id is not None:
         doc["id"] = request_id
