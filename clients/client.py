@@ -27,6 +27,9 @@ from clients.errors import (
 
 ImagesLike = Any  # np.ndarray (v,H,W,3) | (b,v,H,W,3) | Mapping[view, (H,W,3) | (b,H,W,3)]
 RETRY_STATUSES = (429, 503)
+# failures of a request that are retried like a refused connection (the request may not have reached the server)
+_CONNECT_ERRORS = (httpx.ConnectError, httpx.ConnectTimeout, httpx.RemoteProtocolError, httpx.ReadError,
+                   httpx.WriteError, httpx.PoolTimeout)
 
 
 @dataclass
@@ -133,17 +136,15 @@ def _float_array(x: Any, name: str) -> np.ndarray:
     return arr if arr.dtype in (np.float16, np.float32, np.float64) else arr.astype(np.float32)
 
 
-class _Core:
-    """Builds payloads from numpy inputs; the transport lives in the subclasses."""
+class _ClientBase:
+    """What every client holds, whatever its protocol: the server's address, the retry policy, what
+    the caller feeds (checked against the served model's metadata) and the last call's request id
+    and server timing."""
 
-    def __init__(self, base_url: str, *, api_key: str | None, timeout: float | httpx.Timeout, format: str,
-                 retry: RetryPolicy | None, retries: int | None, expect_views: Sequence[str] | None,
-                 expect_image_size: tuple[int, int] | None, expect_action_dim: int | None,
-                 expect_proprio_dim: int | None, check_metadata: bool, headers: Mapping[str, str] | None):
-        if format not in FORMATS:
-            raise ValueError(f"format: expected one of {sorted(FORMATS)}, got {format!r}")
+    def __init__(self, base_url: str, *, retry: RetryPolicy | None, retries: int | None,
+                 expect_views: Sequence[str] | None, expect_image_size: tuple[int, int] | None,
+                 expect_action_dim: int | None, expect_proprio_dim: int | None, check_metadata: bool):
         self.base_url = base_url.rstrip("/")
-        self.content_type = FORMATS[format]
         self.retry = retry or RetryPolicy()
         if retries is not None:
             self.retry.retries = int(retries)
@@ -151,12 +152,89 @@ class _Core:
                                    expect_action_dim, expect_proprio_dim)
         self.check_metadata = check_metadata
         self._meta: dict[str, Any] | None = None
+        self.last_request_id: str | None = None
+        self.last_server_timing: Any = None
+
+    def _after_metadata(self, meta: dict[str, Any]) -> dict[str, Any]:
+        """Check the served model's metadata against the expectations (when asked) and keep it."""
+        if self.check_metadata:
+            self.expect.check(meta)
+        self._meta = meta
+        return meta
+
+
+class _HTTPClientBase(_ClientBase):
+    """The retry loop over httpx, shared by the REST clients (sync and async) and the v2 client: each
+    ``_send`` only sends and sleeps; :meth:`_after_attempt` decides."""
+
+    def _error(self, resp: httpx.Response) -> AmplifyError:
+        """The typed error of a 4xx/5xx answer (the REST error body; the v2 client overrides it)."""
+        try:
+            body = decode_body(resp.content, resp.headers.get("content-type"))
+        except Exception:  # noqa: BLE001 - an unreadable error body is still an error
+            body = resp.text
+        return error_for(resp.status_code, body, resp.headers.get("x-request-id"),
+                         parse_retry_after(resp.headers.get("retry-after")))
+
+    def _record(self, resp: httpx.Response) -> None:
+        self.last_request_id = resp.headers.get("x-request-id")
+        self.last_server_timing = resp.headers.get("server-timing")
+
+    def _after_attempt(self, method: str, path: str, attempt: int, retry: bool, resp: httpx.Response | None,
+                       error: Exception | None) -> float | None:
+        """After one attempt, the seconds to wait before the next, or None when ``resp`` is the
+        answer; raises the typed error when the outcome is final."""
+        may_retry = retry and attempt < self.retry.retries
+        if error is not None:
+            # A connect or pool timeout never reached the server: retried like a refused connection.
+            reached = isinstance(error, httpx.TimeoutException) and not isinstance(
+                error, (httpx.ConnectTimeout, httpx.PoolTimeout))
+            if not reached and may_retry and self.retry.on_connect_error:
+                return self.retry.wait(attempt, None)
+            if isinstance(error, httpx.TimeoutException):
+                raise RequestTimeoutError(f"{method} {path}: no response within the client timeout ({error})") from error
+            raise ConnectionFailedError(f"{method} {self.base_url}{path}: {type(error).__name__}: {error}") from error
+        assert resp is not None
+        self._record(resp)
+        if resp.status_code in RETRY_STATUSES and may_retry:
+            return self.retry.wait(attempt, parse_retry_after(resp.headers.get("retry-after")))
+        if resp.status_code >= 400:
+            raise self._error(resp)
+        return None
+
+    def _send_blocking(self, http: httpx.Client, method: str, path: str, content: bytes | None = None,
+                       headers: Mapping[str, str] | None = None, retry: bool = True) -> httpx.Response:
+        """One blocking request with the retry policy applied."""
+        attempt = 0
+        while True:
+            try:
+                resp, error = http.request(method, path, content=content, headers=headers), None
+            except (httpx.TimeoutException, *_CONNECT_ERRORS) as e:
+                resp, error = None, e
+            wait = self._after_attempt(method, path, attempt, retry, resp, error)
+            if wait is None:
+                return resp  # type: ignore[return-value]
+            time.sleep(wait)
+            attempt += 1
+
+
+class _Core(_HTTPClientBase):
+    """Builds the REST payloads from numpy inputs; the transport lives in the subclasses."""
+
+    def __init__(self, base_url: str, *, api_key: str | None, timeout: float | httpx.Timeout, format: str,
+                 retry: RetryPolicy | None, retries: int | None, expect_views: Sequence[str] | None,
+                 expect_image_size: tuple[int, int] | None, expect_action_dim: int | None,
+                 expect_proprio_dim: int | None, check_metadata: bool, headers: Mapping[str, str] | None):
+        if format not in FORMATS:
+            raise ValueError(f"format: expected one of {sorted(FORMATS)}, got {format!r}")
+        super().__init__(base_url, retry=retry, retries=retries, expect_views=expect_views,
+                         expect_image_size=expect_image_size, expect_action_dim=expect_action_dim,
+                         expect_proprio_dim=expect_proprio_dim, check_metadata=check_metadata)
+        self.content_type = FORMATS[format]
         self._headers = {"Content-Type": self.content_type, "Accept": self.content_type, **(headers or {})}
         if api_key:
             self._headers["Authorization"] = f"Bearer {api_key}"
         self._timeout = timeout if isinstance(timeout, httpx.Timeout) else httpx.Timeout(timeout)
-        self.last_request_id: str | None = None
-        self.last_server_timing: str | None = None
 
     # -- images and the batch axis ----------------------------------------------------------
     def _images(self, images: ImagesLike) -> tuple[np.ndarray, bool]:
@@ -252,51 +330,6 @@ class _Core:
         payload["proprio"] = self._batch(proprio, "proprio", single, 1)
         return _Call("/act", payload, single, ["actions"])
 
-    def _after_metadata(self, meta: dict[str, Any]) -> dict[str, Any]:
-        if self.check_metadata:
-            self.expect.check(meta)
-        self._meta = meta
-        return meta
-
-    def _error(self, resp: httpx.Response) -> AmplifyError:
-        try:
-            body = decode_body(resp.content, resp.headers.get("content-type"))
-        except Exception:  # noqa: BLE001 - an unreadable error body is still an error
-            body = resp.text
-        return error_for(resp.status_code, body, resp.headers.get("x-request-id"),
-                         parse_retry_after(resp.headers.get("retry-after")))
-
-    def _record(self, resp: httpx.Response) -> None:
-        self.last_request_id = resp.headers.get("x-request-id")
-        self.last_server_timing = resp.headers.get("server-timing")
-
-    def _after_attempt(self, method: str, path: str, attempt: int, retry: bool, resp: httpx.Response | None,
-                       error: Exception | None) -> float | None:
-        """The retry policy, shared by both clients (their ``_send`` only sends and sleeps): after one
-        attempt, the seconds to wait before the next, or None when ``resp`` is the answer; raises the
-        typed error when the outcome is final."""
-        may_retry = retry and attempt < self.retry.retries
-        if error is not None:
-            # A connect or pool timeout never reached the server: retried like a refused connection.
-            reached = isinstance(error, httpx.TimeoutException) and not isinstance(
-                error, (httpx.ConnectTimeout, httpx.PoolTimeout))
-            if not reached and may_retry and self.retry.on_connect_error:
-                return self.retry.wait(attempt, None)
-            if isinstance(error, httpx.TimeoutException):
-                raise RequestTimeoutError(f"{method} {path}: no response within the client timeout ({error})") from error
-            raise ConnectionFailedError(f"{method} {self.base_url}{path}: {type(error).__name__}: {error}") from error
-        assert resp is not None
-        self._record(resp)
-        if resp.status_code in RETRY_STATUSES and may_retry:
-            return self.retry.wait(attempt, parse_retry_after(resp.headers.get("retry-after")))
-        if resp.status_code >= 400:
-            raise self._error(resp)
-        return None
-
-
-_CONNECT_ERRORS = (httpx.ConnectError, httpx.ConnectTimeout, httpx.RemoteProtocolError, httpx.ReadError,
-                   httpx.WriteError, httpx.PoolTimeout)
-
 
 class AmplifyClient(_Core):
     """Blocking client; one connection pool reused for every call. Use as a context manager or call
@@ -338,17 +371,7 @@ class AmplifyClient(_Core):
 
     def _send(self, method: str, path: str, payload: dict | None = None, retry: bool = True) -> httpx.Response:
         body = None if payload is None else encode_body(payload, self.content_type)
-        attempt = 0
-        while True:
-            try:
-                resp, error = self._http.request(method, path, content=body), None
-            except (httpx.TimeoutException, *_CONNECT_ERRORS) as e:
-                resp, error = None, e
-            wait = self._after_attempt(method, path, attempt, retry, resp, error)
-            if wait is None:
-                return resp  # type: ignore[return-value]
-            time.sleep(wait)
-            attempt += 1
+        return self._send_blocking(self._http, method, path, body, retry=retry)
 
     def _call(self, call: _Call) -> dict[str, Any]:
         if self._meta is None and self.check_metadata:

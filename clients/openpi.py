@@ -24,7 +24,7 @@ import numpy as np
 from websockets.exceptions import ConnectionClosed, InvalidStatus, WebSocketException
 from websockets.sync.client import ClientConnection, connect
 
-from clients.client import Expectations, ImagesLike, RetryPolicy
+from clients.client import ImagesLike, RetryPolicy, _ClientBase
 from clients.codec import WireError, decode_openpi, encode_openpi
 from clients.errors import (
     STATUS_OF_CODE, AmplifyError, AuthenticationError, ConnectionFailedError, OverloadedError, RequestTimeoutError,
@@ -54,7 +54,7 @@ def unpack(frame: bytes) -> Any:
         raise AmplifyError(f"unreadable frame from the server: {e.message}") from None
 
 
-class OpenPIClient:
+class OpenPIClient(_ClientBase):
     """Blocking client over one WebSocket connection (reconnected after a drop). Thread-safe: calls
     are serialized on the connection."""
 
@@ -65,23 +65,16 @@ class OpenPIClient:
                  expect_image_size: tuple[int, int] | None = None, expect_action_dim: int | None = None,
                  expect_proprio_dim: int | None = None, check_metadata: bool = True, connect: bool = True,
                  path: str = "/"):
-        self.base_url = base_url.rstrip("/")
+        super().__init__(base_url, retry=retry, retries=retries, expect_views=expect_views,
+                         expect_image_size=expect_image_size, expect_action_dim=expect_action_dim,
+                         expect_proprio_dim=expect_proprio_dim, check_metadata=check_metadata)
         self.url = websocket_url(base_url, path)
         self.http_url = urlunsplit((("https" if self.url.startswith("wss") else "http"), urlsplit(self.url).netloc,
                                     "", "", ""))
         self.api_key = api_key
         self.timeout = timeout
-        self.retry = retry or RetryPolicy()
-        if retries is not None:
-            self.retry.retries = int(retries)
-        self.expect = Expectations(expect_views, tuple(expect_image_size) if expect_image_size else None,
-                                   expect_action_dim, expect_proprio_dim)
-        self.check_metadata = check_metadata
         self._ws: ClientConnection | None = None
-        self._meta: dict[str, Any] | None = None
         self._lock = threading.RLock()
-        self.last_request_id: str | None = None
-        self.last_server_timing: dict[str, float] | None = None
         if connect:
             self._with_retries(self._connect)
 
@@ -122,9 +115,12 @@ class OpenPIClient:
             ws.close()
             raise RequestTimeoutError(f"{self.url}: no metadata frame within {self.timeout:g} s") from None
         meta = unpack(first) if isinstance(first, bytes) else {}
-        if self.check_metadata:
-            self.expect.check(meta)
-        self._ws, self._meta = ws, meta
+        try:
+            self._after_metadata(meta)
+        except BaseException:
+            ws.close()
+            raise
+        self._ws = ws
 
     @staticmethod
     def _closed_error(e: ConnectionClosed) -> AmplifyError:

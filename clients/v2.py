@@ -20,16 +20,15 @@ from __future__ import annotations
 import asyncio
 import json
 import struct
-import time
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 import httpx
 import numpy as np
 
-from clients.client import _CONNECT_ERRORS, RETRY_STATUSES, Expectations, ImagesLike, RetryPolicy, parse_retry_after
+from clients.client import ImagesLike, RetryPolicy, _HTTPClientBase, parse_retry_after
 from clients.codec import V2_DATATYPES, v2_tensor_entry
-from clients.errors import AmplifyError, ConnectionFailedError, RequestTimeoutError, error_for
+from clients.errors import AmplifyError, error_for
 
 HEADER = "Inference-Header-Content-Length"
 
@@ -103,7 +102,7 @@ class _TextTable:
         return self.table[[self.index[t] for t in texts]]
 
 
-class V2Client:
+class V2Client(_HTTPClientBase):
     """Blocking v2 client; one connection pool. Same methods and errors as :class:`~clients.AmplifyClient`."""
 
     protocol = "v2"
@@ -115,13 +114,9 @@ class V2Client:
                  check_metadata: bool = True, connect: bool = True, binary: bool = True,
                  export_dir: str | Path | None = None, headers: Mapping[str, str] | None = None,
                  transport: httpx.BaseTransport | None = None, max_connections: int = 16):
-        self.base_url = base_url.rstrip("/")
-        self.retry = retry or RetryPolicy()
-        if retries is not None:
-            self.retry.retries = int(retries)
-        self.expect = Expectations(expect_views, tuple(expect_image_size) if expect_image_size else None,
-                                   expect_action_dim, expect_proprio_dim)
-        self.check_metadata = check_metadata
+        super().__init__(base_url, retry=retry, retries=retries, expect_views=expect_views,
+                         expect_image_size=expect_image_size, expect_action_dim=expect_action_dim,
+                         expect_proprio_dim=expect_proprio_dim, check_metadata=check_metadata)
         self.binary = binary
         self.export_dir = Path(export_dir) if export_dir else None
         self._table = _TextTable(self.export_dir) if self.export_dir and (self.export_dir / "instructions.json").is_file() \
@@ -132,10 +127,7 @@ class V2Client:
         self._http = httpx.Client(base_url=self.base_url, headers=h, timeout=timeout, transport=transport,
                                   limits=httpx.Limits(max_connections=max_connections,
                                                       max_keepalive_connections=max_connections))
-        self._meta: dict[str, Any] | None = None
         self._server: dict[str, Any] | None = None
-        self.last_request_id: str | None = None
-        self.last_server_timing: str | None = None
         if connect:
             try:
                 self.metadata(refresh=True)
@@ -154,40 +146,18 @@ class V2Client:
 
     # -- transport -------------------------------------------------------------------------------
     def _send(self, method: str, path: str, body: bytes | None = None, headers: dict[str, str] | None = None) -> httpx.Response:
-        attempt = 0
-        while True:
-            try:
-                resp = self._http.request(method, path, content=body, headers=headers)
-            except httpx.TimeoutException as e:
-                if isinstance(e, (httpx.ConnectTimeout, httpx.PoolTimeout)) and self.retry.on_connect_error and \
-                        attempt < self.retry.retries:
-                    time.sleep(self.retry.wait(attempt, None))
-                    attempt += 1
-                    continue
-                raise RequestTimeoutError(f"{method} {path}: no response within the client timeout ({e})") from e
-            except _CONNECT_ERRORS as e:
-                if self.retry.on_connect_error and attempt < self.retry.retries:
-                    time.sleep(self.retry.wait(attempt, None))
-                    attempt += 1
-                    continue
-                raise ConnectionFailedError(f"{method} {self.base_url}{path}: {type(e).__name__}: {e}") from e
-            self.last_request_id = resp.headers.get("x-request-id")
-            self.last_server_timing = resp.headers.get("server-timing")
-            retry_after = parse_retry_after(resp.headers.get("retry-after"))
-            if resp.status_code in RETRY_STATUSES and attempt < self.retry.retries:
-                time.sleep(self.retry.wait(attempt, retry_after))
-                attempt += 1
-                continue
-            if resp.status_code >= 400:
-                try:
-                    body_json = resp.json()
-                except ValueError:
-                    body_json = {"error": resp.text[:500]}
-                message = body_json.get("error") if isinstance(body_json, dict) else None
-                raise error_for(resp.status_code, {"error": {"message": message if isinstance(message, str)
-                                                              else json.dumps(message)}},
-                                self.last_request_id, retry_after)
-            return resp
+        return self._send_blocking(self._http, method, path, body, headers)
+
+    def _error(self, resp: httpx.Response) -> AmplifyError:
+        """The typed error of a v2 error answer (``{"error": "<message>"}``)."""
+        try:
+            body_json = resp.json()
+        except ValueError:
+            body_json = {"error": resp.text[:500]}
+        message = body_json.get("error") if isinstance(body_json, dict) else None
+        return error_for(resp.status_code, {"error": {"message": message if isinstance(message, str)
+                                                      else json.dumps(message)}},
+                         resp.headers.get("x-request-id"), parse_retry_after(resp.headers.get("retry-after")))
 
     def infer(self, model: str, inputs: dict[str, np.ndarray | list[str]], outputs: Sequence[str] | None = None,
               parameters: dict[str, Any] | None = None) -> dict[str, np.ndarray]:
@@ -247,10 +217,7 @@ class V2Client:
         if not meta:
             raise AmplifyError(f"{self.base_url} serves neither amplify_act nor amplify_encode", code="not_found")
         meta.setdefault("instructions", list(self._table.index) if self._table else [])
-        if self.check_metadata:
-            self.expect.check(meta)
-        self._meta = meta
-        return meta
+        return self._after_metadata(meta)
 
     def health(self) -> bool:
         try:
