@@ -53,3 +53,21 @@ def test_oracle_policy_feeds_the_true_codes(world_root, small_bundle):
     assert not np.allclose(chunk, zero)  # the codes reach the inverse dynamics
     with pytest.raises(ValueError):
         OracleMotionPolicy(model, observation, codes="nope")
+
+
+def test_eval_world_id_codes_flag(small_bundle, tmp_path, capsys):
+    import json
+
+    from amplify_cli.main import main
+
+    model = copy.deepcopy(small_bundle)
+    names = SUITES["builtin_lift"]
+    model.set_instructions([get_task(n).instruction for n in names], torch.randn(len(names), 512))
+    model.save(tmp_path / "b")
+    out = tmp_path / "r.json"
+    assert main(["eval-world", "--model", str(tmp_path / "b"), "--suite", "builtin_lift", "--episodes", "1",
+                 "--id-codes", "oracle", "--baselines", "none", "--json", str(out), "--no-progress"]) == 0
+    assert "diagnostic" in capsys.readouterr().out
+    res = json.loads(out.read_text())
+    assert res["diagnostic"] == {"id_codes": "oracle", "id_images": True, "privileged": True}
+    assert res["model"]["episodes"] == 1 and res["model"]["policy_calls"] >= 1
