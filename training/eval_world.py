@@ -2,6 +2,7 @@
 
     amplify eval-world [--model DIR] [--suite builtin_all] [--per-task 10] [--execute 8]
                        [--baselines expert,random] [--videos DIR] [--json FILE] [--no-model]
+                       [--id-codes fd|oracle|zero] [--id-no-images]
 
 The benchmark is each task's 50 fixed initial states (``world.get_init_states``, like LIBERO's).
 Demonstrations are drawn from a separate stream (``world.tasks.demo_init_states``) that never returns
@@ -15,6 +16,11 @@ The model gets, every ``execute`` steps, the upright images of its views, the pr
 first ``execute`` actions run (action chunking). All unfinished episodes query the model as one batch.
 ``--videos DIR`` replays one success and one failure per task and policy (when there is one) into
 GIFs: agentview | eye_in_hand, upright.
+
+Diagnostics of the bundle's parts (the ``model`` column is then NOT the bundle as served):
+``--id-codes oracle`` gives the inverse dynamics the tokenized exact future tracks of the scripted
+expert from the simulator's state (PRIVILEGED: perfect forward dynamics), ``--id-codes zero`` all-zero
+codes, ``--id-no-images`` all-zero image tokens (training/oracle_motion.py).
 """
 from __future__ import annotations
 
@@ -221,6 +227,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--temporal-agg", type=float, default=None, metavar="M",
                         help="query the model every step and run the exp(-M i)-weighted mean of the overlapping "
                              "chunks' actions (ACT's temporal ensembling; i = 0 the oldest) instead of chunking")
+    parser.add_argument("--id-codes", choices=("fd", "oracle", "zero"), default="fd",
+                        help="diagnostic: the codes the model's inverse dynamics gets: its forward dynamics' (the "
+                             "bundle as served), 'oracle' (PRIVILEGED: the tokenized exact tracks of the scripted "
+                             "expert's next steps from the simulator's state, i.e. perfect forward dynamics) or "
+                             "'zero' (all-zero codes); see training/oracle_motion.py")
+    parser.add_argument("--id-no-images", action="store_true",
+                        help="diagnostic: all-zero image tokens for the inverse dynamics (does it use the images)")
     parser.add_argument("--baselines", default="expert,random",
                         help="comma-separated baselines on the same episodes: expert, random (or 'none')")
     parser.add_argument("--random", action="store_true", help="(kept for compatibility; random is a default baseline)")
@@ -252,7 +265,15 @@ def run(args: argparse.Namespace) -> int:
         path = Path(args.model) if args.model else default_bundle_dir()
         model = AMPLIFY.load(path)
         meta["model"] = str(path)
-        if args.temporal_agg is not None:  # query every step, aggregate the overlapping chunks
+        if args.id_codes != "fd" or args.id_no_images:  # a diagnostic variant of the bundle's ID
+            from training.oracle_motion import OracleMotionPolicy
+            meta["diagnostic"] = {"id_codes": args.id_codes, "id_images": not args.id_no_images,
+                                  "privileged": args.id_codes == "oracle"}
+            if args.id_codes == "oracle":
+                print("model: PRIVILEGED diagnostic, the ID gets the expert's true future motion", file=sys.stderr)
+            results["model"] = evaluate(OracleMotionPolicy(model, observation, codes=args.id_codes,
+                                                           images=not args.id_no_images), name="model", **kw)
+        elif args.temporal_agg is not None:  # query every step, aggregate the overlapping chunks
             from training.temporal_agg import TemporalEnsemble
             results["model"] = evaluate(TemporalEnsemble(model, list(model.views), observation, args.temporal_agg), name="model",
                                         **{**kw, "execute": 1})
@@ -270,6 +291,8 @@ def run(args: argparse.Namespace) -> int:
         for label, res in results.items():
             written = save_videos(res, args.videos, label)
             print(f"{label}: {len(written)} videos -> {args.videos}")
+    if "diagnostic" in meta:
+        print(f"model column: diagnostic {meta['diagnostic']}")
     if args.json:
         Path(args.json).write_text(json.dumps({**meta, **results}, indent=1))
     return 0

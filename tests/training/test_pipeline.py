@@ -18,14 +18,16 @@ FD_TINY = {"model.num_heads": 2, "model.num_layers": 1, "model.mask_unused_logit
 
 @pytest.fixture(scope="module")
 def parts(world_root, tmp_path_factory):
-    """MT, then FD (frozen MT targets, random calibrated vision), then ID (true codes), a few steps each."""
+    """MT, then FD (frozen MT targets, random calibrated vision), then ID (true codes; validated on FD's
+    codes too), a few steps each."""
     runs = tmp_path_factory.mktemp("runs")
     out = {}
     out["mt"] = train("mt", tiny_overrides(world_root, runs / "mt", plots="true", **MT_TINY))
     mt = runs / "mt" / "latest"
     out["fd"] = train("fd", tiny_overrides(world_root, runs / "fd", mt=mt, plots="true", **VISION_TINY, **FD_TINY))
     vision = runs / "fd" / "vision.safetensors"
-    out["id"] = train("id", tiny_overrides(world_root, runs / "id", mt=mt, **{"vision.weights": vision}, **ID_TINY))
+    out["id"] = train("id", tiny_overrides(world_root, runs / "id", mt=mt, fd=runs / "fd" / "latest",
+                                           **{"vision.weights": vision}, **ID_TINY))
     return runs, out
 
 
@@ -55,6 +57,7 @@ def test_checkpoints_logs_and_plots(parts):
     assert 0 <= val["token_acc"] <= 1 and "pred_track_acc_2px" in val
     assert {"track_acc_1px", "codebook_perplexity"} <= set(summaries["mt"]["val"])
     assert "action_l1" in summaries["id"]["val"]
+    assert np.isfinite(summaries["id"]["val"]["action_l1_fd_codes"])  # trained on true codes, served FD's
 
 
 def test_bundle_command_and_act(parts, tmp_path):

@@ -1,6 +1,8 @@
 """Inverse-dynamics trainer: actions from image tokens, proprioception (and text) and motion codes;
 the codes are the frozen tokenizer's codes of the true tracks (``codes=gt``) or a frozen forward
-dynamics model's predictions (``codes=fd``). Any head in ``ACTION_HEADS`` (gaussian, diffusion, flow)."""
+dynamics model's predictions (``codes=fd``). With ``codes=gt`` and ``fd=DIR`` validation also reports
+``action_l1_fd_codes``, the ID on the forward dynamics' codes (what it gets when served). Any head in
+``ACTION_HEADS`` (gaussian, diffusion, flow)."""
 from __future__ import annotations
 
 import dataclasses
@@ -68,7 +70,7 @@ class IDTask(ImageTokenTask):
         self.train_tokens = token_cache(self.encoder, self.train_set, cfg, rt)
         self.val_tokens = token_cache(self.encoder, self.val_set, cfg, rt) if self.val_set is not None else None
         fd = None
-        if cfg.codes == "fd":
+        if cfg.fd:  # trained on its codes (codes=fd), or only validated on them (codes=gt)
             fd, _ = load_forward_dynamics(cfg.fd)
             fd = frozen(fd)
             fd.quantize = self.mt.quantize
@@ -81,7 +83,8 @@ class IDTask(ImageTokenTask):
         self.idm = InverseDynamics(self.cfg.model)
         self.mean_action = torch.from_numpy(
             np.concatenate([d.actions for d in self.train_set.demos]).mean(0)).float()  # (7,)
-        self.loss_module = IDLoss(self.idm, self.mt, fd)
+        self.loss_module = IDLoss(self.idm, self.mt, fd if cfg.codes == "fd" else None)
+        self.served_fd = IDLoss(self.idm, self.mt, fd) if cfg.codes == "gt" and fd is not None else None
 
     @property
     def model(self) -> InverseDynamics:
@@ -101,6 +104,8 @@ class IDTask(ImageTokenTask):
             if self.loss_module.fd is not None:  # what perfect forward dynamics would give this ID
                 gt = self.mt.tokenize(points_to_velocities(batch["tracks"], time_dim=2))[0]
                 m["action_l1_true_codes"] = (self.idm(**{**inputs, "codes": gt}) - batch["actions"]).abs().mean()
+            elif self.served_fd is not None:  # trained on true codes: what it does on FD's (as served)
+                m["action_l1_fd_codes"] = (self.idm(**self.served_fd.inputs(batch)) - batch["actions"]).abs().mean()
             avg.add(m, len(pred))
         return avg.result()
 

@@ -1,0 +1,75 @@
+"""A diagnostic policy with PRIVILEGED information: perfect forward dynamics.
+
+At every query it copies the scene, runs the scripted expert ``horizon`` steps ahead on the copy,
+computes the exact point tracks of that future (as demonstrations' tracks are computed), tokenizes
+them with the bundle's motion tokenizer and gives those codes, with the images, proprioception and
+text, to the bundle's inverse dynamics. It is what the bundle would do if its forward dynamics
+predicted the expert's motion exactly, so closed-loop success under it separates a forward-dynamics
+failure from an inverse-dynamics one. It reads the simulator's state: never a deployable policy.
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+from einops import rearrange
+
+from amplify.tracks import points_to_velocities
+from training.data.tracks import preprocess_tracks
+from world.generate import rollout
+from world.tracks import compute_tracks, uniform_grid
+
+
+def expert_future_tracks(task, state: np.ndarray, views: list[str], num_points: int, horizon: int) -> np.ndarray:
+    """Raw tracks (v, horizon, num_points, 2), pixel (col, row) upright, of the expert's next ``horizon``
+    steps from ``state`` (past success the last frame repeats, as in the stored tracks)."""
+    ep = rollout(task, state, max_steps=horizon, render_images=True)
+    q = uniform_grid(num_points)
+    return np.stack([compute_tracks(v, ep[f"{v}_ids"], ep["entities"], ep["ee_pos"], horizon, q)[0][0] for v in views])
+
+
+class OracleMotionPolicy:
+    """Closed-loop policy for ``training.eval_world.evaluate``: the bundle's inverse dynamics on the
+    tokenized TRUE future tracks of the expert (privileged; see the module docstring).
+
+    ``codes``: ``"oracle"`` (the expert's future), ``"fd"`` (the bundle's forward dynamics, i.e. the
+    bundle itself) or ``"zero"`` (all-zero codes: does the ID use them at all); ``images``: ``False``
+    gives the ID all-zero image tokens (does it use the images)."""
+
+    uses_scene = True
+
+    def __init__(self, model, observe, num_points: int | None = None, codes: str = "oracle", images: bool = True):
+        if codes not in ("oracle", "fd", "zero"):
+            raise ValueError(f"codes must be oracle, fd or zero, got {codes!r}")
+        self.model, self.observe, self.codes_from, self.use_images = model, observe, codes, images
+        mt = model.cfg.motion_tokenizer
+        self.views, self.num_tracks = list(mt.views), mt.num_tracks
+        self.stored_horizon, self.horizon, self.img_size = mt.true_horizon, mt.track_pred_horizon, list(mt.img_shape)
+        self.num_points = int(num_points or mt.num_tracks)
+
+    def oracle_codes(self, envs: list) -> torch.Tensor:
+        """(b, S, h) codes of the expert's future tracks from each env's current state."""
+        raw = np.stack([expert_future_tracks(env.task, env.scene.get_state(), self.views, self.num_points,
+                                             self.stored_horizon)
+                        for env in envs])  # (b, v, H, N, 2)
+        tracks = torch.from_numpy(preprocess_tracks(raw, self.img_size, self.num_tracks, self.horizon)).to(self.model.device)
+        return self.model.motion_tokenizer.tokenize(points_to_velocities(tracks, time_dim=2))[0]
+
+    @torch.no_grad()
+    def act_envs(self, envs: list, ids: list[int]) -> np.ndarray:
+        """An action chunk per active env: (b, A, 7)."""
+        m = self.model
+        obs = [self.observe(env.get_obs(images=True), self.views) for env in envs]
+        images, proprio = np.stack([o[0] for o in obs]), np.stack([o[1] for o in obs])
+        text = m.embed_text([env.language_instruction for env in envs])
+        tokens = m.image_tokens(images)
+        if self.codes_from == "oracle":
+            codes = self.oracle_codes(envs)
+        else:
+            codes = m.predict_codes(images, text, img_tokens=tokens)[1]
+            if self.codes_from == "zero":
+                codes = torch.zeros_like(codes)
+        img = rearrange(tokens, "b v p d -> b p (v d)")
+        if not self.use_images:
+            img = torch.zeros_like(img)
+        actions = m.inverse_dynamics(img_tokens=img, text_emb=text, proprio=m._tensor(proprio), codes=codes)
+        return actions.cpu().numpy()
