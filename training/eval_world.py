@@ -2,6 +2,7 @@
 
     amplify eval-world [--model DIR] [--suite builtin_all] [--per-task 10] [--execute 8]
                        [--baselines expert,random] [--videos DIR] [--json FILE] [--no-model]
+                       [--precision fp32|bf16]
 
 The benchmark is each task's 50 fixed initial states (``world.get_init_states``, like LIBERO's).
 Demonstrations are drawn from a separate stream (``world.tasks.demo_init_states``) that never returns
@@ -15,6 +16,10 @@ The model gets, every ``execute`` steps, the upright images of its views, the pr
 first ``execute`` actions run (action chunking). All unfinished episodes query the model as one batch.
 ``--videos DIR`` replays one success and one failure per task and policy (when there is one) into
 GIFs: agentview | eye_in_hand, upright.
+
+``--precision`` runs the model prepared for inference as the torch back end serves it
+(``AMPLIFY.prepare_for_inference``): ``fp32`` (same numbers up to rounding) or the opt-in ``bf16``.
+Without it the model runs as loaded (float32, unprepared).
 """
 from __future__ import annotations
 
@@ -227,6 +232,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--videos", default=None, help="write GIFs of a success and a failure per task and policy here")
     parser.add_argument("--json", default=None, help="write the results here")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--precision", default=None, choices=["fp32", "bf16", "float32", "bfloat16"],
+                        help="run the model prepared for inference in this precision, as `amplify serve "
+                             "--precision` does (default: as loaded, float32 unprepared)")
     parser.add_argument("--no-progress", action="store_true")
 
 
@@ -252,6 +260,11 @@ def run(args: argparse.Namespace) -> int:
         path = Path(args.model) if args.model else default_bundle_dir()
         model = AMPLIFY.load(path)
         meta["model"] = str(path)
+        if args.precision is not None:
+            from amplify.inference import precision_name
+
+            meta["precision"] = precision_name(args.precision)
+            model.prepare_for_inference(meta["precision"])
         if args.temporal_agg is not None:  # query every step, aggregate the overlapping chunks
             from training.temporal_agg import TemporalEnsemble
             results["model"] = evaluate(TemporalEnsemble(model, list(model.views), observation, args.temporal_agg), name="model",
