@@ -7,6 +7,10 @@ action difference, and closed-loop success in the built-in world with each preci
 With the world, both precisions run the same episodes (held-out init states of the built-in world,
 ``training.eval_world.evaluate``); agreement and action differences are measured on every observation
 the float32 policy saw. Without it (or in addition), on ``--random-batches`` batches of random images.
+
+Beside the served bf16 (FD and ID in bfloat16, the vision encoder float32), ``bf16_vision_bf16`` is the
+earlier variant with the vision encoder's convolutions in bfloat16 too, compared on the same inputs
+(no closed loop), to show what keeping the vision encoder float32 buys.
 """
 from __future__ import annotations
 
@@ -41,6 +45,17 @@ def compare(fp32: AMPLIFY, bf16: AMPLIFY, batches: list[dict]) -> dict:
             "median_of_per_call_max_action_diff": float(np.median(diffs)) if diffs else 0.0, "calls": len(batches)}
 
 
+def bf16_with_bf16_vision(model: AMPLIFY) -> AMPLIFY:
+    """A bf16-prepared model with its vision encoder's convolutions cast to bfloat16 as well (the earlier
+    variant; its forward casts the images to the convolutions' dtype and the tokens back to float32)."""
+    from amplify.models.vision import VisionEncoder
+
+    for m in model.modules():
+        if isinstance(m, VisionEncoder):
+            m.model.to(torch.bfloat16)
+    return model
+
+
 def random_batches(model: AMPLIFY, n: int, batch: int = 4, seed: int = 0) -> list[dict]:
     rng = np.random.default_rng(seed)
     mt = model.cfg.motion_tokenizer
@@ -54,9 +69,13 @@ def run(bundle: str, episodes: int = 12, world: bool = True, random_n: int = 4, 
     base = AMPLIFY.load(bundle).eval().requires_grad_(False)
     fp32 = copy.deepcopy(base).prepare_for_inference("fp32")
     bf16 = copy.deepcopy(base).prepare_for_inference("bf16")
-    out: dict = {"bundle": bundle, "trained": bool(base.metadata.get("trained", True))}
+    bf16v = bf16_with_bf16_vision(copy.deepcopy(base).prepare_for_inference("bf16"))
+    out: dict = {"bundle": bundle, "trained": bool(base.metadata.get("trained", True)),
+                 "bf16": "FD and ID in bfloat16, vision encoder float32"}
     if random_n:
-        out["random_inputs"] = compare(fp32, bf16, random_batches(base, random_n))
+        batches = random_batches(base, random_n)
+        out["random_inputs"] = compare(fp32, bf16, batches)
+        out["random_inputs_bf16_vision_bf16"] = compare(fp32, bf16v, batches)
     if world:
         from training.eval_world import evaluate
 
@@ -76,6 +95,7 @@ def run(bundle: str, episodes: int = 12, world: bool = True, random_n: int = 4, 
             out[f"world_{name}"] = {"success_rate": r["success_rate"], "episodes": episodes,
                                     "seconds": time.perf_counter() - t0}
         out["world_observations"] = compare(fp32, bf16, seen)
+        out["world_observations_bf16_vision_bf16"] = compare(fp32, bf16v, seen)
     return out
 
 
