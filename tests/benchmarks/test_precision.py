@@ -7,7 +7,9 @@ from benchmarks.precision import bf16_with_bf16_vision, run
 
 def test_precision_compares_both_bf16_variants_on_random_inputs(tmp_path, small_bundle):
     path = small_bundle.save(tmp_path / "bundle")
-    r = run(str(path), world=False, random_n=2)
+    r = run(str(path), world=False, random_n=2, timing_batch=2, timing_repeats=1)
+    assert r["timing"]["batch"] == 2 and r["timing"]["fp32"]["speedup_over_fp32"] == 1.0
+    assert all(r["timing"][k]["median_s"] > 0 for k in ("fp32", "bf16", "bf16_vision_bf16"))
     for key in ("random_inputs", "random_inputs_bf16_vision_bf16"):
         c = r[key]
         assert c["calls"] == 2 and c["tokens"] > 0 and 0.0 <= c["token_agreement"] <= 1.0
