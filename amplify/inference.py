@@ -11,11 +11,13 @@ stores ``nn.Conv2d`` weights channels-last, which oneDNN runs faster (the ResNet
 two 224 px views: 46 -> 30 ms, identical outputs), and gives forward dynamics a
 :class:`FusedDecoder` (:mod:`amplify.fused_decoder`) for its one-token steps.
 
-Precision (``precision="bf16"``, opt-in; float32 is the default): the weights of the vision encoder,
-forward dynamics and inverse dynamics are stored in bfloat16 and their matrix products and
-convolutions run in bfloat16 (AMX / AVX512-BF16 on CPU, tensor cores on CUDA); activations between
-them (residual stream, LayerNorm, softmax, the returned tokens and actions) stay float32. The motion
-tokenizer stays float32. At batch 1 on CPU a bfloat16 one-row product reads its weight no faster than
+Precision (``precision="bf16"``, opt-in; float32 is the default): the weights of forward dynamics
+and inverse dynamics are stored in bfloat16 and their matrix products run in bfloat16 (AMX /
+AVX512-BF16 on CPU, tensor cores on CUDA); activations between them (residual stream, LayerNorm,
+softmax, the returned tokens and actions) stay float32. The vision encoder and the motion tokenizer
+stay float32: on a trained bundle the ~20 bfloat16 convolutions of the ResNet moved its image tokens
+enough to change actions by up to 0.52 (0.017 with the vision encoder in float32; see
+``docs/performance.md``). At batch 1 on CPU a bfloat16 one-row product reads its weight no faster than
 float32 (13 vs 29 GB/s per byte in torch 2.13), so bfloat16 pays where many robots share a batch.
 
 The swap is in place and for inference only: a prepared model has no ``nn.Linear`` parameters to
@@ -135,8 +137,8 @@ def prepare_for_inference(model: nn.Module, precision: str = "fp32") -> nn.Modul
     BatchNorms into its convolutions, make every ``nn.Conv2d`` weight channels-last and give forward
     dynamics its fused decoding step (in place; returns ``model`` in eval mode).
 
-    ``precision="bf16"`` stores the vision encoder's, forward dynamics' and inverse dynamics' weights in
-    bfloat16 (see the module docstring); the motion tokenizer, and any model that is none of those,
+    ``precision="bf16"`` stores forward dynamics' and inverse dynamics' weights in bfloat16 (see the
+    module docstring); the vision encoder, the motion tokenizer, and any model that is none of those,
     stay float32. Preparing again in the same precision does nothing."""
     from amplify.fused_decoder import attach_fused_decoder
     from amplify.models.vision import VisionEncoder
@@ -151,8 +153,7 @@ def prepare_for_inference(model: nn.Module, precision: str = "fp32") -> nn.Modul
     low = PRECISIONS[name]
     for module in list(model.modules()):
         if isinstance(module, VisionEncoder):
-            _fold_vision_batchnorms(module.model)
-            module.model.to(low)  # bfloat16 convolutions when asked; forward casts in and out
+            _fold_vision_batchnorms(module.model)  # float32 in every precision (see the module docstring)
     if name != "fp32":
         for part in ("forward_dynamics", "inverse_dynamics"):
             sub = getattr(model, part, None)

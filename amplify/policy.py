@@ -150,7 +150,7 @@ class AMPLIFY(nn.Module):
     def prepare_for_inference(self, precision: str = "fp32") -> "AMPLIFY":
         """Transposed linear weights, channels-last convolutions and the fused FD decoding step for faster
         inference (:mod:`amplify.inference`; same numbers up to rounding), in place. ``precision="bf16"``
-        runs the vision encoder, FD and ID in bfloat16 (opt-in; different numbers, see the module). The
+        runs FD and ID in bfloat16, the vision encoder in float32 (opt-in; different numbers, see the module). The
         prepared bundle cannot be saved or trained."""
         return prepare_for_inference(self, precision)
 

@@ -3,16 +3,24 @@ action difference, and closed-loop success in the built-in world with each preci
 
     python -m benchmarks.precision --bundle DIR [--episodes 12] [--out results.json]
     python -m benchmarks.precision --bundle DIR --no-world        # random inputs only (e.g. a random paper bundle)
+    python -m benchmarks.precision --bundle DIR --no-world --random-batches 0 --timing 16   # the cost side only
 
 With the world, both precisions run the same episodes (held-out init states of the built-in world,
 ``training.eval_world.evaluate``); agreement and action differences are measured on every observation
 the float32 policy saw. Without it (or in addition), on ``--random-batches`` batches of random images.
+
+Beside the served bf16 (FD and ID in bfloat16, the vision encoder float32), ``bf16_vision_bf16`` is the
+earlier variant with the vision encoder's convolutions in bfloat16 too, compared on the same inputs
+(no closed loop), to show what keeping the vision encoder float32 buys. ``--timing B`` times ``act`` at
+batch B for float32, bf16 and that variant in turns (``benchmarks.common.time_interleaved``): what the
+float32 vision encoder costs in speed, side by side.
 """
 from __future__ import annotations
 
 import argparse
 import copy
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -21,6 +29,7 @@ import numpy as np
 import torch
 
 from amplify import AMPLIFY
+from benchmarks.common import machine_info
 
 
 def compare(fp32: AMPLIFY, bf16: AMPLIFY, batches: list[dict]) -> dict:
@@ -41,6 +50,17 @@ def compare(fp32: AMPLIFY, bf16: AMPLIFY, batches: list[dict]) -> dict:
             "median_of_per_call_max_action_diff": float(np.median(diffs)) if diffs else 0.0, "calls": len(batches)}
 
 
+def bf16_with_bf16_vision(model: AMPLIFY) -> AMPLIFY:
+    """A bf16-prepared model with its vision encoder's convolutions cast to bfloat16 as well (the earlier
+    variant; its forward casts the images to the convolutions' dtype and the tokens back to float32)."""
+    from amplify.models.vision import VisionEncoder
+
+    for m in model.modules():
+        if isinstance(m, VisionEncoder):
+            m.model.to(torch.bfloat16)
+    return model
+
+
 def random_batches(model: AMPLIFY, n: int, batch: int = 4, seed: int = 0) -> list[dict]:
     rng = np.random.default_rng(seed)
     mt = model.cfg.motion_tokenizer
@@ -50,13 +70,33 @@ def random_batches(model: AMPLIFY, n: int, batch: int = 4, seed: int = 0) -> lis
             for _ in range(n)]
 
 
-def run(bundle: str, episodes: int = 12, world: bool = True, random_n: int = 4, suite: str = "builtin_all") -> dict:
+def timing(models: dict[str, AMPLIFY], batch: int, repeats: int = 3) -> dict:
+    """``act`` at ``batch`` for each model in turns; medians and requests/s over float32."""
+    from benchmarks.common import time_interleaved
+
+    x = random_batches(next(iter(models.values())), 1, batch, seed=1)[0]
+    row = time_interleaved({name: (lambda m=m: m.act(x["images"], x["proprio"], text_emb=x["text_emb"]))
+                            for name, m in models.items()}, repeats=repeats)
+    out = {name: {"median_s": r["median_s"], "min_s": r["min_s"], "n": r["n"]} for name, r in row.items()}
+    for name in models:
+        out[name]["speedup_over_fp32"] = row["fp32"]["median_s"] / row[name]["median_s"]
+    return {"batch": batch, **out}
+
+
+def run(bundle: str, episodes: int = 12, world: bool = True, random_n: int = 4, suite: str = "builtin_all",
+        timing_batch: int = 0, timing_repeats: int = 3) -> dict:
     base = AMPLIFY.load(bundle).eval().requires_grad_(False)
     fp32 = copy.deepcopy(base).prepare_for_inference("fp32")
     bf16 = copy.deepcopy(base).prepare_for_inference("bf16")
-    out: dict = {"bundle": bundle, "trained": bool(base.metadata.get("trained", True))}
+    bf16v = bf16_with_bf16_vision(copy.deepcopy(base).prepare_for_inference("bf16"))
+    out: dict = {"bundle": bundle, "trained": bool(base.metadata.get("trained", True)),
+                 "bf16": "FD and ID in bfloat16, vision encoder float32"}
+    if timing_batch:
+        out["timing"] = timing({"fp32": fp32, "bf16": bf16, "bf16_vision_bf16": bf16v}, timing_batch, timing_repeats)
     if random_n:
-        out["random_inputs"] = compare(fp32, bf16, random_batches(base, random_n))
+        batches = random_batches(base, random_n)
+        out["random_inputs"] = compare(fp32, bf16, batches)
+        out["random_inputs_bf16_vision_bf16"] = compare(fp32, bf16v, batches)
     if world:
         from training.eval_world import evaluate
 
@@ -76,6 +116,7 @@ def run(bundle: str, episodes: int = 12, world: bool = True, random_n: int = 4, 
             out[f"world_{name}"] = {"success_rate": r["success_rate"], "episodes": episodes,
                                     "seconds": time.perf_counter() - t0}
         out["world_observations"] = compare(fp32, bf16, seen)
+        out["world_observations_bf16_vision_bf16"] = compare(fp32, bf16v, seen)
     return out
 
 
@@ -85,12 +126,17 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--episodes", type=int, default=12)
     p.add_argument("--no-world", action="store_true", help="random inputs only")
     p.add_argument("--random-batches", type=int, default=4, help="batches of 4 random inputs (0: none)")
+    p.add_argument("--timing", type=int, default=0, metavar="B", help="also time act at batch B, in turns (0: no)")
+    p.add_argument("--timing-repeats", type=int, default=3)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--out", default=None, help="write the results (JSON) here")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
-    r = run(args.bundle, args.episodes, not args.no_world, args.random_batches)
+    r = run(args.bundle, args.episodes, not args.no_world, args.random_batches, timing_batch=args.timing,
+            timing_repeats=args.timing_repeats)
+    r["machine"] = machine_info()
     r["command"] = "python -m benchmarks.precision " + " ".join(sys.argv[1:] if argv is None else argv)
+    r["load_average_end"] = list(os.getloadavg())
     print(json.dumps(r, indent=1))
     if args.out:
         Path(args.out).write_text(json.dumps(r, indent=1))

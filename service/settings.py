@@ -21,7 +21,7 @@ class ServiceSettings(BaseSettings):
     backend: Literal["torch", "torchscript", "onnx"] = Field("torch", description="inference back end")
     device: str = Field("cpu", description="cpu, cuda or cuda:N")
     precision: Literal["fp32", "bf16"] = Field("fp32", description="compute precision of the torch back end: fp32, "
-                                               "or bf16 (opt-in: vision encoder, FD and ID in bfloat16; faster at "
+                                               "or bf16 (opt-in: FD and ID in bfloat16, vision encoder float32; faster at "
                                                "large batches on CPUs with AMX/AVX512-BF16 and on GPUs)")
     host: str = Field("127.0.0.1", description="address to listen on")
     port: int = Field(8000, ge=0, le=65535, description="port to listen on")

@@ -62,7 +62,7 @@ def test_fused_decoder_samples_topk_like_the_module_path(bundle):
     assert torch.equal(fused, plain)
 
 
-def test_bf16_runs_vision_fd_id_in_bfloat16_and_keeps_the_rest_float32(bundle):
+def test_bf16_runs_fd_id_in_bfloat16_and_keeps_the_rest_float32(bundle):
     b16 = copy.deepcopy(bundle).prepare_for_inference("bf16")
     assert model_precision(b16) == "bf16"
     shared = {id(m) for m in b16.forward_dynamics.quantize.modules()}  # the tokenizer's quantizer, shared with FD
@@ -71,7 +71,7 @@ def test_bf16_runs_vision_fd_id_in_bfloat16_and_keeps_the_rest_float32(bundle):
         assert lins and all(m.weight_t.dtype == torch.bfloat16 for m in lins)
     mt_lins = [m for m in b16.motion_tokenizer.modules() if isinstance(m, InferenceLinear)]
     assert mt_lins and all(m.weight_t.dtype == torch.float32 for m in mt_lins)
-    assert all(p.dtype == torch.bfloat16 for p in b16.img_encoder.parameters())
+    assert all(p.dtype == torch.float32 for p in b16.img_encoder.parameters())  # vision stays float32
     assert b16.forward_dynamics.unembed.float_out and not b16.forward_dynamics.trunk.transformer.h[0].attn.c_attn.float_out
     x = inputs(bundle, 4)
     fp32 = copy.deepcopy(bundle).prepare_for_inference()
@@ -83,6 +83,8 @@ def test_bf16_runs_vision_fd_id_in_bfloat16_and_keeps_the_rest_float32(bundle):
     i16, c16 = b16.predict_codes(x["images"], text_emb=x["text_emb"])
     assert c16.dtype == torch.float32 and i16.dtype == torch.int64
     assert float((i16 == i32).float().mean()) > 0.5
+    # the vision encoder is the float32 one: image tokens equal to the float32 prepared model's
+    assert torch.equal(b16.image_tokens(x["images"]), fp32.image_tokens(x["images"]))
 
 
 def test_precision_names_and_preparing_twice(bundle):

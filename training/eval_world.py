@@ -2,7 +2,7 @@
 
     amplify eval-world [--model DIR] [--suite builtin_all] [--per-task 10] [--execute 8]
                        [--baselines expert,random] [--videos DIR] [--json FILE] [--no-model]
-                       [--id-codes fd|oracle|zero] [--id-no-images]
+                       [--precision fp32|bf16] [--id-codes fd|oracle|zero] [--id-no-images]
 
 The benchmark is each task's 50 fixed initial states (``world.get_init_states``, like LIBERO's).
 Demonstrations are drawn from a separate stream (``world.tasks.demo_init_states``) that never returns
@@ -21,6 +21,10 @@ Diagnostics of the bundle's parts (the ``model`` column is then NOT the bundle a
 ``--id-codes oracle`` gives the inverse dynamics the tokenized exact future tracks of the scripted
 expert from the simulator's state (PRIVILEGED: perfect forward dynamics), ``--id-codes zero`` all-zero
 codes, ``--id-no-images`` all-zero image tokens (training/oracle_motion.py).
+
+``--precision`` runs the model prepared for inference as the torch back end serves it
+(``AMPLIFY.prepare_for_inference``): ``fp32`` (same numbers up to rounding) or the opt-in ``bf16``.
+Without it the model runs as loaded (float32, unprepared).
 """
 from __future__ import annotations
 
@@ -240,6 +244,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--videos", default=None, help="write GIFs of a success and a failure per task and policy here")
     parser.add_argument("--json", default=None, help="write the results here")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--precision", default=None, choices=["fp32", "bf16", "float32", "bfloat16"],
+                        help="run the model prepared for inference in this precision, as `amplify serve "
+                             "--precision` does (default: as loaded, float32 unprepared)")
     parser.add_argument("--no-progress", action="store_true")
 
 
@@ -265,6 +272,11 @@ def run(args: argparse.Namespace) -> int:
         path = Path(args.model) if args.model else default_bundle_dir()
         model = AMPLIFY.load(path)
         meta["model"] = str(path)
+        if args.precision is not None:
+            from amplify.inference import precision_name
+
+            meta["precision"] = precision_name(args.precision)
+            model.prepare_for_inference(meta["precision"])
         if args.id_codes != "fd" or args.id_no_images:  # a diagnostic variant of the bundle's ID
             from training.oracle_motion import OracleMotionPolicy
             meta["diagnostic"] = {"id_codes": args.id_codes, "id_images": not args.id_no_images,

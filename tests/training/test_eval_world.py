@@ -44,3 +44,38 @@ def test_eval_world_command_baselines_only(tmp_path, capsys):
     assert "family push" in text and "expert" in text and "random" in text
     res = json.loads(out.read_text())
     assert set(res) == {"expert", "random"} and res["expert"]["episodes"] == 4
+
+
+def test_eval_world_runs_the_model_in_the_precision_asked(tmp_path, small_bundle, monkeypatch):
+    from amplify.inference import model_precision
+    from amplify.policy import AMPLIFY
+    from amplify_cli.main import main
+
+    import copy
+
+    import torch
+
+    from world import get_suite
+
+    model = copy.deepcopy(small_bundle)  # the session's bundle stays as it is
+    names = [t.instruction for t in get_suite("builtin_push")]
+    model.set_instructions(names, torch.randn(len(names), model.cfg.forward_dynamics.text_embed_dim))
+    path = model.save(tmp_path / "bundle")
+    prepared = []
+    original = AMPLIFY.prepare_for_inference
+
+    def spy(self, precision="fp32"):
+        out = original(self, precision)
+        prepared.append(model_precision(out))
+        return out
+
+    monkeypatch.setattr(AMPLIFY, "prepare_for_inference", spy)
+    out = tmp_path / "r.json"
+    assert main(["eval-world", "--model", str(path), "--suite", "builtin_push", "--episodes", "1", "--baselines",
+                 "none", "--precision", "bfloat16", "--json", str(out), "--no-progress"]) == 0
+    res = json.loads(out.read_text())
+    assert prepared == ["bf16"] and res["precision"] == "bf16" and res["model"]["episodes"] == 1
+    prepared.clear()
+    assert main(["eval-world", "--model", str(path), "--suite", "builtin_push", "--episodes", "1", "--baselines",
+                 "none", "--json", str(out), "--no-progress"]) == 0
+    assert prepared == [] and "precision" not in json.loads(out.read_text())  # default: as loaded

@@ -1,0 +1,25 @@
+"""``benchmarks.precision`` on a random small bundle: bf16 (vision float32) against float32, and the
+earlier all-bfloat16 variant, on the same random inputs."""
+import torch
+
+from benchmarks.precision import bf16_with_bf16_vision, run
+
+
+def test_precision_compares_both_bf16_variants_on_random_inputs(tmp_path, small_bundle):
+    path = small_bundle.save(tmp_path / "bundle")
+    r = run(str(path), world=False, random_n=2, timing_batch=2, timing_repeats=1)
+    assert r["timing"]["batch"] == 2 and r["timing"]["fp32"]["speedup_over_fp32"] == 1.0
+    assert all(r["timing"][k]["median_s"] > 0 for k in ("fp32", "bf16", "bf16_vision_bf16"))
+    for key in ("random_inputs", "random_inputs_bf16_vision_bf16"):
+        c = r[key]
+        assert c["calls"] == 2 and c["tokens"] > 0 and 0.0 <= c["token_agreement"] <= 1.0
+        assert 0.0 <= c["median_of_per_call_max_action_diff"] <= c["max_abs_action_diff"] < 2.0
+    assert "world_fp32" not in r
+
+
+def test_bf16_vision_variant_casts_only_the_vision_encoder(small_bundle):
+    import copy
+
+    m = bf16_with_bf16_vision(copy.deepcopy(small_bundle).prepare_for_inference("bf16"))
+    assert all(p.dtype == torch.bfloat16 for p in m.img_encoder.parameters())
+    assert all(p.dtype == torch.float32 for p in m.motion_tokenizer.parameters())
