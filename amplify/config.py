@@ -80,9 +80,16 @@ class MotionTokenizerConfig:
     # encoder's latents (no affine) before FSQ, so the quantizer's input cannot grow until every code
     # sits at an extreme level (tanh saturation).
     fsq_input_norm: bool = False
+    # Opt-in (not in the original; 0 keeps original checkpoints' numbers): > 0 standardizes each FSQ
+    # input dimension (the quantizer's ``project_in`` output) with batch statistics while training and
+    # running statistics after, scaled to this std, so the straight-through gradient cannot push the
+    # inputs out into tanh saturation (every code at an extreme level).
+    fsq_input_std: float = 0.0
 
     def __post_init__(self) -> None:
         fsq_levels(self.codebook_size)
+        if self.fsq_input_std < 0:
+            raise ConfigError(f"fsq_input_std must be >= 0 (0: off), got {self.fsq_input_std}")
         if self.causal_encoder not in (True, False, "diag"):
             raise ConfigError(f"causal_encoder must be true, false or 'diag', got {self.causal_encoder!r}")
         if self.hidden_dim % self.num_heads:

@@ -104,7 +104,7 @@ class EncodeGraph(nn.Module):
             x = velocities.permute(0, 2, 1, 3, 4).reshape(b, cfg.num_steps, -1)
         z = self.encoder(self.encoder_proj(x))  # (b, S, h)
         if cfg.fsq_input_norm:
-            z = torch.nn.functional.layer_norm(z, z.shape[-1:])
+            z = torch.nn.functional.layer_norm(z, (cfg.hidden_dim,))  # a static shape: ONNX cannot take z.shape here
         return self.fsq.quantize(z)
 
 

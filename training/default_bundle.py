@@ -32,7 +32,7 @@ RECIPE: dict[str, dict[str, object]] = {
     # random trunk with calibrated BatchNorm
     "vision": {"steps": 300, "image_size": 64, "batch_size": 32, "lr": 1e-3, "scenes": 3000},
     "mt": {
-        "epochs": 6, "batch_size": 16, "optim.lr": 2e-3, "optim.warmup_steps": 10,
+        "epochs": 12, "batch_size": 8, "optim.lr": 2e-3, "optim.warmup_steps": 10,
         "model.num_tracks": NUM_POINTS, "model.hidden_dim": 128, "model.num_heads": 4, "model.num_layers": 2,
         "model.codebook_size": 256, "model.decoder_mlp_hidden_dim": 64, "model.dropout": 0.0,
         "model.loss_weights": {"agentview": 0.5, "eye_in_hand": 0.5},

@@ -90,6 +90,18 @@ def per_view_codebook_usage(indices: torch.Tensor, num_codes: int, views: list[s
 
 
 @torch.no_grad()
+def fsq_input_metrics(fsq: torch.nn.Module, z: torch.Tensor) -> dict[str, torch.Tensor]:
+    """How an FSQ quantizer uses its levels on latents ``z`` (..., h): the mean |project_in(z)|, and the
+    fraction of (token, dimension) values that round to an extreme level (saturation; with levels
+    used evenly it would be about 2 / level)."""
+    x = fsq.project_in(z.float())
+    levels = fsq._levels.to(x.device)
+    q = torch.round(fsq.bound(x)) + levels // 2  # level index in [0, level - 1]
+    extreme = (q <= 0) | (q >= levels - 1)
+    return {"fsq_input_abs": x.abs().mean(), "fsq_saturation": extreme.float().mean()}
+
+
+@torch.no_grad()
 def codebook_perplexity(indices: torch.Tensor, num_codes: int) -> dict[str, torch.Tensor]:
     """Perplexity of the code distribution in ``indices`` divided by ``num_codes`` (1 = uniform use),
     and the fraction of codes used."""

@@ -24,6 +24,32 @@ def _encoder_mask(causal_encoder: bool | str) -> str:
     return {True: "causal", "diag": "diag", False: "full"}[causal_encoder]
 
 
+class StandardizedLinear(nn.Linear):
+    """A linear map whose outputs are standardized per dimension and scaled to ``std``: batch
+    statistics while training (tracked as running means), the running statistics in eval.
+
+    Replaces the FSQ's ``project_in`` (``MotionTokenizerConfig.fsq_input_std``); its weight and bias
+    keep their names, the running statistics are two more buffers."""
+
+    def __init__(self, in_features: int, out_features: int, std: float, momentum: float = 0.05, eps: float = 1e-5):
+        super().__init__(in_features, out_features)
+        self.std, self.momentum, self.eps = std, momentum, eps
+        self.register_buffer("running_mean", torch.zeros(out_features))
+        self.register_buffer("running_var", torch.ones(out_features))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = super().forward(x)
+        if self.training and torch.is_grad_enabled():
+            flat = y.reshape(-1, y.shape[-1])
+            mean, var = flat.mean(0), flat.var(0, unbiased=False)
+            with torch.no_grad():
+                self.running_mean.lerp_(mean.detach(), self.momentum)
+                self.running_var.lerp_(var.detach(), self.momentum)
+        else:
+            mean, var = self.running_mean, self.running_var
+        return (y - mean) * (self.std * torch.rsqrt(var + self.eps))
+
+
 class TrackEncoder(nn.Module):
     """Velocities -> continuous latents z (b, S, h)."""
 
@@ -178,6 +204,10 @@ class MotionTokenizer(nn.Module):
         self.cfg = cfg
         self.encoder = TrackEncoder(cfg)
         self.quantize = FSQ(dim=cfg.hidden_dim, levels=cfg.fsq_levels)
+        if cfg.fsq_input_std > 0:
+            proj = self.quantize.project_in
+            self.quantize.project_in = StandardizedLinear(proj.in_features, proj.out_features, cfg.fsq_input_std)
+            self.quantize.project_in.load_state_dict(proj.state_dict(), strict=False)
         self.decoder = TrackDecoder(cfg)
         self.img_encoder = VisionEncoder(cfg.vision) if cfg.cond_on_img else None
         if init:

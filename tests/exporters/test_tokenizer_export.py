@@ -71,3 +71,28 @@ def test_runtime_input_errors(exports):
         model.decode(codes=np.full((1, 15, 64), np.nan, np.float32))
     with pytest.raises(InputError, match=r"codes: expected shape \(b, 15, 64\), got \(0, 15, 64\)"):
         model.decode(codes=np.zeros((0, 15, 64), np.float32))
+
+
+def test_tokenizer_with_fsq_input_options_exports(exports, export_root):
+    """The opt-in FSQ input options (layer norm before FSQ, standardized project_in with running
+    statistics) trace into ONNX; the export's own parity check and a direct comparison agree."""
+    import dataclasses
+
+    import torch
+
+    from amplify import MotionTokenizer, load_motion_tokenizer, save_model
+    from amplify.presets import small
+
+    cfg = dataclasses.replace(small().motion_tokenizer, fsq_input_norm=True, fsq_input_std=1.0)
+    torch.manual_seed(0)
+    mt = MotionTokenizer(cfg)
+    mt.quantize.project_in.running_mean.normal_()  # statistics that matter in the graph
+    mt.quantize.project_in.running_var.uniform_(0.5, 2.0)
+    path = save_model(mt.eval(), export_root / "mt_fsq_options", {"name": "mt-fsq-options"})
+    out, manifest = exports.get(str(path), "onnx")
+    assert manifest["parity"]["passed"]
+    again, _ = load_motion_tokenizer(path)
+    tracks = np.random.default_rng(1).uniform(-1, 1, (2, 2, 16, 16, 2)).astype(np.float32)
+    with torch.no_grad():
+        _, idx = again.tokenize(torch.from_numpy(np.diff(tracks, axis=2)))
+    np.testing.assert_array_equal(load_exported(out, threads=1).encode(tracks=tracks)[0], idx.numpy())

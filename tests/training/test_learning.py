@@ -81,6 +81,47 @@ def test_fsq_input_norm_is_opt_in():
     assert not torch.allclose(z_plain, z)
 
 
+def test_fsq_input_std_is_opt_in_and_standardizes_the_fsq_input(tmp_path):
+    from amplify.loading import load_motion_tokenizer, save_model
+    from training.metrics import fsq_input_metrics
+
+    assert MotionTokenizerConfig().fsq_input_std == 0.0  # original checkpoints keep their numbers
+    plain = _mt()
+    assert type(plain.quantize.project_in) is torch.nn.Linear
+    assert "quantize.project_in.running_mean" not in plain.state_dict()
+    mt = _mt(fsq_input_std=0.5)
+    mt.load_state_dict(plain.state_dict(), strict=False)  # the same weights, names unchanged
+    vel = points_to_velocities(torch.randn(8, 2, 3, 2, 2), 2)
+    z = mt.encode(vel)
+    x = mt.quantize.project_in(z)  # training: batch statistics
+    assert torch.allclose(x.reshape(-1, x.shape[-1]).mean(0), torch.zeros(x.shape[-1]), atol=1e-5)
+    assert torch.allclose(x.reshape(-1, x.shape[-1]).std(0, unbiased=False), torch.full((x.shape[-1],), 0.5), atol=1e-3)
+    assert float(mt.quantize.project_in.running_mean.abs().sum()) > 0  # tracked
+    raw = plain.quantize.project_in(plain.encode(vel))
+    mt.eval()
+    with torch.no_grad():
+        p = mt.quantize.project_in
+        expect = (raw - p.running_mean) * 0.5 / (p.running_var + p.eps).sqrt()
+        assert torch.allclose(p(mt.encode(vel)), expect, atol=1e-5)  # eval: the running statistics
+        m = fsq_input_metrics(mt.quantize, mt.encode(vel))
+        assert 0.0 <= float(m["fsq_saturation"]) <= 1.0 and float(m["fsq_input_abs"]) > 0
+        save_model(mt, tmp_path / "mt")
+        again, cfg = load_motion_tokenizer(tmp_path / "mt")
+        assert cfg.fsq_input_std == 0.5
+        assert torch.equal(again.tokenize(vel)[1], mt.tokenize(vel)[1])  # config and running statistics round-trip
+
+
+def test_fsq_saturation_counts_extreme_levels():
+    from vector_quantize_pytorch import FSQ
+
+    from training.metrics import fsq_input_metrics
+    fsq = FSQ(levels=[8, 5])  # no projections: project_in is the identity
+    z = torch.tensor([[0.0, 0.0], [10.0, -10.0], [10.0, 0.0], [-10.0, 0.0]])
+    m = fsq_input_metrics(fsq, z)
+    assert abs(float(m["fsq_saturation"]) - 4 / 8) < 1e-6  # 4 of the 8 values sit at an extreme level
+    assert abs(float(m["fsq_input_abs"]) - 40 / 8) < 1e-6
+
+
 def test_vision_pretraining_learns_and_probes(world_root, tmp_path):
     from tests.training.conftest import POINTS, SUITE
     from training.data.dataset import AmplifyDataset

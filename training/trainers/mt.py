@@ -14,7 +14,7 @@ from training.config import MTTrainConfig
 from training.data.dataset import AmplifyDataset
 from training.loop import Runtime, TrainTask
 from training.metrics import (
-    MOVING_PX, MetricAverager, codebook_perplexity, grid_velocities, motion_metrics, per_view_codebook_usage, track_metrics,
+    MOVING_PX, MetricAverager, codebook_perplexity, fsq_input_metrics, grid_velocities, motion_metrics, per_view_codebook_usage, track_metrics,
 )
 
 
@@ -109,7 +109,10 @@ class MTTask(TrainTask):
             loss, m = self.loss_module(batch)
             m.pop("codebook_perplexity"), m.pop("codebook_usage")
             tracks = batch["tracks"]
-            codes, idx = self.mt.tokenize(points_to_velocities(tracks, 2))
+            z = self.mt.encode(points_to_velocities(tracks, 2))
+            codes, idx = self.mt.quantize(z)
+            idx = idx.long()
+            m.update(fsq_input_metrics(self.mt.quantize, z))
             recon = self.mt.decode(codes)[0]
             grid = grid_velocities(tracks, cfg.cls_img_size, cfg.rel_cls_img_size)
             m.update(motion_metrics(recon, tracks, cfg.img_shape, cfg.views, "track", grid))
