@@ -105,8 +105,7 @@ def build_default(out: str | Path, work: str | Path, quick: bool = False, sets: 
     vis = recipe["vision"]
     if int(vis.get("steps", 0)) > 0:
         from training.data.dataset import AmplifyDataset
-        from training.vision import save_vision
-        from training.vision_pretrain import pretrain_vision, render_scenes
+        from training.vision_pretrain import pretrain_vision, render_scenes, save_pretrained
 
         t = time.perf_counter()
         views = ["agentview", "eye_in_hand"]
@@ -116,8 +115,11 @@ def build_default(out: str | Path, work: str | Path, quick: bool = False, sets: 
         scenes = render_scenes(SUITE, int(vis["scenes"])) if int(vis.get("scenes", 0)) else None
         enc, vreport = pretrain_vision(sets[0], sets[1], int(vis.get("image_size", 64)), int(vis["steps"]),
                                        int(vis.get("batch_size", 32)), float(vis.get("lr", 1e-3)), progress=progress,
-                                       extra=scenes)
-        vision_file = save_vision(enc, runs / "vision" / "vision.safetensors", enc.note)
+                                       extra=scenes, head=str(vis.get("head", "linear")),
+                                       frame=str(vis.get("frame", "absolute")), keypoints=int(vis.get("keypoints", 32)),
+                                       position_weight=float(vis.get("position_weight", 1.0)))
+        # the trunk and its state head (for python -m training.perception_bound); FD/ID read the trunk only
+        vision_file = save_pretrained(enc, runs / "vision" / "vision.safetensors")
         report["vision"] = vreport
         report["seconds"]["vision"] = time.perf_counter() - t
     for part in ("mt", "fd", "id"):

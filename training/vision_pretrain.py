@@ -125,15 +125,128 @@ def position_probe(train_feats: torch.Tensor, train_states: np.ndarray, val_feat
     return out
 
 
+N_EE = 8  # state entries before the objects' xyz (effector xyz, opening, held, hold offset)
+
+
+class StateHead(nn.Module):
+    """The pretraining head: image tokens of all views (b, v, P, C) -> standardized state entries (b, K).
+
+    ``kind="linear"``: one linear map of the flattened tokens. ``kind="keypoints"``: per view, a 1x1
+    projection to ``keypoints`` maps, a softmax over the P patches and the expected patch (x, y) of each
+    (spatial soft-argmax), concatenated with the linear map's input: positions have to be *where* the
+    activations are, not only what they say."""
+
+    def __init__(self, views: int, tokens: int, dim: int, out: int, kind: str = "linear", keypoints: int = 32):
+        super().__init__()
+        self.views, self.tokens, self.dim, self.kind, self.keypoints = views, tokens, dim, kind, keypoints
+        feats = views * tokens * dim
+        if kind == "keypoints":
+            self.kp = nn.Linear(dim, keypoints)
+            side = int(round(tokens ** 0.5))
+            g = (torch.arange(side, dtype=torch.float32) + 0.5) / side * 2 - 1
+            yy, xx = torch.meshgrid(g, g, indexing="ij")
+            self.register_buffer("grid", torch.stack([xx.flatten(), yy.flatten()], -1), persistent=False)  # (P, 2)
+            feats += views * keypoints * 2
+        elif kind != "linear":
+            raise ValueError(f"head kind must be linear or keypoints, got {kind!r}")
+        self.linear = nn.Linear(feats, out)
+        nn.init.zeros_(self.linear.weight)
+        nn.init.zeros_(self.linear.bias)
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        b = tokens.shape[0]
+        feats = [tokens.reshape(b, -1)]
+        if self.kind == "keypoints":
+            attn = self.kp(tokens).softmax(dim=2)  # (b, v, P, K): softmax over patches
+            feats.append(torch.einsum("bvpk,pc->bvkc", attn, self.grid).reshape(b, -1))
+        return self.linear(torch.cat(feats, 1))
+
+
+def save_state_head(head: StateHead, path: str | Path, cols: list[int], mean: np.ndarray, std: np.ndarray,
+                    frame: str) -> None:
+    """Add the pretraining head to a vision file (keys ``state_head.*``; :func:`training.vision.load_vision`
+    and the bundle loaders read only the trunk's ``model.*`` keys) with how to decode it in the metadata."""
+    from safetensors import safe_open
+    from safetensors.torch import load_file, save_file
+
+    with safe_open(str(path), "pt") as f:
+        meta = dict(f.metadata() or {})
+    state = load_file(str(path))
+    state.update({f"state_head.{k}": v.detach().contiguous() for k, v in head.state_dict().items()})
+    meta["state_head"] = json.dumps({"kind": head.kind, "views": head.views, "tokens": head.tokens, "dim": head.dim,
+                                     "keypoints": head.keypoints, "cols": [int(c) for c in cols],
+                                     "mean": [float(x) for x in mean], "std": [float(x) for x in std], "frame": frame})
+    save_file(state, str(path), metadata=meta)
+
+
+class StateEstimator:
+    """A vision file written by the pretraining: images of all views -> the scene state it estimates.
+
+    ``estimate(images (b, v, S, S, 3) uint8 upright, ee=None) -> (b, D)``: every state entry the head
+    regresses (entries constant in training get their training value). With targets in the effector's
+    frame (``frame="relative"``), objects are placed relative to ``ee`` when given (the effector from
+    proprioception), else relative to the estimated effector."""
+
+    def __init__(self, path: str | Path):
+        from safetensors import safe_open
+        from safetensors.torch import load_file
+
+        from training.vision import load_vision
+
+        self.encoder = load_vision(path)
+        with safe_open(str(path), "pt") as f:
+            meta = f.metadata() or {}
+        if "state_head" not in meta:
+            raise ValueError(f"{path} has no state head (written by python -m training.vision_pretrain / build-default)")
+        h = json.loads(meta["state_head"])
+        self.head = StateHead(h["views"], h["tokens"], h["dim"], len(h["cols"]), h["kind"], h["keypoints"])
+        state = load_file(str(path))
+        self.head.load_state_dict({k[len("state_head."):]: v for k, v in state.items() if k.startswith("state_head.")})
+        self.head.eval()
+        self.cols, self.mean, self.std = np.array(h["cols"]), np.array(h["mean"]), np.array(h["std"])
+        self.frame = h["frame"]
+        self.dim = len(self.mean)
+
+    @torch.no_grad()
+    def estimate(self, images: np.ndarray, ee: np.ndarray | None = None) -> np.ndarray:
+        b, v = images.shape[:2]
+        x = torch.from_numpy(np.ascontiguousarray(images)).reshape(b * v, *images.shape[2:]).float() / 255.0
+        tok = self.encoder(x).reshape(b, v, -1, self.encoder.cfg.embed_dim)
+        out = np.tile(self.mean, (b, 1))
+        out[:, self.cols] = self.head(tok).double().numpy() * self.std[self.cols] + self.mean[self.cols]
+        if self.frame == "relative":
+            base = out[:, 0:3] if ee is None else np.asarray(ee, np.float64)
+            n = (self.dim - N_EE) // 3
+            out[:, N_EE:] += np.tile(base, (1, n))
+        return out
+
+
+def to_frame(states: np.ndarray, frame: str) -> np.ndarray:
+    """Scene states in the regression's frame: ``absolute`` as stored, ``relative``: objects' xyz minus the effector's."""
+    if frame == "absolute":
+        return states
+    if frame != "relative":
+        raise ValueError(f"frame must be absolute or relative, got {frame!r}")
+    out = states.copy()
+    n = (states.shape[1] - N_EE) // 3
+    out[:, N_EE:] -= np.tile(states[:, 0:3], (1, n))
+    return out
+
+
 def pretrain_vision(train_set, val_set, image_size: int = 64, steps: int = 400, batch_size: int = 32,
                     lr: float = 1e-3, seed: int = 0, progress: bool = True, log=print,
-                    extra: tuple[torch.Tensor, np.ndarray] | None = None) -> tuple[VisionEncoder, dict]:
+                    extra: tuple[torch.Tensor, np.ndarray] | None = None, head: str = "linear",
+                    frame: str = "absolute", keypoints: int = 32, position_weight: float = 1.0,
+                    probe: bool = True) -> tuple[VisionEncoder, dict]:
     """Train a ResNet-18 trunk to regress the standardized scene state from all views' tokens.
 
-    ``extra``: more (images, states) to train on (e.g. :func:`render_scenes`). Returns the trained,
-    BatchNorm-recalibrated, frozen encoder and a report: the probe of effector and object positions
-    from the random (calibrated) trunk and from the trained one, fitted on ``train_set``'s frames and
-    scored on ``val_set``'s (demonstrations never trained on)."""
+    ``extra``: more (images, states) to train on (e.g. :func:`render_scenes`). ``head``/``keypoints``:
+    see :class:`StateHead`; ``frame``: see :func:`to_frame`; ``position_weight``: loss weight of the
+    effector's and objects' xyz relative to the other state entries. Returns the trained,
+    BatchNorm-recalibrated, frozen encoder (its head in ``enc.state_head``, written by
+    :func:`save_pretrained`) and a report: the probe of effector and object positions from the random
+    (calibrated) trunk and from the trained one, fitted on ``train_set``'s frames and scored on
+    ``val_set``'s (demonstrations never trained on), and the trained head's own error there."""
     t0 = time.perf_counter()
     cfg = VisionEncoderConfig(image_size=image_size, num_tokens=(image_size // 32) ** 2)
     imgs, states = load_frames(train_set)
@@ -144,28 +257,30 @@ def pretrain_vision(train_set, val_set, image_size: int = 64, steps: int = 400, 
         states = np.concatenate([states, extra[1][:, :states.shape[1]]])
     vimgs, vstates = load_frames(val_set) if val_set is not None else (imgs[:0], states[:0])
     vimgs = _resize(vimgs, image_size)
-    report: dict = {"image_size": image_size, "steps": steps, "batch_size": batch_size, "train_samples": len(imgs),
+    report: dict = {"image_size": image_size, "steps": steps, "batch_size": batch_size, "lr": lr, "head": head,
+                    "frame": frame, "position_weight": position_weight, "train_samples": len(imgs),
                     "rendered_scenes": 0 if extra is None else len(extra[0]),
                     "val_samples": len(vimgs), "seconds_load": time.perf_counter() - t0}
 
     enc = build_vision_encoder(cfg, seed)
     calib = probe_imgs[np.linspace(0, len(probe_imgs) - 1, min(128, len(probe_imgs))).round().astype(int)]
     calibrate_batchnorm(enc, calib.reshape(-1, *calib.shape[2:]).float() / 255.0)
-    if len(vimgs):
+    if len(vimgs) and probe:
         report["random"] = position_probe(encode_all(enc, probe_imgs), probe_states, encode_all(enc, vimgs), vstates)
         log(f"vision probe, random trunk: {json.dumps(report['random'])}")
 
-    mu, sd = states.mean(0), states.std(0)
-    keep = sd > 1e-6
-    target = torch.from_numpy((states[:, keep] - mu[keep]) / sd[keep]).float()  # (N, D')
+    fstates = to_frame(states, frame)
+    mu, sd = fstates.mean(0), fstates.std(0)
+    cols = np.flatnonzero(sd > 1e-6)
+    target = torch.from_numpy((fstates[:, cols] - mu[cols]) / sd[cols]).float()  # (N, K)
+    weight = torch.tensor([position_weight if (c in PROBE_EE or c >= N_EE) else 1.0 for c in cols])
+    weight = weight / weight.mean()
     v = imgs.shape[1]
-    head = nn.Linear(v * cfg.num_tokens * cfg.embed_dim, target.shape[1])
-    nn.init.zeros_(head.weight)
-    nn.init.zeros_(head.bias)
+    state_head = StateHead(v, cfg.num_tokens, cfg.embed_dim, len(cols), head, keypoints)
     trunk = enc.model
-    params = list(trunk.parameters()) + list(head.parameters())
+    params = list(trunk.parameters()) + list(state_head.parameters())
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=1e-4)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps, pct_start=0.1)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=max(steps, 1), pct_start=0.1)
     gen = torch.Generator().manual_seed(seed)
     trunk.train()
     t1 = time.perf_counter()
@@ -173,8 +288,8 @@ def pretrain_vision(train_set, val_set, image_size: int = 64, steps: int = 400, 
     for step in range(steps):
         idx = torch.randint(0, len(imgs), (batch_size,), generator=gen)
         x = imgs[idx].reshape(batch_size * v, image_size, image_size, 3).permute(0, 3, 1, 2).float() / 255.0
-        feats = trunk(x).reshape(batch_size, -1)  # (b, v*512*P) ordered (v, 512, P): a fixed linear order
-        loss = F.mse_loss(head(feats), target[idx])
+        tok = trunk(x).flatten(2).transpose(1, 2).reshape(batch_size, v, cfg.num_tokens, -1)  # as the encoder's tokens
+        loss = ((state_head(tok) - target[idx]).pow(2) * weight).mean()
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -183,20 +298,56 @@ def pretrain_vision(train_set, val_set, image_size: int = 64, steps: int = 400, 
         if progress and (step % 50 == 0 or step == steps - 1):
             log(f"vision pretrain step {step + 1}/{steps} loss {np.mean(losses[-50:]):.4f} "
                 f"({time.perf_counter() - t1:.0f} s)")
-    for p in trunk.parameters():
+    for p in list(trunk.parameters()) + list(state_head.parameters()):
         p.requires_grad_(False)
     calibrate_batchnorm(enc, calib.reshape(-1, *calib.shape[2:]).float() / 255.0)
     enc.eval()
-    report["final_loss"] = float(np.mean(losses[-50:]))
+    state_head.eval()
+    enc.state_head = {"head": state_head, "cols": cols, "mean": mu, "std": sd, "frame": frame}
+    report["final_loss"] = float(np.mean(losses[-50:])) if losses else 0.0
     report["seconds_train"] = time.perf_counter() - t1
     if len(vimgs):
-        report["trained"] = position_probe(encode_all(enc, probe_imgs), probe_states, encode_all(enc, vimgs), vstates)
-        log(f"vision probe, trained trunk: {json.dumps(report['trained'])}")
+        vfeats = encode_all(enc, vimgs)
+        if probe:
+            report["trained"] = position_probe(encode_all(enc, probe_imgs), probe_states, vfeats, vstates)
+            log(f"vision probe, trained trunk: {json.dumps(report['trained'])}")
+        report["head_error"] = head_error(enc.state_head, vfeats.reshape(len(vimgs), v, cfg.num_tokens, -1), vstates)
+        log(f"vision head on held-out frames: {json.dumps(report['head_error'])}")
     report["seconds"] = time.perf_counter() - t0
     scenes = f" and {len(extra[0])} rendered scene layouts" if extra is not None else ""
     enc.note = (f"ResNet-18 trained ({steps} steps of {batch_size}) to regress the scene state from both views of the "
                 f"demonstrations{scenes} at {image_size} px, BatchNorm recalibrated, frozen (training/vision_pretrain.py)")
     return enc, report
+
+
+@torch.no_grad()
+def head_error(state_head: dict, tokens: torch.Tensor, states: np.ndarray) -> dict[str, float]:
+    """The pretraining head's mean absolute error (table units) on tokens (N, v, P, C) of frames with
+    known states: effector xyz, objects' xyz (in the table frame, from the estimated effector when the
+    head's frame is relative) and objects' xy, and objects' xyz placed from the true effector."""
+    cols, mu, sd = state_head["cols"], state_head["mean"], state_head["std"]
+    est = np.tile(mu, (len(states), 1))
+    est[:, cols] = state_head["head"](tokens).double().numpy() * sd[cols] + mu[cols]
+    n = (states.shape[1] - N_EE) // 3
+    obj_true = states[:, N_EE:].reshape(-1, n, 3)
+    obj_rel = est[:, N_EE:].reshape(-1, n, 3)
+    if state_head["frame"] == "relative":
+        obj_own, obj_true_ee = obj_rel + est[:, None, 0:3], obj_rel + states[:, None, 0:3]
+    else:
+        obj_own = obj_true_ee = obj_rel
+    return {"head_ee_l1": float(np.abs(est[:, 0:3] - states[:, 0:3]).mean()),
+            "head_objects_l1": float(np.abs(obj_own - obj_true).mean()),
+            "head_objects_xy_l1": float(np.abs(obj_own - obj_true)[..., :2].mean()),
+            "head_objects_l1_true_ee": float(np.abs(obj_true_ee - obj_true).mean())}
+
+
+def save_pretrained(enc: VisionEncoder, path: str | Path) -> Path:
+    """:func:`training.vision.save_vision` and, when ``enc`` comes from :func:`pretrain_vision`, its head."""
+    path = save_vision(enc, path, enc.note)
+    h = getattr(enc, "state_head", None)
+    if h is not None:
+        save_state_head(h["head"], path, h["cols"], h["mean"], h["std"], h["frame"])
+    return path
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -213,6 +364,11 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--scenes", type=int, default=0, help="also train on this many freshly rendered scenes")
+    p.add_argument("--head", default="linear", choices=["linear", "keypoints"])
+    p.add_argument("--keypoints", type=int, default=32)
+    p.add_argument("--frame", default="absolute", choices=["absolute", "relative"])
+    p.add_argument("--position-weight", type=float, default=1.0)
+    p.add_argument("--no-probe", action="store_true", help="skip the ridge probes (the head's own error is still reported)")
     p.add_argument("--out", required=True, help="vision.safetensors to write")
     a = p.parse_args(argv)
     views = ["agentview", "eye_in_hand"]
@@ -220,8 +376,10 @@ def main(argv: list[str] | None = None) -> None:
     train = AmplifyDataset(a.data, [f"[{a.suite}:traj{1 - f:g}]"], views, 16, 16, 1, frame_stride=a.frame_stride)
     val = AmplifyDataset(a.data, [f"[{a.suite}:traj-{f:g}]"], views, 16, 16, 1, frame_stride=a.frame_stride)
     extra = render_scenes(a.suite, a.scenes) if a.scenes else None
-    enc, report = pretrain_vision(train, val, a.image_size, a.steps, a.batch_size, a.lr, extra=extra)
-    save_vision(enc, a.out, enc.note)
+    enc, report = pretrain_vision(train, val, a.image_size, a.steps, a.batch_size, a.lr, extra=extra, head=a.head,
+                                  frame=a.frame, keypoints=a.keypoints, position_weight=a.position_weight,
+                                  probe=not a.no_probe)
+    save_pretrained(enc, a.out)
     Path(a.out).with_suffix(".json").write_text(json.dumps(report, indent=1))
     print(json.dumps(report, indent=1))
 
