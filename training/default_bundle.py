@@ -41,7 +41,7 @@ RECIPE: dict[str, dict[str, object]] = {
     "fd": {
         "epochs": 10, "batch_size": 32, "optim.lr": 1e-3, "optim.warmup_steps": 20,
         "model.num_heads": 4, "model.num_layers": 3, "model.dropout": 0.0, "model.mask_unused_logits": True,
-        "vision.image_size": 128, "val_max_batches": 4,
+        "vision.image_size": 128, "val_max_batches": 4,  # image size: only for a random trunk (vision.steps=0)
     },
     "id": {
         "epochs": 12, "batch_size": 32, "optim.lr": 1e-3, "optim.warmup_steps": 20, "codes": "fd",
@@ -117,7 +117,9 @@ def build_default(out: str | Path, work: str | Path, quick: bool = False, sets: 
                                        int(vis.get("batch_size", 32)), float(vis.get("lr", 1e-3)), progress=progress,
                                        extra=scenes, head=str(vis.get("head", "linear")),
                                        frame=str(vis.get("frame", "absolute")), keypoints=int(vis.get("keypoints", 32)),
-                                       position_weight=float(vis.get("position_weight", 1.0)))
+                                       position_weight=float(vis.get("position_weight", 1.0)),
+                                       probe_random=bool(vis.get("probe_random", True)),
+                                       objects=str(vis.get("objects", "slot")))
         # the trunk and its state head (for python -m training.perception_bound); FD/ID read the trunk only
         vision_file = save_pretrained(enc, runs / "vision" / "vision.safetensors")
         report["vision"] = vreport
@@ -133,7 +135,11 @@ def build_default(out: str | Path, work: str | Path, quick: bool = False, sets: 
             extra.append(f"vision.weights={runs / 'fd' / 'vision.safetensors'}")
             extra.append(f"fd={runs / 'fd' / 'latest'}")  # used when codes=fd (ID on FD's predicted codes)
         args = [a.replace(":traj", ":action") if part == "id" else a for a in common]  # ID needs actions
-        summary = train(part, args + extra + [_as_override(k, v) for k, v in recipe[part].items() if k != "val_fraction"])
+        sets_ = {k: v for k, v in recipe[part].items() if k != "val_fraction"}
+        if part == "fd" and vision_file is not None:
+            # a vision file brings its own input size (training.vision.load_vision): record that one
+            sets_["vision.image_size"] = int(vis.get("image_size", 64))
+        summary = train(part, args + extra + [_as_override(k, v) for k, v in sets_.items()])
         report[part] = {"val": summary.get("val", {}), "train": summary.get("train", {}), "steps": summary["step"]}
         report["seconds"][part] = time.perf_counter() - t
 

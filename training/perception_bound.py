@@ -47,7 +47,8 @@ def perceiving(estimator, names: list[str], perceive: str = "objects"):
     def observe(envs: list) -> np.ndarray:
         images = np.stack([np.stack([env.render_upright()[v][0] for v in VIEWS]) for env in envs])  # (b, v, S, S, 3)
         ee = np.stack([env.scene.ee for env in envs])
-        est = estimator.estimate(images, ee=ee if perceive == "objects" else None)
+        objects = [tuple(o.name for o in env.scene.objects) for env in envs]
+        est = estimator.estimate(images, ee=ee if perceive == "objects" else None, objects=objects)
         out = []
         for env, e in zip(envs, est):
             s = env.scene.get_state()

@@ -32,7 +32,7 @@ def test_perception_bound_feeds_the_views_and_an_exact_estimate_changes_nothing(
         def __init__(self, shift: float):
             self.shift, self.envs, self.calls = shift, [], 0
 
-        def estimate(self, images, ee=None):
+        def estimate(self, images, ee=None, objects=None):
             env = self.envs[0]
             assert images.shape == (len(self.envs), 2, 128, 128, 3) and images.dtype == np.uint8
             assert np.array_equal(images[0, 0], env.get_obs(images=True)["agentview_image"][::-1])
