@@ -141,7 +141,9 @@ N_EE = 8  # state entries before the objects' xyz (effector xyz, opening, held, 
 class StateHead(nn.Module):
     """The pretraining head: image tokens of all views (b, v, P, C) -> standardized state entries (b, K).
 
-    ``kind="linear"``: one linear map of the flattened tokens. ``kind="keypoints"``: per view, a 1x1
+    ``kind="linear"``: one linear map of the flattened tokens. ``kind="mlp"``: a hidden layer (512,
+    ReLU) before it, so the tokens may say where things are in a form only a non-linear reader (as FD's
+    and ID's transformers are) decodes. ``kind="keypoints"``: per view, a 1x1
     projection to ``keypoints`` maps, a softmax over the P patches and the expected patch (x, y) of each
     (spatial soft-argmax), concatenated with the linear map's input: positions have to be *where* the
     activations are, not only what they say."""
@@ -157,9 +159,10 @@ class StateHead(nn.Module):
             yy, xx = torch.meshgrid(g, g, indexing="ij")
             self.register_buffer("grid", torch.stack([xx.flatten(), yy.flatten()], -1), persistent=False)  # (P, 2)
             feats += views * keypoints * 2
-        elif kind != "linear":
-            raise ValueError(f"head kind must be linear or keypoints, got {kind!r}")
-        self.linear = nn.Linear(feats, out)
+        elif kind not in ("linear", "mlp"):
+            raise ValueError(f"head kind must be linear, mlp or keypoints, got {kind!r}")
+        self.hidden = nn.Sequential(nn.Linear(feats, 512), nn.ReLU()) if kind == "mlp" else nn.Identity()
+        self.linear = nn.Linear(512 if kind == "mlp" else feats, out)
         nn.init.zeros_(self.linear.weight)
         nn.init.zeros_(self.linear.bias)
 
@@ -169,7 +172,7 @@ class StateHead(nn.Module):
         if self.kind == "keypoints":
             attn = self.kp(tokens).softmax(dim=2)  # (b, v, P, K): softmax over patches
             feats.append(torch.einsum("bvpk,pc->bvkc", attn, self.grid).reshape(b, -1))
-        return self.linear(torch.cat(feats, 1))
+        return self.linear(self.hidden(torch.cat(feats, 1)))
 
 
 def save_state_head(head: StateHead, path: str | Path, cols: list[int], mean: np.ndarray, std: np.ndarray,
@@ -421,12 +424,13 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--scenes", type=int, default=0, help="also train on this many freshly rendered scenes")
-    p.add_argument("--head", default="linear", choices=["linear", "keypoints"])
+    p.add_argument("--head", default="linear", choices=["linear", "mlp", "keypoints"])
     p.add_argument("--keypoints", type=int, default=32)
     p.add_argument("--frame", default="absolute", choices=["absolute", "relative"])
     p.add_argument("--objects", default="slot", choices=["slot", "named"])
     p.add_argument("--position-weight", type=float, default=1.0)
     p.add_argument("--no-probe", action="store_true", help="skip the ridge probes (the head's own error is still reported)")
+    p.add_argument("--no-random-probe", action="store_true", help="skip the ridge probe of the random trunk")
     p.add_argument("--out", required=True, help="vision.safetensors to write")
     a = p.parse_args(argv)
     views = ["agentview", "eye_in_hand"]
@@ -436,7 +440,7 @@ def main(argv: list[str] | None = None) -> None:
     extra = render_scenes(a.suite, a.scenes) if a.scenes else None
     enc, report = pretrain_vision(train, val, a.image_size, a.steps, a.batch_size, a.lr, extra=extra, head=a.head,
                                   frame=a.frame, keypoints=a.keypoints, position_weight=a.position_weight,
-                                  probe=not a.no_probe, objects=a.objects)
+                                  probe=not a.no_probe, probe_random=not a.no_random_probe, objects=a.objects)
     save_pretrained(enc, a.out)
     Path(a.out).with_suffix(".json").write_text(json.dumps(report, indent=1))
     print(json.dumps(report, indent=1))
