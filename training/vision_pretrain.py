@@ -297,7 +297,7 @@ def pretrain_vision(train_set, val_set, image_size: int = 64, steps: int = 400, 
     :func:`save_pretrained`) and a report: the probe of effector and object positions from the random
     (calibrated) trunk and from the trained one, fitted on ``train_set``'s frames and scored on
     ``val_set``'s (demonstrations never trained on), and the trained head's own error there."""
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     cfg = VisionEncoderConfig(image_size=image_size, num_tokens=(image_size // 32) ** 2)
     imgs, states = load_frames(train_set)
     objs = frame_objects(train_set)
@@ -379,6 +379,7 @@ def pretrain_vision(train_set, val_set, image_size: int = 64, steps: int = 400, 
                                           vobjs)
         log(f"vision head on held-out frames: {json.dumps(report['head_error'])}")
     report["seconds"] = time.perf_counter() - t0
+    report["cpu_seconds"] = time.process_time() - c0  # all threads of this process: the cost under load
     scenes = f" and {len(extra[0])} rendered scene layouts" if extra is not None else ""
     enc.note = (f"ResNet-18 trained ({steps} steps of {batch_size}) to regress the scene state from both views of the "
                 f"demonstrations{scenes} at {image_size} px, BatchNorm recalibrated, frozen (training/vision_pretrain.py)")
