@@ -1,7 +1,8 @@
 """Is a vision trunk precise enough to act? Exact-state behaviour cloning with perceived positions.
 
     python -m training.perception_bound --vision runs/vision/vision.safetensors [--vision B.safetensors ...]
-        [--per-task 14] [--demos-per-task 50] [--steps 3000] [--perceive objects,all] [--json FILE]
+        [--per-task 14] [--demos-per-task 50] [--steps 3000] [--perceive objects,all] [--error 0.01,0.02]
+        [--json FILE]
 
 The MLP of :mod:`training.learnability` is trained on the exact state of expert demonstrations
 (never a benchmark state) and then runs closed loop on the benchmark's held-out initial states
@@ -13,7 +14,9 @@ four ways, on the same episodes:
   the rendered images of that step (both views, upright, 128 px as the policy gets them); the
   effector stays exact, as the policy has it from proprioception (joints);
 * ``all``: the effector's position estimated from the images too;
-* ``expert``: the scripted expert.
+* ``expert``: the scripted expert;
+* ``error S`` (``--error``): no images; every object's xy off by a normal error (std S) fixed per
+  episode: the error a perception may have.
 
 The finger opening (proprioception) and whether the target is held stay exact in every variant.
 The gap between ``exact`` and ``objects`` is what this vision's perception error costs a policy
@@ -63,6 +66,32 @@ def perceiving(estimator, names: list[str], perceive: str = "objects"):
     return observe
 
 
+def misplacing(names: list[str], error: float, seed: int = 0):
+    """``observe(envs) -> features (b, F)`` with every object's xy off by an error fixed per episode and
+    object (normal, std ``error`` per coordinate; mean absolute error 0.8 ``error``): what a
+    perception that is wrong by that much, consistently, would give."""
+    from world.scene import N_EE
+
+    rng = np.random.default_rng(seed)
+    offsets: dict[int, np.ndarray] = {}
+    scratch: dict[str, object] = {}
+
+    def observe(envs: list) -> np.ndarray:
+        out = []
+        for env in envs:
+            s = env.scene.get_state()
+            off = offsets.setdefault(id(env), rng.normal(0.0, error, (env.scene.n, 2)))
+            pos = s[N_EE:].reshape(-1, 3)
+            pos[:, :2] += off
+            s[N_EE:] = pos.ravel()
+            scene = scratch.setdefault(env.task.name, env.task.new_scene())
+            scene.set_state(s)
+            out.append(features(scene, env.task, names))
+        return np.stack(out)
+
+    return observe
+
+
 def expert_policy():
     """``(policy, observe)`` running the scripted expert on each env's scene."""
     from world import ScriptedExpert
@@ -81,7 +110,9 @@ def main(argv: list[str] | None = None) -> None:
 
     p = argparse.ArgumentParser(prog="python -m training.perception_bound", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--vision", action="append", required=True, help="a pretrained vision.safetensors (repeatable)")
+    p.add_argument("--vision", action="append", default=[], help="a pretrained vision.safetensors (repeatable)")
+    p.add_argument("--error", default="", help="comma list of std devs: also run with objects' xy off by a fixed "
+                                               "normal error per episode (no images), to see what error is tolerable")
     p.add_argument("--suite", default="builtin_all")
     p.add_argument("--per-task", type=int, default=14, help="benchmark episodes per task")
     p.add_argument("--demos-per-task", type=int, default=50)
@@ -100,6 +131,8 @@ def main(argv: list[str] | None = None) -> None:
     policy, observe = expert_policy()
     results["expert"] = closed_loop(policy, a.suite, a.per_task, observe=observe)
     results["exact"] = closed_loop(model.act, a.suite, a.per_task)
+    for err in [float(e) for e in a.error.split(",") if e]:
+        results[f"error {err:g}"] = closed_loop(model.act, a.suite, a.per_task, observe=misplacing(names, err, a.seed))
     for path in a.vision:
         est = StateEstimator(path)
         for mode in a.perceive.split(","):

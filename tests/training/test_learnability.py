@@ -20,7 +20,7 @@ def test_perception_bound_feeds_the_views_and_an_exact_estimate_changes_nothing(
     that misplaces the objects does worse."""
     import numpy as np
 
-    from training.perception_bound import perceiving
+    from training.perception_bound import misplacing, perceiving
     from world import get_suite
 
     torch.set_num_threads(1)
@@ -57,3 +57,5 @@ def test_perception_bound_feeds_the_views_and_an_exact_estimate_changes_nothing(
     exact = closed_loop(model.act, "builtin_lift", per_task=3)
     assert run(0.0) == exact
     assert run(0.15)["successes"] < exact["successes"]
+    assert closed_loop(model.act, "builtin_lift", per_task=3, observe=misplacing(names, 0.0)) == exact
+    assert closed_loop(model.act, "builtin_lift", per_task=3, observe=misplacing(names, 0.15))["successes"] < exact["successes"]
