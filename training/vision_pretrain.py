@@ -7,7 +7,8 @@ built-in world ``[ee_x, ee_y, ee_z, grip, held, hold_d*, (obj_x, obj_y, obj_z) *
 can learn exactly that: a linear head on the flattened tokens of every view regresses the
 standardized state (mean squared error), the trunk trains with BatchNorm in train mode, then its
 BatchNorm statistics are recalibrated (cumulative, as for the random trunk) and it is saved as a
-``vision.safetensors`` that FD and ID load frozen (``vision.weights=``).
+``vision.safetensors`` that FD and ID load frozen (``vision.weights=``), with the head beside the
+trunk (``state_head.*``, read by :class:`StateEstimator` and ``python -m training.perception_bound``).
 
     python -m training.vision_pretrain --data DATA --suite builtin_all --out runs/vision/vision.safetensors
 """
