@@ -28,9 +28,11 @@ HORIZON = 16
 RECIPE: dict[str, dict[str, object]] = {
     "data": {"demos_per_task": 20, "val_fraction": 0.15, "frame_stride": 2},
     # the vision trunk, pretrained to regress the scene state from both views of the demonstrations and
-    # of `scenes` freshly rendered layouts (training/vision_pretrain.py); steps=0 keeps the seeded
-    # random trunk with calibrated BatchNorm
-    "vision": {"steps": 300, "image_size": 64, "batch_size": 32, "lr": 1e-3, "scenes": 3000},
+    # of `scenes` freshly rendered layouts (training/vision_pretrain.py); its state head is saved beside
+    # the trunk for `python -m training.perception_bound`; steps=0 keeps the seeded random trunk with
+    # calibrated BatchNorm. probe_random=false: the random trunk's probe is a fixed reference
+    # (docs/training.md), not recomputed (it costs ~15 % of this step's CPU, spent on 480 steps instead of 300)
+    "vision": {"steps": 480, "image_size": 64, "batch_size": 32, "lr": 1e-3, "scenes": 3000, "probe_random": False},
     "mt": {
         "epochs": 12, "batch_size": 8, "optim.lr": 2e-3, "optim.warmup_steps": 10,
         "model.num_tracks": NUM_POINTS, "model.hidden_dim": 128, "model.num_heads": 4, "model.num_layers": 2,
@@ -41,7 +43,7 @@ RECIPE: dict[str, dict[str, object]] = {
     "fd": {
         "epochs": 10, "batch_size": 32, "optim.lr": 1e-3, "optim.warmup_steps": 20,
         "model.num_heads": 4, "model.num_layers": 3, "model.dropout": 0.0, "model.mask_unused_logits": True,
-        "vision.image_size": 128, "val_max_batches": 4,
+        "vision.image_size": 128, "val_max_batches": 4,  # image size: only for a random trunk (vision.steps=0)
     },
     "id": {
         "epochs": 12, "batch_size": 32, "optim.lr": 1e-3, "optim.warmup_steps": 20, "codes": "fd",
@@ -105,8 +107,7 @@ def build_default(out: str | Path, work: str | Path, quick: bool = False, sets: 
     vis = recipe["vision"]
     if int(vis.get("steps", 0)) > 0:
         from training.data.dataset import AmplifyDataset
-        from training.vision import save_vision
-        from training.vision_pretrain import pretrain_vision, render_scenes
+        from training.vision_pretrain import pretrain_vision, render_scenes, save_pretrained
 
         t = time.perf_counter()
         views = ["agentview", "eye_in_hand"]
@@ -116,8 +117,13 @@ def build_default(out: str | Path, work: str | Path, quick: bool = False, sets: 
         scenes = render_scenes(SUITE, int(vis["scenes"])) if int(vis.get("scenes", 0)) else None
         enc, vreport = pretrain_vision(sets[0], sets[1], int(vis.get("image_size", 64)), int(vis["steps"]),
                                        int(vis.get("batch_size", 32)), float(vis.get("lr", 1e-3)), progress=progress,
-                                       extra=scenes)
-        vision_file = save_vision(enc, runs / "vision" / "vision.safetensors", enc.note)
+                                       extra=scenes, head=str(vis.get("head", "linear")),
+                                       frame=str(vis.get("frame", "absolute")), keypoints=int(vis.get("keypoints", 32)),
+                                       position_weight=float(vis.get("position_weight", 1.0)),
+                                       probe_random=bool(vis.get("probe_random", True)),
+                                       objects=str(vis.get("objects", "slot")))
+        # the trunk and its state head (for python -m training.perception_bound); FD/ID read the trunk only
+        vision_file = save_pretrained(enc, runs / "vision" / "vision.safetensors")
         report["vision"] = vreport
         report["seconds"]["vision"] = time.perf_counter() - t
     for part in ("mt", "fd", "id"):
@@ -131,7 +137,11 @@ def build_default(out: str | Path, work: str | Path, quick: bool = False, sets: 
             extra.append(f"vision.weights={runs / 'fd' / 'vision.safetensors'}")
             extra.append(f"fd={runs / 'fd' / 'latest'}")  # used when codes=fd (ID on FD's predicted codes)
         args = [a.replace(":traj", ":action") if part == "id" else a for a in common]  # ID needs actions
-        summary = train(part, args + extra + [_as_override(k, v) for k, v in recipe[part].items() if k != "val_fraction"])
+        sets_ = {k: v for k, v in recipe[part].items() if k != "val_fraction"}
+        if part == "fd" and vision_file is not None:
+            # a vision file brings its own input size (training.vision.load_vision): record that one
+            sets_["vision.image_size"] = int(vis.get("image_size", 64))
+        summary = train(part, args + extra + [_as_override(k, v) for k, v in sets_.items()])
         report[part] = {"val": summary.get("val", {}), "train": summary.get("train", {}), "steps": summary["step"]}
         report["seconds"][part] = time.perf_counter() - t
 

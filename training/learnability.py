@@ -114,8 +114,11 @@ def train(x: np.ndarray, y: np.ndarray, steps: int = 3000, batch: int = 256, lr:
     return model.eval()
 
 
-def closed_loop(policy, suite: str, per_task: int) -> dict:
-    """Run ``policy(features (b, F)) -> (b, 7)`` on benchmark init states 0..per_task-1 of every task."""
+def closed_loop(policy, suite: str, per_task: int, observe=None) -> dict:
+    """Run ``policy(features (b, F)) -> (b, 7)`` on benchmark init states 0..per_task-1 of every task.
+
+    ``observe(envs) -> (b, F)``: what the policy gets from the active envs (default: the exact
+    :func:`features`; :mod:`training.perception_bound` puts perceived positions in)."""
     from world import BuiltinEnv, get_suite
 
     tasks = get_suite(suite)
@@ -132,7 +135,10 @@ def closed_loop(policy, suite: str, per_task: int) -> dict:
         active = [i for i, d in enumerate(done) if not d]
         if not active:
             break
-        acts = policy(np.stack([features(envs[i].scene, envs[i].task, names) for i in active]))
+        if observe is None:
+            acts = policy(np.stack([features(envs[i].scene, envs[i].task, names) for i in active]))
+        else:
+            acts = policy(observe([envs[i] for i in active]))
         for a, i in zip(acts, active):
             _, _, success, _ = envs[i].step(a)
             if success or envs[i].steps >= envs[i].task.max_steps:

@@ -7,7 +7,8 @@ built-in world ``[ee_x, ee_y, ee_z, grip, held, hold_d*, (obj_x, obj_y, obj_z) *
 can learn exactly that: a linear head on the flattened tokens of every view regresses the
 standardized state (mean squared error), the trunk trains with BatchNorm in train mode, then its
 BatchNorm statistics are recalibrated (cumulative, as for the random trunk) and it is saved as a
-``vision.safetensors`` that FD and ID load frozen (``vision.weights=``).
+``vision.safetensors`` that FD and ID load frozen (``vision.weights=``), with the head beside the
+trunk (``state_head.*``, read by :class:`StateEstimator` and ``python -m training.perception_bound``).
 
     python -m training.vision_pretrain --data DATA --suite builtin_all --out runs/vision/vision.safetensors
 """
@@ -33,6 +34,14 @@ PROBE_EE = [0, 1, 2]
 PROBE_OBJECTS = list(range(8, 20))
 
 
+def frame_objects(dataset) -> list[tuple[str, ...]]:
+    """The object names (state slot order) of every sample's task of an AmplifyDataset of the built-in world."""
+    from world.suites import get_task
+
+    per_task = [tuple(o.name for o in get_task(t.name).new_scene().objects) for t in dataset.tasks]
+    return [per_task[dataset.demos[int(d)].task] for d, _ in dataset.samples]
+
+
 def load_frames(dataset) -> tuple[torch.Tensor, np.ndarray]:
     """Upright images (N, v, S, S, 3) uint8 at the encoder's input size and states (N, D) float32 of
     every sample of an :class:`~training.data.dataset.AmplifyDataset` (its frame stride applies)."""
@@ -49,9 +58,9 @@ def load_frames(dataset) -> tuple[torch.Tensor, np.ndarray]:
     return torch.from_numpy(np.stack(imgs)), np.stack(states)
 
 
-def render_scenes(suite: str, count: int, seed: int = 0) -> tuple[torch.Tensor, np.ndarray]:
+def render_scenes(suite: str, count: int, seed: int = 0) -> tuple[torch.Tensor, np.ndarray, list[tuple[str, ...]]]:
     """``count`` freshly rendered built-in-world scenes: upright images (count, 2, 128, 128, 3) uint8
-    (agentview, eye_in_hand) and states (count, D). Objects are placed as demonstrations' initial
+    (agentview, eye_in_hand), states (count, D) and the scenes' object names (slot order). Objects are placed as demonstrations' initial
     states are (``world.tasks.demo_init_states``, a stream that never returns a benchmark state), the
     effector anywhere in the workspace with a random opening. The demonstrations alone hold a hundred-odd
     object layouts, which a trunk memorizes; these add ``count`` layouts."""
@@ -62,10 +71,11 @@ def render_scenes(suite: str, count: int, seed: int = 0) -> tuple[torch.Tensor, 
     tasks = get_suite(suite)
     rng = np.random.default_rng(seed)
     per_task = -(-count // len(tasks))
-    imgs, states = [], []
+    imgs, states, objects = [], [], []
     for ti, task in enumerate(tasks):
         inits = demo_init_states(task, per_task, seed=10_000 + seed)  # not the demonstrations' own seed
         scene = task.new_scene()
+        names = tuple(o.name for o in scene.objects)
         for s in inits:
             s = s.copy()
             s[0:3] = (rng.uniform(0.05, 0.95), rng.uniform(0.05, 0.95), rng.uniform(0.02, 0.25))
@@ -74,8 +84,9 @@ def render_scenes(suite: str, count: int, seed: int = 0) -> tuple[torch.Tensor, 
             ent = entity_table(scene)
             imgs.append(np.stack([render(scene, v, ent)[0] for v in VIEWS]))
             states.append(s.astype(np.float32))
+            objects.append(names)
     order = rng.permutation(len(imgs))[:count]
-    return torch.from_numpy(np.stack(imgs)[order]), np.stack(states)[order]
+    return torch.from_numpy(np.stack(imgs)[order]), np.stack(states)[order], [objects[i] for i in order]
 
 
 def _resize(images: torch.Tensor, size: int) -> torch.Tensor:
@@ -125,47 +136,215 @@ def position_probe(train_feats: torch.Tensor, train_states: np.ndarray, val_feat
     return out
 
 
+N_EE = 8  # state entries before the objects' xyz (effector xyz, opening, held, hold offset)
+
+
+class StateHead(nn.Module):
+    """The pretraining head: image tokens of all views (b, v, P, C) -> standardized state entries (b, K).
+
+    ``kind="linear"``: one linear map of the flattened tokens. ``kind="mlp"``: a hidden layer (512,
+    ReLU) before it, so the tokens may say where things are in a form only a non-linear reader (as FD's
+    and ID's transformers are) decodes. ``kind="keypoints"``: per view, a 1x1
+    projection to ``keypoints`` maps, a softmax over the P patches and the expected patch (x, y) of each
+    (spatial soft-argmax), concatenated with the linear map's input: positions have to be *where* the
+    activations are, not only what they say."""
+
+    def __init__(self, views: int, tokens: int, dim: int, out: int, kind: str = "linear", keypoints: int = 32):
+        super().__init__()
+        self.views, self.tokens, self.dim, self.kind, self.keypoints = views, tokens, dim, kind, keypoints
+        feats = views * tokens * dim
+        if kind == "keypoints":
+            self.kp = nn.Linear(dim, keypoints)
+            side = int(round(tokens ** 0.5))
+            g = (torch.arange(side, dtype=torch.float32) + 0.5) / side * 2 - 1
+            yy, xx = torch.meshgrid(g, g, indexing="ij")
+            self.register_buffer("grid", torch.stack([xx.flatten(), yy.flatten()], -1), persistent=False)  # (P, 2)
+            feats += views * keypoints * 2
+        elif kind not in ("linear", "mlp"):
+            raise ValueError(f"head kind must be linear, mlp or keypoints, got {kind!r}")
+        self.hidden = nn.Sequential(nn.Linear(feats, 512), nn.ReLU()) if kind == "mlp" else nn.Identity()
+        self.linear = nn.Linear(512 if kind == "mlp" else feats, out)
+        nn.init.zeros_(self.linear.weight)
+        nn.init.zeros_(self.linear.bias)
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        b = tokens.shape[0]
+        feats = [tokens.reshape(b, -1)]
+        if self.kind == "keypoints":
+            attn = self.kp(tokens).softmax(dim=2)  # (b, v, P, K): softmax over patches
+            feats.append(torch.einsum("bvpk,pc->bvkc", attn, self.grid).reshape(b, -1))
+        return self.linear(self.hidden(torch.cat(feats, 1)))
+
+
+def save_state_head(head: StateHead, path: str | Path, cols: list[int], mean: np.ndarray, std: np.ndarray,
+                    frame: str, names: list[str] | None = None) -> None:
+    """Add the pretraining head to a vision file (keys ``state_head.*``; :func:`training.vision.load_vision`
+    and the bundle loaders read only the trunk's ``model.*`` keys) with how to decode it in the metadata."""
+    from safetensors import safe_open
+    from safetensors.torch import load_file, save_file
+
+    with safe_open(str(path), "pt") as f:
+        meta = dict(f.metadata() or {})
+    state = load_file(str(path))
+    state.update({f"state_head.{k}": v.detach().contiguous() for k, v in head.state_dict().items()})
+    meta["state_head"] = json.dumps({"kind": head.kind, "views": head.views, "tokens": head.tokens, "dim": head.dim,
+                                     "keypoints": head.keypoints, "cols": [int(c) for c in cols],
+                                     "mean": [float(x) for x in mean], "std": [float(x) for x in std], "frame": frame,
+                                     "names": names})
+    save_file(state, str(path), metadata=meta)
+
+
+class StateEstimator:
+    """A vision file written by the pretraining: images of all views -> the scene state it estimates.
+
+    ``estimate(images (b, v, S, S, 3) uint8 upright, ee=None, objects=None) -> (b, D)``: the state in
+    the scene's own layout (see :func:`decode_state`; ``objects``: each sample's object names in slot
+    order, needed when the head regresses objects by name)."""
+
+    def __init__(self, path: str | Path):
+        from safetensors import safe_open
+        from safetensors.torch import load_file
+
+        from training.vision import load_vision
+
+        self.encoder = load_vision(path)
+        with safe_open(str(path), "pt") as f:
+            meta = f.metadata() or {}
+        if "state_head" not in meta:
+            raise ValueError(f"{path} has no state head (written by python -m training.vision_pretrain / build-default)")
+        h = json.loads(meta["state_head"])
+        head = StateHead(h["views"], h["tokens"], h["dim"], len(h["cols"]), h["kind"], h["keypoints"])
+        state = load_file(str(path))
+        head.load_state_dict({k[len("state_head."):]: v for k, v in state.items() if k.startswith("state_head.")})
+        self.info = {"head": head.eval(), "cols": np.array(h["cols"]), "mean": np.array(h["mean"]),
+                     "std": np.array(h["std"]), "frame": h["frame"], "names": h.get("names")}
+
+    @torch.no_grad()
+    def estimate(self, images: np.ndarray, ee: np.ndarray | None = None,
+                 objects: list[tuple[str, ...]] | None = None) -> np.ndarray:
+        b, v = images.shape[:2]
+        x = torch.from_numpy(np.ascontiguousarray(images)).reshape(b * v, *images.shape[2:]).float() / 255.0
+        tok = self.encoder(x).reshape(b, v, -1, self.encoder.cfg.embed_dim)
+        return decode_state(self.info, self.info["head"](tok).double().numpy(), ee, objects)
+
+
+def decode_state(info: dict, raw: np.ndarray, ee: np.ndarray | None = None,
+                 objects: list[tuple[str, ...]] | None = None) -> np.ndarray:
+    """The head's standardized output (b, K) -> states (b, D) in the scene's layout. Entries constant in
+    training get their training value. With targets in the effector's frame (``frame="relative"``)
+    objects are placed relative to ``ee`` when given (the effector from proprioception), else to the
+    estimated effector. A head that regresses objects by name (``info["names"]``) needs ``objects``."""
+    cols, mu, sd = info["cols"], info["mean"], info["std"]
+    full = np.tile(mu, (len(raw), 1))
+    full[:, cols] = raw * sd[cols] + mu[cols]
+    if info["frame"] == "relative":
+        base = full[:, 0:3] if ee is None else np.asarray(ee, np.float64)
+        full[:, N_EE:] += np.tile(base, (1, (full.shape[1] - N_EE) // 3))
+    names = info.get("names")
+    if names is None:
+        return full
+    if objects is None:
+        raise ValueError("this state head regresses objects by name: pass each sample's object names")
+    out = np.zeros((len(raw), N_EE + 3 * len(objects[0])))
+    out[:, :N_EE] = full[:, :N_EE]
+    for i, objs in enumerate(objects):
+        for j, o in enumerate(objs):
+            k = names.index(o)
+            out[i, N_EE + 3 * j:N_EE + 3 * j + 3] = full[i, N_EE + 3 * k:N_EE + 3 * k + 3]
+    return out
+
+
+def named_targets(states: np.ndarray, objects: list[tuple[str, ...]], names: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """States (N, D) in slot order -> (targets (N, N_EE + 3 len(names)), present mask of the same shape):
+    every object at the place of its name, names absent from a scene masked out."""
+    out = np.zeros((len(states), N_EE + 3 * len(names)), np.float32)
+    mask = np.zeros_like(out, dtype=bool)
+    out[:, :N_EE], mask[:, :N_EE] = states[:, :N_EE], True
+    for i, objs in enumerate(objects):
+        for j, o in enumerate(objs):
+            k = N_EE + 3 * names.index(o)
+            out[i, k:k + 3], mask[i, k:k + 3] = states[i, N_EE + 3 * j:N_EE + 3 * j + 3], True
+    return out, mask
+
+
+def to_frame(states: np.ndarray, frame: str) -> np.ndarray:
+    """Scene states in the regression's frame: ``absolute`` as stored, ``relative``: objects' xyz minus the effector's."""
+    if frame == "absolute":
+        return states
+    if frame != "relative":
+        raise ValueError(f"frame must be absolute or relative, got {frame!r}")
+    out = states.copy()
+    n = (states.shape[1] - N_EE) // 3
+    out[:, N_EE:] -= np.tile(states[:, 0:3], (1, n))
+    return out
+
+
 def pretrain_vision(train_set, val_set, image_size: int = 64, steps: int = 400, batch_size: int = 32,
                     lr: float = 1e-3, seed: int = 0, progress: bool = True, log=print,
-                    extra: tuple[torch.Tensor, np.ndarray] | None = None) -> tuple[VisionEncoder, dict]:
+                    extra: tuple[torch.Tensor, np.ndarray] | None = None, head: str = "linear",
+                    frame: str = "absolute", keypoints: int = 32, position_weight: float = 1.0,
+                    probe: bool = True, probe_random: bool = True, objects: str = "slot") -> tuple[VisionEncoder, dict]:
     """Train a ResNet-18 trunk to regress the standardized scene state from all views' tokens.
 
-    ``extra``: more (images, states) to train on (e.g. :func:`render_scenes`). Returns the trained,
-    BatchNorm-recalibrated, frozen encoder and a report: the probe of effector and object positions
-    from the random (calibrated) trunk and from the trained one, fitted on ``train_set``'s frames and
-    scored on ``val_set``'s (demonstrations never trained on)."""
-    t0 = time.perf_counter()
+    ``extra``: more (images, states, object names) to train on (e.g. :func:`render_scenes`).
+    ``objects``: ``slot`` regresses the objects in the state's slot order (slot 0 is a red cube in one
+    task, a blue cube in another); ``named`` regresses every object name of the suite at its own place
+    (absent ones masked), so a token says where the blue cube is whatever the task. ``probe``/``probe_random``:
+    fit the ridge probes on the trained / the random trunk (encoding every training frame: build time).
+    ``head``/``keypoints``:
+    see :class:`StateHead`; ``frame``: see :func:`to_frame`; ``position_weight``: loss weight of the
+    effector's and objects' xyz relative to the other state entries. Returns the trained,
+    BatchNorm-recalibrated, frozen encoder (its head in ``enc.state_head``, written by
+    :func:`save_pretrained`) and a report: the probe of effector and object positions from the random
+    (calibrated) trunk and from the trained one, fitted on ``train_set``'s frames and scored on
+    ``val_set``'s (demonstrations never trained on), and the trained head's own error there."""
+    t0, c0 = time.perf_counter(), time.process_time()
     cfg = VisionEncoderConfig(image_size=image_size, num_tokens=(image_size // 32) ** 2)
     imgs, states = load_frames(train_set)
+    objs = frame_objects(train_set)
     imgs = _resize(imgs, image_size)
     probe_imgs, probe_states = imgs, states
     if extra is not None:
         imgs = torch.cat([imgs, _resize(extra[0], image_size)])
         states = np.concatenate([states, extra[1][:, :states.shape[1]]])
+        objs = objs + list(extra[2])
     vimgs, vstates = load_frames(val_set) if val_set is not None else (imgs[:0], states[:0])
+    vobjs = frame_objects(val_set) if val_set is not None else []
     vimgs = _resize(vimgs, image_size)
-    report: dict = {"image_size": image_size, "steps": steps, "batch_size": batch_size, "train_samples": len(imgs),
+    report: dict = {"image_size": image_size, "steps": steps, "batch_size": batch_size, "lr": lr, "head": head,
+                    "frame": frame, "objects": objects, "position_weight": position_weight, "train_samples": len(imgs),
                     "rendered_scenes": 0 if extra is None else len(extra[0]),
                     "val_samples": len(vimgs), "seconds_load": time.perf_counter() - t0}
 
     enc = build_vision_encoder(cfg, seed)
     calib = probe_imgs[np.linspace(0, len(probe_imgs) - 1, min(128, len(probe_imgs))).round().astype(int)]
     calibrate_batchnorm(enc, calib.reshape(-1, *calib.shape[2:]).float() / 255.0)
-    if len(vimgs):
+    if len(vimgs) and probe and probe_random:
         report["random"] = position_probe(encode_all(enc, probe_imgs), probe_states, encode_all(enc, vimgs), vstates)
         log(f"vision probe, random trunk: {json.dumps(report['random'])}")
 
-    mu, sd = states.mean(0), states.std(0)
-    keep = sd > 1e-6
-    target = torch.from_numpy((states[:, keep] - mu[keep]) / sd[keep]).float()  # (N, D')
+    if objects == "named":
+        names = sorted({o for t in objs for o in t})
+        fstates, present = named_targets(states, objs, names)
+    elif objects == "slot":
+        names, fstates, present = None, states, np.ones(states.shape, bool)
+    else:
+        raise ValueError(f"objects must be slot or named, got {objects!r}")
+    fstates = to_frame(fstates, frame)
+    count = present.sum(0).clip(1)
+    mu = (fstates * present).sum(0) / count
+    sd = np.sqrt((((fstates - mu) * present) ** 2).sum(0) / count)
+    cols = np.flatnonzero(sd > 1e-6)
+    target = torch.from_numpy((fstates[:, cols] - mu[cols]) / np.where(sd[cols] > 0, sd[cols], 1)).float()  # (N, K)
+    mask = torch.from_numpy(present[:, cols]).float()
+    weight = torch.tensor([position_weight if (c in PROBE_EE or c >= N_EE) else 1.0 for c in cols])
+    weight = weight / weight.mean()
     v = imgs.shape[1]
-    head = nn.Linear(v * cfg.num_tokens * cfg.embed_dim, target.shape[1])
-    nn.init.zeros_(head.weight)
-    nn.init.zeros_(head.bias)
+    state_head = StateHead(v, cfg.num_tokens, cfg.embed_dim, len(cols), head, keypoints)
     trunk = enc.model
-    params = list(trunk.parameters()) + list(head.parameters())
+    params = list(trunk.parameters()) + list(state_head.parameters())
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=1e-4)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps, pct_start=0.1)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=max(steps, 1), pct_start=0.1)
     gen = torch.Generator().manual_seed(seed)
     trunk.train()
     t1 = time.perf_counter()
@@ -173,8 +352,9 @@ def pretrain_vision(train_set, val_set, image_size: int = 64, steps: int = 400, 
     for step in range(steps):
         idx = torch.randint(0, len(imgs), (batch_size,), generator=gen)
         x = imgs[idx].reshape(batch_size * v, image_size, image_size, 3).permute(0, 3, 1, 2).float() / 255.0
-        feats = trunk(x).reshape(batch_size, -1)  # (b, v*512*P) ordered (v, 512, P): a fixed linear order
-        loss = F.mse_loss(head(feats), target[idx])
+        tok = trunk(x).flatten(2).transpose(1, 2).reshape(batch_size, v, cfg.num_tokens, -1)  # as the encoder's tokens
+        m = mask[idx]
+        loss = ((state_head(tok) - target[idx]).pow(2) * weight * m).sum() / m.sum()
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -183,20 +363,53 @@ def pretrain_vision(train_set, val_set, image_size: int = 64, steps: int = 400, 
         if progress and (step % 50 == 0 or step == steps - 1):
             log(f"vision pretrain step {step + 1}/{steps} loss {np.mean(losses[-50:]):.4f} "
                 f"({time.perf_counter() - t1:.0f} s)")
-    for p in trunk.parameters():
+    for p in list(trunk.parameters()) + list(state_head.parameters()):
         p.requires_grad_(False)
     calibrate_batchnorm(enc, calib.reshape(-1, *calib.shape[2:]).float() / 255.0)
     enc.eval()
-    report["final_loss"] = float(np.mean(losses[-50:]))
+    state_head.eval()
+    enc.state_head = {"head": state_head, "cols": cols, "mean": mu, "std": sd, "frame": frame, "names": names}
+    report["final_loss"] = float(np.mean(losses[-50:])) if losses else 0.0
     report["seconds_train"] = time.perf_counter() - t1
     if len(vimgs):
-        report["trained"] = position_probe(encode_all(enc, probe_imgs), probe_states, encode_all(enc, vimgs), vstates)
-        log(f"vision probe, trained trunk: {json.dumps(report['trained'])}")
+        vfeats = encode_all(enc, vimgs)
+        if probe:
+            report["trained"] = position_probe(encode_all(enc, probe_imgs), probe_states, vfeats, vstates)
+            log(f"vision probe, trained trunk: {json.dumps(report['trained'])}")
+        report["head_error"] = head_error(enc.state_head, vfeats.reshape(len(vimgs), v, cfg.num_tokens, -1), vstates,
+                                          vobjs)
+        log(f"vision head on held-out frames: {json.dumps(report['head_error'])}")
     report["seconds"] = time.perf_counter() - t0
+    report["cpu_seconds"] = time.process_time() - c0  # all threads of this process: the cost under load
     scenes = f" and {len(extra[0])} rendered scene layouts" if extra is not None else ""
     enc.note = (f"ResNet-18 trained ({steps} steps of {batch_size}) to regress the scene state from both views of the "
                 f"demonstrations{scenes} at {image_size} px, BatchNorm recalibrated, frozen (training/vision_pretrain.py)")
     return enc, report
+
+
+@torch.no_grad()
+def head_error(state_head: dict, tokens: torch.Tensor, states: np.ndarray,
+               objects: list[tuple[str, ...]] | None = None) -> dict[str, float]:
+    """The pretraining head's mean absolute error (table units) on tokens (N, v, P, C) of frames with
+    known states (and their scenes' object names): effector xyz, objects' xyz and xy (placed from the
+    estimated effector when the head's frame is relative), and objects' xyz placed from the true effector."""
+    raw = state_head["head"](tokens).double().numpy()
+    own = decode_state(state_head, raw, None, objects)
+    true_ee = decode_state(state_head, raw, states[:, 0:3], objects)
+    obj = np.abs(own[:, N_EE:] - states[:, N_EE:]).reshape(len(states), -1, 3)
+    return {"head_ee_l1": float(np.abs(own[:, 0:3] - states[:, 0:3]).mean()),
+            "head_objects_l1": float(obj.mean()),
+            "head_objects_xy_l1": float(obj[..., :2].mean()),
+            "head_objects_l1_true_ee": float(np.abs(true_ee[:, N_EE:] - states[:, N_EE:]).mean())}
+
+
+def save_pretrained(enc: VisionEncoder, path: str | Path) -> Path:
+    """:func:`training.vision.save_vision` and, when ``enc`` comes from :func:`pretrain_vision`, its head."""
+    path = save_vision(enc, path, enc.note)
+    h = getattr(enc, "state_head", None)
+    if h is not None:
+        save_state_head(h["head"], path, h["cols"], h["mean"], h["std"], h["frame"], h["names"])
+    return path
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -213,6 +426,13 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--scenes", type=int, default=0, help="also train on this many freshly rendered scenes")
+    p.add_argument("--head", default="linear", choices=["linear", "mlp", "keypoints"])
+    p.add_argument("--keypoints", type=int, default=32)
+    p.add_argument("--frame", default="absolute", choices=["absolute", "relative"])
+    p.add_argument("--objects", default="slot", choices=["slot", "named"])
+    p.add_argument("--position-weight", type=float, default=1.0)
+    p.add_argument("--no-probe", action="store_true", help="skip the ridge probes (the head's own error is still reported)")
+    p.add_argument("--no-random-probe", action="store_true", help="skip the ridge probe of the random trunk")
     p.add_argument("--out", required=True, help="vision.safetensors to write")
     a = p.parse_args(argv)
     views = ["agentview", "eye_in_hand"]
@@ -220,8 +440,10 @@ def main(argv: list[str] | None = None) -> None:
     train = AmplifyDataset(a.data, [f"[{a.suite}:traj{1 - f:g}]"], views, 16, 16, 1, frame_stride=a.frame_stride)
     val = AmplifyDataset(a.data, [f"[{a.suite}:traj-{f:g}]"], views, 16, 16, 1, frame_stride=a.frame_stride)
     extra = render_scenes(a.suite, a.scenes) if a.scenes else None
-    enc, report = pretrain_vision(train, val, a.image_size, a.steps, a.batch_size, a.lr, extra=extra)
-    save_vision(enc, a.out, enc.note)
+    enc, report = pretrain_vision(train, val, a.image_size, a.steps, a.batch_size, a.lr, extra=extra, head=a.head,
+                                  frame=a.frame, keypoints=a.keypoints, position_weight=a.position_weight,
+                                  probe=not a.no_probe, probe_random=not a.no_random_probe, objects=a.objects)
+    save_pretrained(enc, a.out)
     Path(a.out).with_suffix(".json").write_text(json.dumps(report, indent=1))
     print(json.dumps(report, indent=1))
 

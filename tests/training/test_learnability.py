@@ -12,3 +12,50 @@ def test_state_bc_solves_lift():
     res = closed_loop(model.act, "builtin_lift", per_task=4)
     print(res)
     assert res["episodes"] == 12 and res["success_rate"] >= 0.5
+
+
+def test_perception_bound_feeds_the_views_and_an_exact_estimate_changes_nothing():
+    """The perceived-state path: the estimator gets both rendered views of the step (upright, as the
+    policy sees them); an estimator that returns the true state reproduces the exact-state run, one
+    that misplaces the objects does worse."""
+    import numpy as np
+
+    from training.perception_bound import misplacing, perceiving
+    from world import get_suite
+
+    torch.set_num_threads(1)
+    x, y, _ = demonstrations("builtin_lift", demos_per_task=8)
+    model = train(x, y, steps=600, seed=0)
+    names = [t.name for t in get_suite("builtin_lift")]
+
+    class Oracle:  # returns the true state of the envs it is shown, optionally with the objects moved
+        def __init__(self, shift: float):
+            self.shift, self.envs, self.calls = shift, [], 0
+
+        def estimate(self, images, ee=None, objects=None):
+            env = self.envs[0]
+            assert images.shape == (len(self.envs), 2, 128, 128, 3) and images.dtype == np.uint8
+            assert np.array_equal(images[0, 0], env.get_obs(images=True)["agentview_image"][::-1])
+            assert np.array_equal(images[0, 1], env.get_obs(images=True)["robot0_eye_in_hand_image"][::-1])
+            self.calls += 1
+            s = np.stack([e.scene.get_state() for e in self.envs])
+            s[:, 8::3] += self.shift
+            return s
+
+    def run(shift: float) -> dict:
+        oracle = Oracle(shift)
+        observe = perceiving(oracle, names, "objects")
+
+        def watch(envs):
+            oracle.envs = envs
+            return observe(envs)
+
+        res = closed_loop(model.act, "builtin_lift", per_task=3, observe=watch)
+        assert oracle.calls > 0
+        return res
+
+    exact = closed_loop(model.act, "builtin_lift", per_task=3)
+    assert run(0.0) == exact
+    assert run(0.15)["successes"] < exact["successes"]
+    assert closed_loop(model.act, "builtin_lift", per_task=3, observe=misplacing(names, 0.0)) == exact
+    assert closed_loop(model.act, "builtin_lift", per_task=3, observe=misplacing(names, 0.15))["successes"] < exact["successes"]

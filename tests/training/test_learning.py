@@ -173,3 +173,35 @@ def test_temporal_ensemble_averages_overlapping_chunks():
     assert a0.shape == (1, 1, 7) and float(a0[0, 0, 0]) == 0.0
     w = np.exp(-0.5 * np.arange(2))
     assert abs(float(a1[0, 0, 0]) - (w[0] * 1 + w[1] * 10) / w.sum()) < 1e-5
+
+
+def test_pretrained_state_head_round_trips(world_root, tmp_path):
+    """The pretraining's state head is saved beside the trunk and estimates what it did in training."""
+    import numpy as np
+
+    from tests.training.conftest import POINTS, SUITE
+    from training.data.dataset import AmplifyDataset
+    from training.vision import load_vision
+    from training.vision_pretrain import (
+        StateEstimator, frame_objects, head_error, load_frames, pretrain_vision, save_pretrained,
+    )
+
+    def ds(sel):
+        return AmplifyDataset(world_root, [sel], VIEWS, POINTS, 16, 1, frame_stride=8)
+
+    val = ds(f"[{SUITE}:traj-0.34]")
+    enc, report = pretrain_vision(ds(f"[{SUITE}:traj0.67]"), val, image_size=64, steps=3, batch_size=4,
+                                  progress=False, frame="relative", probe=False, objects="named")
+    path = save_pretrained(enc, tmp_path / "vision.safetensors")
+    x = torch.rand(2, 64, 64, 3)
+    assert torch.equal(load_vision(path)(x), enc(x))  # the trunk's loaders ignore the head's keys
+    est = StateEstimator(path)
+    imgs, states = load_frames(val)
+    objects = frame_objects(val)
+    out = est.estimate(imgs.numpy(), ee=states[:, 0:3], objects=objects)
+    assert out.shape == states.shape
+    again = np.abs(out[:, 8:] - states[:, 8:]).mean()  # objects placed from the true effector
+    # training resized the 128 px frames to uint8 64 px, the encoder resizes in float: nearly the same
+    assert np.isclose(again, report["head_error"]["head_objects_l1_true_ee"], rtol=1e-2)
+    assert set(head_error(enc.state_head, enc(imgs.flatten(0, 1).float() / 255).reshape(
+        len(imgs), 2, 4, 512), states, objects)) == set(report["head_error"])
