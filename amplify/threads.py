@@ -15,7 +15,9 @@ Two settings decide how a PyTorch CPU job fares beside another one:
   ``OMP_NUM_THREADS`` if set, else the cores this process may use minus the busy ones (the 1-minute
   load average, rounded), at least 1 and at most torch's own default (the physical cores).
   :func:`apply_threads` sets it; ``amplify`` commands call it before they run (``amplify serve
-  --threads N`` still overrides it).
+  --threads N`` still overrides it). A long command re-decides between its stages with
+  :class:`CpuMeter`: the load average then counts the command's own threads, which are subtracted, so
+  a build that started beside a short-lived job does not stay on one thread for its whole run.
 
 This module never imports torch at import time.
 """
@@ -24,6 +26,7 @@ from __future__ import annotations
 import math
 import os
 import sys
+import time
 from typing import MutableMapping
 
 SPINCOUNT = "10000"
@@ -46,8 +49,9 @@ def usable_cpus() -> int:
     return max(1, os.cpu_count() or 1)
 
 
-def default_threads(env: MutableMapping[str, str] = os.environ, cap: int | None = None) -> int:
-    """Intra-op threads for a command (see the module docstring); ``cap``: torch's default."""
+def default_threads(env: MutableMapping[str, str] = os.environ, cap: int | None = None, own_load: float = 0.0) -> int:
+    """Intra-op threads for a command (see the module docstring); ``cap``: torch's default;
+    ``own_load``: the cores this process itself kept busy lately (part of the load average)."""
     for key in ("AMPLIFY_THREADS", "OMP_NUM_THREADS"):
         value = env.get(key, "").strip()
         if value:
@@ -57,20 +61,52 @@ def default_threads(env: MutableMapping[str, str] = os.environ, cap: int | None 
                 raise ValueError(f"{key} must be a positive integer, got {value!r}") from None
     cpus = usable_cpus()
     try:
-        busy = os.getloadavg()[0]
+        busy = max(0.0, os.getloadavg()[0] - own_load)
     except (OSError, AttributeError):
         busy = 0.0
     n = max(1, min(cpus, math.floor(cpus - busy + 0.5)))
     return min(n, cap) if cap else n
 
 
-def apply_threads(threads: int | None = None) -> int:
+def apply_threads(threads: int | None = None, own_load: float = 0.0) -> int:
     """``torch.set_num_threads(threads or default_threads())``; returns the number set."""
     import torch
 
-    n = int(threads) if threads else default_threads(cap=torch.get_num_threads())
+    n = int(threads) if threads else default_threads(cap=physical_threads(), own_load=own_load)
     torch.set_num_threads(max(1, n))
     return torch.get_num_threads()
+
+
+_TORCH_DEFAULT: int | None = None
+
+
+def physical_threads() -> int:
+    """torch's own default intra-op threads (the physical cores), whatever was set since."""
+    global _TORCH_DEFAULT
+    if _TORCH_DEFAULT is None:
+        import torch
+
+        _TORCH_DEFAULT = torch.get_num_threads()
+    return _TORCH_DEFAULT
+
+
+def _cpu_seconds() -> float:
+    t = os.times()  # this process and its finished child processes (e.g. data-generation workers)
+    return t.user + t.system + t.children_user + t.children_system
+
+
+class CpuMeter:
+    """This process's CPU use between two readings, in cores: its own share of the load average."""
+
+    def __init__(self) -> None:
+        self._wall, self._cpu = time.monotonic(), _cpu_seconds()
+
+    def cores(self) -> float:
+        """Cores used since the last reading (or creation); starts a new interval."""
+        wall, cpu = time.monotonic(), _cpu_seconds()
+        used = (cpu - self._cpu) / max(wall - self._wall, 1e-6)
+        self._wall, self._cpu = wall, cpu
+        return used
 
 
 def describe() -> str:

@@ -40,3 +40,29 @@ def test_set_before_torch_loads():
         src = (REPO / package / "__init__.py").read_text()
         assert "_configure_openmp()" in src, package
         assert "import torch" not in src.split("_configure_openmp()")[0], package
+
+
+def test_own_load_is_not_counted_as_busy(monkeypatch):
+    """A long command re-deciding its threads subtracts its own share of the load average."""
+    import amplify.threads as threads
+
+    monkeypatch.setattr(threads, "usable_cpus", lambda: 2)
+    monkeypatch.setattr(threads.os, "getloadavg", lambda: (1.6, 1.0, 1.0))
+    assert default_threads({}) == 1  # 1.6 busy cores of 2: one left
+    assert default_threads({}, own_load=1.5) == 2  # the busy ones were this process's own
+    assert default_threads({}, own_load=5.0) == 2  # never below zero busy
+
+
+def test_cpu_meter_measures_this_process():
+    import time
+
+    from amplify.threads import CpuMeter
+
+    meter = CpuMeter()
+    start = time.process_time()
+    while time.process_time() - start < 0.1:  # one busy thread: 0.1 CPU-seconds
+        pass
+    busy = meter.cores()
+    time.sleep(0.2)  # idle
+    idle = meter.cores()
+    assert 0 < busy <= 1.5 and idle < busy

@@ -67,9 +67,12 @@ def _as_override(key: str, value: object) -> str:
 def build_default(out: str | Path, work: str | Path, quick: bool = False, sets: list[str] | None = None,
                   workers: int = 2, progress: bool = True) -> dict:
     """Generate, train and bundle; returns a report (timings and the parts' final validation metrics)."""
+    from amplify.threads import CpuMeter, apply_threads
     from training.bundle import build_bundle
     from training.train_command import train
     from world.generate import generate, track_method
+
+    meter = CpuMeter()  # re-decides the threads before each stage (a load at the start may have passed)
 
     recipe = {part: dict(v) for part, v in RECIPE.items()}
     if quick:
@@ -86,7 +89,7 @@ def build_default(out: str | Path, work: str | Path, quick: bool = False, sets: 
             recipe[part][sub] = value  # a plain string
     work, out = Path(work), Path(out)
     data_root = work / "data"
-    report: dict = {"recipe": recipe, "seconds": {}}
+    report: dict = {"recipe": recipe, "seconds": {}, "threads": {}}
     t_all = time.perf_counter()
 
     t = time.perf_counter()
@@ -110,6 +113,7 @@ def build_default(out: str | Path, work: str | Path, quick: bool = False, sets: 
         from training.vision_pretrain import pretrain_vision, render_scenes, save_pretrained
 
         t = time.perf_counter()
+        report["threads"]["vision"] = apply_threads(own_load=meter.cores())
         views = ["agentview", "eye_in_hand"]
         stride, method = int(recipe["data"].get("frame_stride", 1)), track_method(NUM_POINTS, HORIZON)
         sets = [AmplifyDataset(data_root, [sel], views, NUM_POINTS, HORIZON, 1, track_method=method, frame_stride=stride)
@@ -128,6 +132,7 @@ def build_default(out: str | Path, work: str | Path, quick: bool = False, sets: 
         report["seconds"]["vision"] = time.perf_counter() - t
     for part in ("mt", "fd", "id"):
         t = time.perf_counter()
+        report["threads"][part] = apply_threads(own_load=meter.cores())
         extra = [f"out={runs / part}"]
         if part in ("fd", "id"):
             extra.append(f"mt={runs / 'mt' / 'latest'}")
