@@ -28,6 +28,7 @@ import torch.nn.functional as F
 from amplify.config import VisionEncoderConfig
 from amplify.models.vision import VisionEncoder
 from training.vision import build_vision_encoder, calibrate_batchnorm, save_vision
+from world.scene import N_EE  # state entries before the objects' xyz (effector xyz, opening, held, hold offset)
 
 # built-in world state entries used for the probe: effector xyz and the 4 objects' xyz
 PROBE_EE = [0, 1, 2]
@@ -134,9 +135,6 @@ def position_probe(train_feats: torch.Tensor, train_states: np.ndarray, val_feat
         out[f"probe_{name}_l1"] = float((pred - yv).abs().mean())
         out[f"probe_{name}_l1_no_image"] = float((ym - yv).abs().mean())
     return out
-
-
-N_EE = 8  # state entries before the objects' xyz (effector xyz, opening, held, hold offset)
 
 
 class StateHead(nn.Module):
