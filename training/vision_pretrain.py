@@ -281,7 +281,8 @@ def pretrain_vision(train_set, val_set, image_size: int = 64, steps: int = 400, 
                     lr: float = 1e-3, seed: int = 0, progress: bool = True, log=print,
                     extra: tuple[torch.Tensor, np.ndarray] | None = None, head: str = "linear",
                     frame: str = "absolute", keypoints: int = 32, position_weight: float = 1.0,
-                    probe: bool = True, probe_random: bool = True, objects: str = "slot") -> tuple[VisionEncoder, dict]:
+                    probe: bool = True, probe_random: bool = True, objects: str = "slot",
+                    eval_every: int = 0) -> tuple[VisionEncoder, dict]:
     """Train a ResNet-18 trunk to regress the standardized scene state from all views' tokens.
 
     ``extra``: more (images, states, object names) to train on (e.g. :func:`render_scenes`).
@@ -289,6 +290,10 @@ def pretrain_vision(train_set, val_set, image_size: int = 64, steps: int = 400, 
     task, a blue cube in another); ``named`` regresses every object name of the suite at its own place
     (absent ones masked), so a token says where the blue cube is whatever the task. ``probe``/``probe_random``:
     fit the ridge probes on the trained / the random trunk (encoding every training frame: build time).
+    ``eval_every``: every that many steps (and after the last), the head's held-out error as the
+    final report measures it (BatchNorm recalibrated, eval mode; the training itself is unchanged),
+    in ``report["curve"]``: a learning curve of one run under one OneCycle schedule, not of
+    separate shorter runs.
     ``head``/``keypoints``:
     see :class:`StateHead`; ``frame``: see :func:`to_frame`; ``position_weight``: loss weight of the
     effector's and objects' xyz relative to the other state entries. Returns the trained,
@@ -347,6 +352,18 @@ def pretrain_vision(train_set, val_set, image_size: int = 64, steps: int = 400, 
     trunk.train()
     t1 = time.perf_counter()
     losses = []
+    curve = []
+
+    def evaluate(done: int) -> None:  # the held-out head error now, measured as the final one is
+        calibrate_batchnorm(enc, calib.reshape(-1, *calib.shape[2:]).float() / 255.0)
+        vf = encode_all(enc, vimgs).reshape(len(vimgs), v, cfg.num_tokens, -1)
+        err = head_error({"head": state_head, "cols": cols, "mean": mu, "std": sd, "frame": frame, "names": names},
+                         vf, vstates, vobjs)
+        curve.append({"step": done, "loss": float(np.mean(losses[-50:])), **err,
+                      "seconds": time.perf_counter() - t1})
+        log(f"vision pretrain step {done}/{steps} held-out head error: {json.dumps(err)}")
+        trunk.train()
+
     for step in range(steps):
         idx = torch.randint(0, len(imgs), (batch_size,), generator=gen)
         x = imgs[idx].reshape(batch_size * v, image_size, image_size, 3).permute(0, 3, 1, 2).float() / 255.0
@@ -361,6 +378,8 @@ def pretrain_vision(train_set, val_set, image_size: int = 64, steps: int = 400, 
         if progress and (step % 50 == 0 or step == steps - 1):
             log(f"vision pretrain step {step + 1}/{steps} loss {np.mean(losses[-50:]):.4f} "
                 f"({time.perf_counter() - t1:.0f} s)")
+        if eval_every > 0 and len(vimgs) and ((step + 1) % eval_every == 0 or step == steps - 1):
+            evaluate(step + 1)
     for p in list(trunk.parameters()) + list(state_head.parameters()):
         p.requires_grad_(False)
     calibrate_batchnorm(enc, calib.reshape(-1, *calib.shape[2:]).float() / 255.0)
@@ -368,6 +387,8 @@ def pretrain_vision(train_set, val_set, image_size: int = 64, steps: int = 400, 
     state_head.eval()
     enc.state_head = {"head": state_head, "cols": cols, "mean": mu, "std": sd, "frame": frame, "names": names}
     report["final_loss"] = float(np.mean(losses[-50:])) if losses else 0.0
+    if curve:
+        report["curve"] = curve
     report["seconds_train"] = time.perf_counter() - t1
     if len(vimgs):
         vfeats = encode_all(enc, vimgs)
@@ -431,6 +452,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--position-weight", type=float, default=1.0)
     p.add_argument("--no-probe", action="store_true", help="skip the ridge probes (the head's own error is still reported)")
     p.add_argument("--no-random-probe", action="store_true", help="skip the ridge probe of the random trunk")
+    p.add_argument("--eval-every", type=int, default=0,
+                   help="report the head's held-out error every N steps (one run's curve, in the JSON's 'curve')")
     p.add_argument("--out", required=True, help="vision.safetensors to write")
     a = p.parse_args(argv)
     views = ["agentview", "eye_in_hand"]
@@ -440,7 +463,8 @@ def main(argv: list[str] | None = None) -> None:
     extra = render_scenes(a.suite, a.scenes) if a.scenes else None
     enc, report = pretrain_vision(train, val, a.image_size, a.steps, a.batch_size, a.lr, extra=extra, head=a.head,
                                   frame=a.frame, keypoints=a.keypoints, position_weight=a.position_weight,
-                                  probe=not a.no_probe, probe_random=not a.no_random_probe, objects=a.objects)
+                                  probe=not a.no_probe, probe_random=not a.no_random_probe, objects=a.objects,
+                                  eval_every=a.eval_every)
     save_pretrained(enc, a.out)
     Path(a.out).with_suffix(".json").write_text(json.dumps(report, indent=1))
     print(json.dumps(report, indent=1))

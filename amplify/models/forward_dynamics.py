@@ -60,7 +60,12 @@ class ForwardDynamics(nn.Module):
         # set by amplify.inference.prepare_for_inference: the fused one-token steps (amplify/fused_decoder.py)
         self.fused_decoder = None
         if init:
+            # a given quantizer is the (trained) tokenizer's own: re-initializing it would make the targets
+            # and the decoded codes those of a random projection
+            keep = {k: v.clone() for k, v in quantize.state_dict().items()} if quantize is not None else None
             init_weights(self)
+            if keep is not None:
+                self.quantize.load_state_dict(keep)
             nn.init.normal_(self.sos_token, 0.0, 0.02)
 
     def get_cond_tokens(self, img_tokens: torch.Tensor, text_emb: torch.Tensor) -> torch.Tensor:

@@ -205,3 +205,26 @@ def test_pretrained_state_head_round_trips(world_root, tmp_path):
     assert np.isclose(again, report["head_error"]["head_objects_l1_true_ee"], rtol=1e-2)
     assert set(head_error(enc.state_head, enc(imgs.flatten(0, 1).float() / 255).reshape(
         len(imgs), 2, 4, 512), states, objects)) == set(report["head_error"])
+
+
+def test_vision_pretraining_curve_measures_without_changing_training(world_root):
+    """``eval_every`` logs the held-out head error during training; its last point is the final report's
+    error, and the training (losses, final weights) is the same as without it."""
+    from tests.training.conftest import POINTS, SUITE
+    from training.data.dataset import AmplifyDataset
+    from training.vision_pretrain import pretrain_vision
+
+    def ds(sel):
+        return AmplifyDataset(world_root, [sel], VIEWS, POINTS, 16, 1, frame_stride=8)
+
+    train, val = ds(f"[{SUITE}:traj0.67]"), ds(f"[{SUITE}:traj-0.34]")
+    kw = dict(image_size=64, steps=5, batch_size=4, progress=False, probe=False)
+    enc, report = pretrain_vision(train, val, eval_every=2, **kw)
+    plain, ref = pretrain_vision(train, val, **kw)
+    assert [p["step"] for p in report["curve"]] == [2, 4, 5]
+    assert "curve" not in ref
+    assert report["curve"][-1]["head_objects_l1"] == report["head_error"]["head_objects_l1"]
+    assert report["head_error"] == ref["head_error"] and report["final_loss"] == ref["final_loss"]
+    assert report["curve"][0]["head_objects_l1"] != report["curve"][-1]["head_objects_l1"]
+    x = torch.rand(2, 64, 64, 3)
+    assert torch.equal(enc(x), plain(x))

@@ -8,6 +8,7 @@ from amplify.config import ForwardDynamicsConfig, InverseDynamicsConfig, MotionT
 from amplify.models.forward_dynamics import ForwardDynamics
 from amplify.models.inverse_dynamics import InverseDynamics
 from amplify.models.motion_tokenizer import MotionTokenizer
+from amplify.tracks import points_to_velocities
 from training.trainers.common import frozen
 from training.trainers.fd import FDLoss
 from training.trainers.id import IDLoss
@@ -75,9 +76,27 @@ def test_fd_loss_goes_down():
     cfg = ForwardDynamicsConfig(hidden_dim=32, num_heads=2, num_layers=1, codebook_size=64, pred_seq_len=H - 1,
                                 num_views=V, img_tokens_per_view=P, dropout=0.0, mask_unused_logits=True)
     fd = ForwardDynamics(cfg, quantize=mt.quantize)
-    first, last = descend(FDLoss(fd, mt), batch())
+    first, last = descend(FDLoss(fd, mt), batch(), steps=60)
     assert last < 0.5 * first, (first, last)
     assert not any(p.requires_grad for p in mt.parameters())
+
+
+def test_fd_keeps_the_tokenizers_quantizer():
+    """FD shares the trained tokenizer's quantizer: building FD must not re-initialize it (the FD trainer
+    once did, so FD learned and was scored on the codes of a random projection, not the tokenizer's)."""
+    mt = frozen(tiny_mt())
+    with torch.no_grad():
+        for p in mt.quantize.parameters():
+            p.add_(torch.randn_like(p))  # as after training: not what a fresh init gives
+    before = {k: v.clone() for k, v in mt.quantize.state_dict().items()}
+    assert before  # the quantizer has projections to lose
+    vel = points_to_velocities(batch()["tracks"], time_dim=2)
+    idx = mt.tokenize(vel)[1]
+    cfg = ForwardDynamicsConfig(hidden_dim=32, num_heads=2, num_layers=1, codebook_size=64, pred_seq_len=H - 1,
+                                num_views=V, img_tokens_per_view=P, dropout=0.0)
+    ForwardDynamics(cfg, quantize=mt.quantize)
+    assert all(torch.equal(v, before[k]) for k, v in mt.quantize.state_dict().items())
+    assert torch.equal(mt.tokenize(vel)[1], idx)
 
 
 @pytest.mark.parametrize("head", ["gaussian", "diffusion", "flow"])
