@@ -205,3 +205,24 @@ def test_pretrained_state_head_round_trips(world_root, tmp_path):
     assert np.isclose(again, report["head_error"]["head_objects_l1_true_ee"], rtol=1e-2)
     assert set(head_error(enc.state_head, enc(imgs.flatten(0, 1).float() / 255).reshape(
         len(imgs), 2, 4, 512), states, objects)) == set(report["head_error"])
+
+
+def test_vision_pretraining_under_bf16_autocast(world_root):
+    """``amp="bf16"`` trains the trunk under bfloat16 autocast; the trained trunk still serves in float32."""
+    import pytest
+
+    from tests.training.conftest import POINTS, SUITE
+    from training.data.dataset import AmplifyDataset
+    from training.vision_pretrain import _amp_dtype, cpu_bf16_native, pretrain_vision
+
+    def ds(sel):
+        return AmplifyDataset(world_root, [sel], VIEWS, POINTS, 16, 1, frame_stride=8)
+
+    enc, report = pretrain_vision(ds(f"[{SUITE}:traj0.67]"), None, image_size=64, steps=2, batch_size=4,
+                                  progress=False, probe=False, amp="bf16")
+    assert report["amp"] == "bf16" and report["final_loss"] > 0
+    assert all(p.dtype == torch.float32 for p in enc.parameters())
+    assert enc(torch.rand(1, 64, 64, 3)).dtype == torch.float32
+    assert _amp_dtype("auto") == (torch.bfloat16 if cpu_bf16_native() else None) and _amp_dtype("off") is None
+    with pytest.raises(ValueError, match="amp must be"):
+        _amp_dtype("fp16")
