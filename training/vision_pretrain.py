@@ -388,7 +388,8 @@ def pretrain_vision(train_set, val_set, image_size: int = 64, steps: int = 400, 
     report["seconds"] = time.perf_counter() - t0
     report["cpu_seconds"] = time.process_time() - c0  # all threads of this process: the cost under load
     scenes = f" and {len(extra[0])} rendered scene layouts" if extra is not None else ""
-    enc.note = (f"ResNet-18 trained ({steps} steps of {batch_size}) to regress the scene state from both views of the "
+    amp_note = ", bfloat16 autocast" if amp_dtype is not None else ""
+    enc.note = (f"ResNet-18 trained ({steps} steps of {batch_size}{amp_note}) to regress the scene state from both views of the "
                 f"demonstrations{scenes} at {image_size} px, BatchNorm recalibrated, frozen (training/vision_pretrain.py)")
     return enc, report
 
