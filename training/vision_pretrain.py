@@ -282,7 +282,7 @@ def pretrain_vision(train_set, val_set, image_size: int = 64, steps: int = 400, 
                     extra: tuple[torch.Tensor, np.ndarray] | None = None, head: str = "linear",
                     frame: str = "absolute", keypoints: int = 32, position_weight: float = 1.0,
                     probe: bool = True, probe_random: bool = True, objects: str = "slot",
-                    eval_every: int = 0) -> tuple[VisionEncoder, dict]:
+                    eval_every: int = 0, amp: str = "off") -> tuple[VisionEncoder, dict]:
     """Train a ResNet-18 trunk to regress the standardized scene state from all views' tokens.
 
     ``extra``: more (images, states, object names) to train on (e.g. :func:`render_scenes`).
@@ -294,6 +294,9 @@ def pretrain_vision(train_set, val_set, image_size: int = 64, steps: int = 400, 
     final report measures it (BatchNorm recalibrated, eval mode; the training itself is unchanged),
     in ``report["curve"]``: a learning curve of one run under one OneCycle schedule, not of
     separate shorter runs.
+    ``amp``: ``bf16`` runs the trunk's forward and backward under bfloat16 autocast (weights, head and loss stay
+    float32); ``auto`` does so only where the CPU multiplies bfloat16 natively (:func:`cpu_bf16_native`), ``off``
+    never. The trained trunk is served in float32 either way.
     ``head``/``keypoints``:
     see :class:`StateHead`; ``frame``: see :func:`to_frame`; ``position_weight``: loss weight of the
     effector's and objects' xyz relative to the other state entries. Returns the trained,
@@ -314,7 +317,9 @@ def pretrain_vision(train_set, val_set, image_size: int = 64, steps: int = 400, 
     vimgs, vstates = load_frames(val_set) if val_set is not None else (imgs[:0], states[:0])
     vobjs = frame_objects(val_set) if val_set is not None else []
     vimgs = _resize(vimgs, image_size)
+    amp_dtype = _amp_dtype(amp)
     report: dict = {"image_size": image_size, "steps": steps, "batch_size": batch_size, "lr": lr, "head": head,
+                    "amp": "bf16" if amp_dtype is not None else "off",
                     "frame": frame, "objects": objects, "position_weight": position_weight, "train_samples": len(imgs),
                     "rendered_scenes": 0 if extra is None else len(extra[0]),
                     "val_samples": len(vimgs), "seconds_load": time.perf_counter() - t0}
@@ -367,7 +372,9 @@ def pretrain_vision(train_set, val_set, image_size: int = 64, steps: int = 400, 
     for step in range(steps):
         idx = torch.randint(0, len(imgs), (batch_size,), generator=gen)
         x = imgs[idx].reshape(batch_size * v, image_size, image_size, 3).permute(0, 3, 1, 2).float() / 255.0
-        tok = trunk(x).flatten(2).transpose(1, 2).reshape(batch_size, v, cfg.num_tokens, -1)  # as the encoder's tokens
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=amp_dtype is not None):
+            feats = trunk(x)
+        tok = feats.float().flatten(2).transpose(1, 2).reshape(batch_size, v, cfg.num_tokens, -1)  # as the encoder's tokens
         m = mask[idx]
         loss = ((state_head(tok) - target[idx]).pow(2) * weight * m).sum() / m.sum()
         opt.zero_grad(set_to_none=True)
@@ -401,9 +408,27 @@ def pretrain_vision(train_set, val_set, image_size: int = 64, steps: int = 400, 
     report["seconds"] = time.perf_counter() - t0
     report["cpu_seconds"] = time.process_time() - c0  # all threads of this process: the cost under load
     scenes = f" and {len(extra[0])} rendered scene layouts" if extra is not None else ""
-    enc.note = (f"ResNet-18 trained ({steps} steps of {batch_size}) to regress the scene state from both views of the "
+    amp_note = ", bfloat16 autocast" if amp_dtype is not None else ""
+    enc.note = (f"ResNet-18 trained ({steps} steps of {batch_size}{amp_note}) to regress the scene state from both views of the "
                 f"demonstrations{scenes} at {image_size} px, BatchNorm recalibrated, frozen (training/vision_pretrain.py)")
     return enc, report
+
+
+def cpu_bf16_native() -> bool:
+    """Whether this CPU multiplies bfloat16 in hardware (AVX512-BF16 or AMX), where autocast pays;
+    elsewhere oneDNN emulates it and bfloat16 training is slower than float32."""
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
+
+
+def _amp_dtype(amp: str) -> torch.dtype | None:
+    if amp == "bf16" or (amp == "auto" and cpu_bf16_native()):
+        return torch.bfloat16
+    if amp in ("off", "auto"):
+        return None
+    raise ValueError(f"amp must be off, bf16 or auto, got {amp!r}")
 
 
 @torch.no_grad()
@@ -450,6 +475,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--frame", default="absolute", choices=["absolute", "relative"])
     p.add_argument("--objects", default="slot", choices=["slot", "named"])
     p.add_argument("--position-weight", type=float, default=1.0)
+    p.add_argument("--amp", default="off", choices=["off", "bf16", "auto"],
+                   help="bfloat16 autocast for the trunk while training (auto: where the CPU has it natively)")
     p.add_argument("--no-probe", action="store_true", help="skip the ridge probes (the head's own error is still reported)")
     p.add_argument("--no-random-probe", action="store_true", help="skip the ridge probe of the random trunk")
     p.add_argument("--eval-every", type=int, default=0,
@@ -464,7 +491,7 @@ def main(argv: list[str] | None = None) -> None:
     enc, report = pretrain_vision(train, val, a.image_size, a.steps, a.batch_size, a.lr, extra=extra, head=a.head,
                                   frame=a.frame, keypoints=a.keypoints, position_weight=a.position_weight,
                                   probe=not a.no_probe, probe_random=not a.no_random_probe, objects=a.objects,
-                                  eval_every=a.eval_every)
+                                  eval_every=a.eval_every, amp=a.amp)
     save_pretrained(enc, a.out)
     Path(a.out).with_suffix(".json").write_text(json.dumps(report, indent=1))
     print(json.dumps(report, indent=1))

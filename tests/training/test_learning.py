@@ -228,3 +228,24 @@ def test_vision_pretraining_curve_measures_without_changing_training(world_root)
     assert report["curve"][0]["head_objects_l1"] != report["curve"][-1]["head_objects_l1"]
     x = torch.rand(2, 64, 64, 3)
     assert torch.equal(enc(x), plain(x))
+
+
+def test_vision_pretraining_under_bf16_autocast(world_root):
+    """``amp="bf16"`` trains the trunk under bfloat16 autocast; the trained trunk still serves in float32."""
+    import pytest
+
+    from tests.training.conftest import POINTS, SUITE
+    from training.data.dataset import AmplifyDataset
+    from training.vision_pretrain import _amp_dtype, cpu_bf16_native, pretrain_vision
+
+    def ds(sel):
+        return AmplifyDataset(world_root, [sel], VIEWS, POINTS, 16, 1, frame_stride=8)
+
+    enc, report = pretrain_vision(ds(f"[{SUITE}:traj0.67]"), None, image_size=64, steps=2, batch_size=4,
+                                  progress=False, probe=False, amp="bf16")
+    assert report["amp"] == "bf16" and report["final_loss"] > 0
+    assert all(p.dtype == torch.float32 for p in enc.parameters())
+    assert enc(torch.rand(1, 64, 64, 3)).dtype == torch.float32
+    assert _amp_dtype("auto") == (torch.bfloat16 if cpu_bf16_native() else None) and _amp_dtype("off") is None
+    with pytest.raises(ValueError, match="amp must be"):
+        _amp_dtype("fp16")
