@@ -61,6 +61,9 @@ class MTTrainConfig(TrainConfig):
     # extra loss weight of point-steps that move (> 0.5 px): 0 is the original loss (get_loss); with
     # few moving points (0.5 % in a fixed camera) the plain mean is minimized by "nothing moves"
     moving_weight: float = 0.0
+    # per-view overrides of moving_weight ({view: weight}; views not named use moving_weight): a
+    # fixed camera's few moving points (agentview) can be weighted more than a moving camera's
+    moving_weights: dict[str, float] = field(default_factory=dict)
     # learning-rate multiplier of the FSQ quantizer's projections (project_in grows fast and drives
     # every code to an extreme level; a smaller rate keeps its input in tanh's responsive range)
     quantizer_lr_scale: float = 1.0

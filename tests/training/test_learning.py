@@ -71,6 +71,31 @@ def test_moving_weight_zero_is_the_original_loss_and_weights_moving_points():
     assert torch.allclose(weighted.weighted_loss(logits, tracks), expect)
 
 
+def test_moving_weights_per_view():
+    tracks = _tracks().repeat(2, 1, 1, 1, 1)
+    tracks[:, 0, :, 1, 1] = torch.tensor([-0.1, 0.0, 0.1])  # agentview point 1 moves 6.4 px per step
+    loss = MTLoss(_mt(), moving_weight=10.0, moving_weights={"agentview": 30.0})
+    assert loss.view_moving_weights == [30.0, 10.0]
+    vel = points_to_velocities(tracks, 2)
+    _, logits = loss.mt.decode(loss.mt.quantize(loss.mt.encode(vel))[0], fast=True)
+    per_point = loss.mt.loss_per_point(logits, tracks)  # (b, v, t, n)
+    wa, we = torch.ones_like(per_point[:, 0]), torch.ones_like(per_point[:, 1])
+    wa[:, :, 1], we[:, :, 0] = 31.0, 11.0
+    expect = 0.9 * (per_point[:, 0] * wa).sum() / wa.sum() + 0.1 * (per_point[:, 1] * we).sum() / we.sum()
+    assert torch.allclose(loss.weighted_loss(logits, tracks), expect)
+    same = MTLoss(loss.mt, moving_weight=10.0, moving_weights={"agentview": 10.0, "eye_in_hand": 10.0})
+    assert torch.allclose(same.weighted_loss(logits, tracks), MTLoss(loss.mt, moving_weight=10.0).weighted_loss(logits, tracks))
+    only = MTLoss(loss.mt, moving_weights={"agentview": 30.0})  # moving_weight 0: the named view only
+    assert only.view_moving_weights == [30.0, 0.0]
+    assert not torch.allclose(only(dict(tracks=tracks))[0], loss.mt.get_loss(None, logits, vel, tracks))
+    try:
+        MTLoss(loss.mt, moving_weights={"wrist": 1.0})
+    except ValueError as e:
+        assert "wrist" in str(e)
+    else:
+        raise AssertionError("an unknown view must be refused")
+
+
 def test_fsq_input_norm_is_opt_in():
     assert MotionTokenizerConfig().fsq_input_norm is False  # original checkpoints keep their numbers
     vel = points_to_velocities(_tracks(), 2) * 50

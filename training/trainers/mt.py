@@ -28,23 +28,30 @@ def mt_dataset(cfg: MTTrainConfig, selection: list[str], load_images: bool = Fal
 class MTLoss(nn.Module):
     """batch -> (MT loss, metrics)."""
 
-    def __init__(self, mt: MotionTokenizer, fast_decoder: bool = True, moving_weight: float = 0.0):
+    def __init__(self, mt: MotionTokenizer, fast_decoder: bool = True, moving_weight: float = 0.0,
+                 moving_weights: dict[str, float] | None = None):
         super().__init__()
         self.mt = mt
         self.fast_decoder = fast_decoder
+        unknown = sorted(set(moving_weights or {}) - set(mt.cfg.views))
+        if unknown:
+            raise ValueError(f"moving_weights: unknown views {unknown}; the views are {mt.cfg.views}")
+        self.view_moving_weights = [float((moving_weights or {}).get(v, moving_weight)) for v in mt.cfg.views]
         self.moving_weight = moving_weight
 
     def weighted_loss(self, logits: torch.Tensor, tracks: torch.Tensor) -> torch.Tensor:
         """``get_loss`` with each point-step weighted ``1 + moving_weight`` where its true step moves
-        more than ``MOVING_PX`` pixels (else 1): a weighted mean per view, then the views' weights."""
+        more than ``MOVING_PX`` pixels (else 1), ``moving_weight`` per view (``moving_weights``): a
+        weighted mean per view, then the views' weights."""
         cfg = self.mt.cfg
         per_point = self.mt.loss_per_point(logits, tracks)  # (b, v, t, n)
         half = torch.as_tensor(cfg.img_shape, dtype=tracks.dtype, device=tracks.device) / 2
         step = (torch.nan_to_num(tracks[:, :, 1:] - tracks[:, :, :-1]) * half).norm(dim=-1)  # (b, v, t, n) px
-        w = 1.0 + self.moving_weight * (step > MOVING_PX).to(per_point.dtype)
+        moving = (step > MOVING_PX).to(per_point.dtype)
         total = per_point.new_zeros(())
         for i, view in enumerate(cfg.views):
-            total = total + cfg.loss_weights.get(view, 1.0) * (per_point[:, i] * w[:, i]).sum() / w[:, i].sum()
+            w = 1.0 + self.view_moving_weights[i] * moving[:, i]
+            total = total + cfg.loss_weights.get(view, 1.0) * (per_point[:, i] * w).sum() / w.sum()
         return total
 
     def forward(self, batch: dict[str, torch.Tensor]):
@@ -54,7 +61,7 @@ class MTLoss(nn.Module):
         # The separable decoder computes the same logits as the reference (and is differentiable)
         # without materializing the per-point MLP's (b, v, t, n, 3h) input: several times faster.
         recon, logits = self.mt.decode(codes, fast=self.fast_decoder)
-        if self.moving_weight:
+        if any(self.view_moving_weights):
             loss = self.weighted_loss(logits, tracks)
         else:
             loss = self.mt.get_loss(recon, logits, vel, tracks)
@@ -90,7 +97,7 @@ class MTTask(TrainTask):
         self.mt = MotionTokenizer(cfg.model)
         if cfg.input_init:
             scale_input_projection(self.mt, self.train_set)
-        self.loss_module = MTLoss(self.mt, moving_weight=cfg.moving_weight)
+        self.loss_module = MTLoss(self.mt, moving_weight=cfg.moving_weight, moving_weights=cfg.moving_weights)
 
     def lr_scales(self) -> dict[nn.Parameter, float]:
         return {p: self.cfg.quantizer_lr_scale for p in self.mt.quantize.parameters()}
