@@ -3,8 +3,8 @@
     amplify build-default [--out DIR] [--work DIR] [--quick] [--eval-per-task 10]
 
 Steps: generate demonstrations, tracks and text embeddings with the built-in world (LIBERO / AMPLIFY
-layouts) -> train the motion tokenizer -> train forward dynamics (frozen MT targets; seeded random
-frozen ResNet-18 pretrained on the world's images, tokens cached) -> train inverse dynamics on the
+layouts) -> train the motion tokenizer -> train forward dynamics (frozen MT targets; a frozen
+ResNet-18 pretrained on the world's images, seeded random with ``vision.steps=0``; tokens cached) -> train inverse dynamics on the
 tokenized true future tracks (``codes=gt``; ``--set id.codes=fd`` trains it on FD's predicted codes
 instead) -> bundle with the instruction table -> ``--out`` (default ``amplify.defaults.default_bundle_dir()``). Sizes are chosen
 to finish in minutes on a small CPU; ``--set part.key=value`` changes any of them (e.g.
