@@ -26,6 +26,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from amplify.config import VisionEncoderConfig
+from amplify.devices import native_bf16
 from amplify.models.vision import VisionEncoder
 from training.vision import build_vision_encoder, calibrate_batchnorm, save_vision
 from world.scene import N_EE  # state entries before the objects' xyz (effector xyz, opening, held, hold offset)
@@ -295,8 +296,9 @@ def pretrain_vision(train_set, val_set, image_size: int = 64, steps: int = 400, 
     in ``report["curve"]``: a learning curve of one run under one OneCycle schedule, not of
     separate shorter runs.
     ``amp``: ``bf16`` runs the trunk's forward and backward under bfloat16 autocast (weights, head and loss stay
-    float32); ``auto`` does so only where the CPU multiplies bfloat16 natively (:func:`cpu_bf16_native`), ``off``
-    never. The trained trunk is served in float32 either way.
+    float32); ``auto`` does so only where the CPU multiplies bfloat16 natively
+    (:func:`amplify.devices.native_bf16`; emulated, it is slower than float32), ``off`` never. The trained
+    trunk is served in float32 either way.
     ``head``/``keypoints``:
     see :class:`StateHead`; ``frame``: see :func:`to_frame`; ``position_weight``: loss weight of the
     effector's and objects' xyz relative to the other state entries. Returns the trained,
@@ -326,7 +328,8 @@ def pretrain_vision(train_set, val_set, image_size: int = 64, steps: int = 400, 
 
     enc = build_vision_encoder(cfg, seed)
     calib = probe_imgs[np.linspace(0, len(probe_imgs) - 1, min(128, len(probe_imgs))).round().astype(int)]
-    calibrate_batchnorm(enc, calib.reshape(-1, *calib.shape[2:]).float() / 255.0)
+    calib = calib.reshape(-1, *calib.shape[2:]).float() / 255.0  # (frames x views, H, W, 3) for BatchNorm
+    calibrate_batchnorm(enc, calib)
     if len(vimgs) and probe and probe_random:
         report["random"] = position_probe(encode_all(enc, probe_imgs), probe_states, encode_all(enc, vimgs), vstates)
         log(f"vision probe, random trunk: {json.dumps(report['random'])}")
@@ -349,6 +352,7 @@ def pretrain_vision(train_set, val_set, image_size: int = 64, steps: int = 400, 
     weight = weight / weight.mean()
     v = imgs.shape[1]
     state_head = StateHead(v, cfg.num_tokens, cfg.embed_dim, len(cols), head, keypoints)
+    head_info = {"head": state_head, "cols": cols, "mean": mu, "std": sd, "frame": frame, "names": names}  # how to decode it
     trunk = enc.model
     params = list(trunk.parameters()) + list(state_head.parameters())
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=1e-4)
@@ -360,10 +364,9 @@ def pretrain_vision(train_set, val_set, image_size: int = 64, steps: int = 400, 
     curve = []
 
     def evaluate(done: int) -> None:  # the held-out head error now, measured as the final one is
-        calibrate_batchnorm(enc, calib.reshape(-1, *calib.shape[2:]).float() / 255.0)
+        calibrate_batchnorm(enc, calib)
         vf = encode_all(enc, vimgs).reshape(len(vimgs), v, cfg.num_tokens, -1)
-        err = head_error({"head": state_head, "cols": cols, "mean": mu, "std": sd, "frame": frame, "names": names},
-                         vf, vstates, vobjs)
+        err = head_error(head_info, vf, vstates, vobjs)
         curve.append({"step": done, "loss": float(np.mean(losses[-50:])), **err,
                       "seconds": time.perf_counter() - t1})
         log(f"vision pretrain step {done}/{steps} held-out head error: {json.dumps(err)}")
@@ -389,10 +392,10 @@ def pretrain_vision(train_set, val_set, image_size: int = 64, steps: int = 400, 
             evaluate(step + 1)
     for p in list(trunk.parameters()) + list(state_head.parameters()):
         p.requires_grad_(False)
-    calibrate_batchnorm(enc, calib.reshape(-1, *calib.shape[2:]).float() / 255.0)
+    calibrate_batchnorm(enc, calib)
     enc.eval()
     state_head.eval()
-    enc.state_head = {"head": state_head, "cols": cols, "mean": mu, "std": sd, "frame": frame, "names": names}
+    enc.state_head = head_info
     report["final_loss"] = float(np.mean(losses[-50:])) if losses else 0.0
     if curve:
         report["curve"] = curve
@@ -414,17 +417,8 @@ def pretrain_vision(train_set, val_set, image_size: int = 64, steps: int = 400, 
     return enc, report
 
 
-def cpu_bf16_native() -> bool:
-    """Whether this CPU multiplies bfloat16 in hardware (AVX512-BF16 or AMX), where autocast pays;
-    elsewhere oneDNN emulates it and bfloat16 training is slower than float32."""
-    try:
-        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    except (AttributeError, RuntimeError):
-        return False
-
-
 def _amp_dtype(amp: str) -> torch.dtype | None:
-    if amp == "bf16" or (amp == "auto" and cpu_bf16_native()):
+    if amp == "bf16" or (amp == "auto" and native_bf16("cpu")):
         return torch.bfloat16
     if amp in ("off", "auto"):
         return None

@@ -261,7 +261,8 @@ def test_vision_pretraining_under_bf16_autocast(world_root):
 
     from tests.training.conftest import POINTS, SUITE
     from training.data.dataset import AmplifyDataset
-    from training.vision_pretrain import _amp_dtype, cpu_bf16_native, pretrain_vision
+    from amplify.devices import native_bf16
+    from training.vision_pretrain import _amp_dtype, pretrain_vision
 
     def ds(sel):
         return AmplifyDataset(world_root, [sel], VIEWS, POINTS, 16, 1, frame_stride=8)
@@ -271,6 +272,6 @@ def test_vision_pretraining_under_bf16_autocast(world_root):
     assert report["amp"] == "bf16" and report["final_loss"] > 0
     assert all(p.dtype == torch.float32 for p in enc.parameters())
     assert enc(torch.rand(1, 64, 64, 3)).dtype == torch.float32
-    assert _amp_dtype("auto") == (torch.bfloat16 if cpu_bf16_native() else None) and _amp_dtype("off") is None
+    assert _amp_dtype("auto") == (torch.bfloat16 if native_bf16("cpu") else None) and _amp_dtype("off") is None
     with pytest.raises(ValueError, match="amp must be"):
         _amp_dtype("fp16")
