@@ -1,0 +1,229 @@
+"""Issue 17 target 1: where the prepared FD stage's time goes at batch 1, and float32 products on
+oneDNN's packed weights (``InferenceLinear`` with ``onednn``, the default) against MKL's ``mm`` (the
+previous default), side by side in one run, in turns, per thread count.
+
+    python -m benchmarks.onednn_linear [--bundle DIR] [--threads 1,2] [--repeats 6] [--batches 1,16]
+
+Without ``--bundle`` a random paper bundle is written once (``amplify init --preset paper``) under
+``benchmarks/.cache``. Prints a markdown report (ratios = MKL time / oneDNN time) and writes it with its
+JSON to ``benchmarks/results/<stamp>-onednn-linear.md|json``. Sections, per thread count:
+
+1. the FD weights' products alone (the 32 trunk weights and the unembedding, one product each) at 1,
+   16 and 100 rows, against one read of the same weights (``sum``);
+2. the FD stage at batch 1 taken apart: the 100-token prefix, one decoding step at position 100,
+   that step's 32 products alone, attention over the cache alone, and the per-token rest (logits,
+   argmax, code lookup); the sum of the parts against the measured prediction;
+3. FD prediction and the whole ``act`` at each batch, both paths, with their indices compared.
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import datetime as dt
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from einops import rearrange
+
+from amplify import AMPLIFY
+from benchmarks.common import machine_info, time_interleaved
+from benchmarks.inprocess import make_inputs
+
+PATHS = ("mkl", "onednn")
+
+
+def ms(r: dict) -> float:
+    return r["median_s"] * 1e3
+
+
+def fd_linears(model: AMPLIFY) -> list:
+    """FD's InferenceLinear layers in step order (8 x qkv, out, fc, fc_out), then the unembedding."""
+    fd = model.forward_dynamics
+    return [lin for layer in fd.fused_decoder.layers for lin in (layer[1], layer[2], layer[4], layer[5])] + [fd.unembed]
+
+
+def products(models: dict[str, AMPLIFY], repeats: int) -> dict:
+    """The FD weights' products alone at 1, 16 and 100 rows, each path, and one read of the weights."""
+    lins = {k: fd_linears(m) for k, m in models.items()}
+    weights = [lin.weight_t for lin in lins["mkl"]]
+    nbytes = sum(w.numel() * w.element_size() for w in weights)
+    out: dict = {"weight_bytes": nbytes}
+    for n in (1, 16, 100):
+        xs = [torch.randn(n, lin.in_features) for lin in lins["mkl"]]
+        fns = {k: (lambda ls=ls: [lin.matmul2d(x) for lin, x in zip(ls, xs)]) for k, ls in lins.items()}
+        if n == 1:
+            fns["weight_read_sum"] = lambda: [w.sum() for w in weights]
+        r = time_interleaved(fns, repeats=repeats * 2, warmup=2)
+        out[n] = {k: {"ms": ms(v), "GB_per_s": nbytes / v["median_s"] / 1e9,
+                      "GFLOP_per_s": 2 * n * nbytes / 4 / v["median_s"] / 1e9} for k, v in r.items()}
+    return out
+
+
+def step_parts(model: AMPLIFY, cond: torch.Tensor) -> dict[str, callable]:
+    """Callables for the parts of one batch-1 FD prediction of a prepared model."""
+    fd = model.forward_dynamics
+    fused = fd.fused_decoder
+    b, h = cond.shape[0], fd.cfg.hidden_dim
+    prefix_x = torch.cat([cond, fd.sos_token.expand(b, -1, -1)], dim=1)
+    cache = fd.trunk.kv_buffers()
+    fd.trunk.forward_cached(prefix_x, cache)
+    p = cache[0].length
+    code = fd.quantize.indices_to_codes(torch.zeros(b, 1, dtype=torch.long))[:, 0]
+    lins = fd_linears(model)[:-1]
+    xs = [torch.randn(b, lin.in_features) for lin in lins]
+    nh = fused.num_heads
+    q = torch.randn(b, nh, 1, h // nh)
+    last = torch.randn(b, h)
+
+    def step():
+        for buf in cache:
+            buf.length = p
+        fused.step(code, cache)
+
+    def per_token():  # what predict does per token besides the step: logits, argmax, the chosen code
+        logits = fd._logits(last)
+        idx = fd._choose(logits, "argmax", None)
+        fd.quantize.indices_to_codes(idx[:, None])
+
+    return {"predict": lambda: fd.predict(cond),
+            "prefix": lambda: fd.trunk.forward_cached(prefix_x, fd.trunk.kv_buffers()),
+            "step": step,
+            "step_products": lambda: [lin.matmul2d(x) for lin, x in zip(lins, xs)],
+            "attention": lambda: [F.scaled_dot_product_attention(q, buf.k[:, :, :p + 1], buf.v[:, :, :p + 1])
+                                  for buf in cache],
+            "per_token_rest": per_token}
+
+
+def fd_breakdown(models: dict[str, AMPLIFY], cond: torch.Tensor, repeats: int) -> dict:
+    parts = {k: step_parts(m, cond) for k, m in models.items()}
+    fns = {f"{k}:{part}": fn for k, p in parts.items() for part, fn in p.items()}
+    r = time_interleaved(fns, repeats=repeats, warmup=1)
+    steps = models["mkl"].cfg.forward_dynamics.pred_seq_len
+    out: dict = {}
+    for k in parts:
+        d = {part: ms(r[f"{k}:{part}"]) for part in parts[k]}
+        d["step_other"] = d["step"] - d["step_products"]
+        d["sum_of_parts"] = d["prefix"] + (steps - 1) * d["step"] + steps * d["per_token_rest"]
+        out[k] = d
+    return out
+
+
+def run(bundle: Path, threads: list[int], batches: list[int], repeats: int) -> dict:
+    base = AMPLIFY.load(bundle).eval().requires_grad_(False)
+    models = {"mkl": copy.deepcopy(base).prepare_for_inference(onednn=False),
+              "onednn": copy.deepcopy(base).prepare_for_inference(onednn=True)}
+    assert all(lin.packed is None for lin in fd_linears(models["mkl"]))
+    lins = fd_linears(models["onednn"])
+    res: dict = {"bundle": str(bundle), "threads": {},
+                 "fd_layers_packed": f"{sum(lin.packed is not None for lin in lins)} of {len(lins)}",
+                 "packed_weight_mb": sum(m.weight_t.numel() * 4 for m in models["onednn"].modules()
+                                         if getattr(m, "packed", None) is not None) / 1e6}
+    with torch.no_grad():
+        x = {b: make_inputs(base, b) for b in batches}
+        cond = {}
+        for b in batches:
+            tokens = base.image_tokens(x[b]["images"])
+            cond[b] = base.forward_dynamics.get_cond_tokens(rearrange(tokens, "b v p d -> b (v p) d"),
+                                                            torch.from_numpy(x[b]["text_emb"]))
+        # indices: both paths against the unprepared cached model, and at batch 1 the uncached reference
+        same = {}
+        for b in batches:
+            ref = base.forward_dynamics.predict(cond[b])
+            same[b] = {k: bool(torch.equal(m.forward_dynamics.predict(cond[b]), ref)) for k, m in models.items()}
+            if b == 1:
+                same[b]["reference_uncached_equals_cached"] = bool(
+                    torch.equal(base.forward_dynamics.predict_uncached(cond[b]), ref))
+            a_mkl = models["mkl"].act(x[b]["images"], x[b]["proprio"], text_emb=x[b]["text_emb"])
+            a_one = models["onednn"].act(x[b]["images"], x[b]["proprio"], text_emb=x[b]["text_emb"])
+            same[b]["act_max_abs_diff_onednn_vs_mkl"] = float((a_mkl - a_one).abs().max())
+        res["indices_equal_unprepared"] = same
+        del base
+        for t in threads:
+            torch.set_num_threads(t)
+            tr: dict = {"products": products(models, repeats)}
+            if 1 in batches:
+                tr["fd_b1"] = fd_breakdown(models, cond[1], repeats)
+            for b in batches:
+                fns = {f"fd_predict:{k}": (lambda m=m, c=cond[b]: m.forward_dynamics.predict(c)) for k, m in models.items()}
+                fns.update({f"act:{k}": (lambda m=m, xb=x[b]: m.act(xb["images"], xb["proprio"], text_emb=xb["text_emb"]))
+                            for k, m in models.items()})
+                r = time_interleaved(fns, repeats=repeats if b < 8 else max(3, repeats // 2), warmup=1)
+                tr[f"batch{b}"] = {k: ms(v) for k, v in r.items()}
+            tr["load_average"] = os.getloadavg()
+            res["threads"][t] = tr
+            print(f"threads {t} done, load {tr['load_average']}", file=sys.stderr, flush=True)
+    return res
+
+
+def report(r: dict) -> list[str]:
+    L = [f"- bundle: {r['bundle']} (FD layers packed for oneDNN: {r['fd_layers_packed']}; packed copies of "
+         f"weights in the whole bundle: {r['packed_weight_mb']:.0f} MB)",
+         f"- machine: {json.dumps(r['machine'])}",
+         f"- indices equal to the unprepared model (cached FD): {json.dumps(r['indices_equal_unprepared'])}", ""]
+    for t, tr in r["threads"].items():
+        L += [f"## {t} thread(s) (load average after: {', '.join(f'{v:.2f}' for v in tr['load_average'])})", "",
+              "### FD weights' products alone (33 products, "
+              f"{tr['products']['weight_bytes'] / 1e6:.1f} MB)", "",
+              "| rows | MKL mm ms | oneDNN packed ms | MKL / oneDNN | oneDNN GB/s | oneDNN GFLOP/s | one read (sum) ms, GB/s |",
+              "|---|---|---|---|---|---|---|"]
+        for n in (1, 16, 100):
+            p = tr["products"][n]
+            read = p.get("weight_read_sum")
+            L.append(f"| {n} | {p['mkl']['ms']:.2f} | {p['onednn']['ms']:.2f} | **{p['mkl']['ms'] / p['onednn']['ms']:.2f}x** | "
+                     f"{p['onednn']['GB_per_s']:.1f} | {p['onednn']['GFLOP_per_s']:.1f} | "
+                     + (f"{read['ms']:.2f}, {read['GB_per_s']:.1f} |" if read else "- |"))
+        if "fd_b1" in tr:
+            f = tr["fd_b1"]
+            L += ["", "### FD stage at batch 1, taken apart (median ms)", "",
+                  "| part | MKL | oneDNN | MKL / oneDNN |", "|---|---|---|---|"]
+            for part in ("predict", "prefix", "step", "step_products", "step_other", "attention", "per_token_rest",
+                         "sum_of_parts"):
+                L.append(f"| {part} | {f['mkl'][part]:.2f} | {f['onednn'][part]:.2f} | {f['mkl'][part] / f['onednn'][part]:.2f}x |")
+        L += ["", "### FD prediction and `act` (median ms)", "", "| batch | what | MKL | oneDNN | MKL / oneDNN |", "|---|---|---|---|---|"]
+        for key, v in tr.items():
+            if key.startswith("batch"):
+                for what in ("fd_predict", "act"):
+                    a, o = v[f"{what}:mkl"], v[f"{what}:onednn"]
+                    L.append(f"| {key[5:]} | {what} | {a:.1f} | {o:.1f} | **{a / o:.2f}x** |")
+        L.append("")
+    return L
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--bundle", help="bundle directory (default: a cached random paper bundle)")
+    p.add_argument("--threads", default="1,2")
+    p.add_argument("--batches", default="1,16")
+    p.add_argument("--repeats", type=int, default=6)
+    p.add_argument("--out", default=str(Path(__file__).parent / "results"))
+    a = p.parse_args(argv)
+    bundle = Path(a.bundle) if a.bundle else Path(__file__).parent / ".cache" / "random-paper"
+    if not (bundle / "config.json").exists():
+        subprocess.run([sys.executable, "-m", "amplify", "init", "--preset", "paper", "--out", str(bundle)],
+                       check=True, cwd=Path(__file__).resolve().parents[1])
+    start = dt.datetime.now(dt.timezone.utc)
+    r = {"command": "python -m benchmarks.onednn_linear " + " ".join(sys.argv[1:] if argv is None else argv),
+         "date": start.isoformat(timespec="seconds"), "machine": machine_info(),
+         **run(bundle, [int(t) for t in a.threads.split(",")], [int(b) for b in a.batches.split(",")], a.repeats)}
+    r["load_average_end"] = os.getloadavg()
+    lines = [f"# oneDNN packed vs MKL float32 products ({r['date']})", "", f"- command: `{r['command']}`", *report(r),
+             f"- load average at the end: {', '.join(f'{v:.2f}' for v in r['load_average_end'])}"]
+    text = "\n".join(lines) + "\n"
+    print(text)
+    out = Path(a.out)
+    out.mkdir(parents=True, exist_ok=True)
+    stem = out / f"{start.strftime('%Y%m%d-%H%M')}-onednn-linear"
+    stem.with_suffix(".md").write_text(text)
+    stem.with_suffix(".json").write_text(json.dumps(r, indent=1, default=str))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
