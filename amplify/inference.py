@@ -87,13 +87,15 @@ class InferenceLinear(nn.Module):
         self.register_buffer("weight_t", linear.weight.detach().t().contiguous().to(dtype))  # (in, out)
         self.register_buffer("bias", None if linear.bias is None else linear.bias.detach().to(out_dtype, copy=True))
         self.packed: torch.Tensor | None = None  # oneDNN's layout of W, an opaque (out, in) tensor
-        if onednn:
+        self.packed_min_rows = 1  # inputs of fewer rows take the mm path
+        size = self.in_features * self.out_features
+        if (onednn and not self.mixed and self.weight_t.device.type == "cpu" and size >= _PACK_MIN
+                and onednn_linear_available()):
             self._pack()
+            self.packed_min_rows = 1 if size >= _PACKED_ALWAYS else -(-_PACKED_MACS // size)
 
     def _pack(self) -> None:
-        if (not self.mixed and self.weight_t.device.type == "cpu" and self.in_features * self.out_features >= _PACK_MIN
-                and onednn_linear_available()):
-            self.packed = torch.ops.mkldnn._reorder_linear_weight(self.weight_t.t().contiguous(), None)
+        self.packed = torch.ops.mkldnn._reorder_linear_weight(self.weight_t.t().contiguous(), None)
 
     # the packed tensor has no storage to copy or pickle: a copy packs its own weight again
     def __getstate__(self) -> dict:
@@ -113,8 +115,7 @@ class InferenceLinear(nn.Module):
         return self.weight_t.t()
 
     def _use_packed(self, x2: torch.Tensor) -> bool:
-        size = self.in_features * self.out_features
-        return (self.packed is not None and (size >= _PACKED_ALWAYS or x2.shape[0] * size >= _PACKED_MACS)
+        return (self.packed is not None and x2.shape[0] >= self.packed_min_rows
                 and x2.device.type == "cpu" and x2.dtype == torch.float32
                 and not (x2.requires_grad and torch.is_grad_enabled())
                 and not torch.jit.is_scripting() and not torch.jit.is_tracing())

@@ -34,7 +34,7 @@ from einops import rearrange
 
 from amplify import AMPLIFY
 from benchmarks.common import machine_info, time_interleaved
-from benchmarks.inprocess import make_inputs
+from benchmarks.inprocess import floors, floors_from, make_inputs
 
 PATHS = ("mkl", "onednn")
 
@@ -144,6 +144,8 @@ def run(bundle: Path, threads: list[int], batches: list[int], repeats: int) -> d
             a_one = models["onednn"].act(x[b]["images"], x[b]["proprio"], text_emb=x[b]["text_emb"])
             same[b]["act_max_abs_diff_onednn_vs_mkl"] = float((a_mkl - a_one).abs().max())
         res["indices_equal_unprepared"] = same
+        if 1 in batches:  # issue 17's floor: its counts once, its rates in the same turns as act at batch 1
+            counts = floors(base, x[1], 1.0, 1.0)
         del base
         for t in threads:
             torch.set_num_threads(t)
@@ -154,7 +156,25 @@ def run(bundle: Path, threads: list[int], batches: list[int], repeats: int) -> d
                 fns = {f"fd_predict:{k}": (lambda m=m, c=cond[b]: m.forward_dynamics.predict(c)) for k, m in models.items()}
                 fns.update({f"act:{k}": (lambda m=m, xb=x[b]: m.act(xb["images"], xb["proprio"], text_emb=xb["text_emb"]))
                             for k, m in models.items()})
+                if b == 1:  # the floor's probes, as benchmarks.inprocess measures them
+                    n_mm = 2048
+                    ma, mb = torch.randn(n_mm, n_mm), torch.randn(n_mm, n_mm)
+                    src = torch.randn(256 * (1 << 20) // 4)
+                    dst = torch.empty_like(src)
+                    mb_packed = torch.ops.mkldnn._reorder_linear_weight(mb.t().contiguous(), None)
+                    fns["_probe_matmul"] = lambda: ma @ mb
+                    fns["_probe_matmul_onednn"] = lambda: torch.ops.mkldnn._linear_pointwise(ma, mb_packed, None, "none", [], "")
+                    fns["_probe_copy"] = lambda: dst.copy_(src)
                 r = time_interleaved(fns, repeats=repeats if b < 8 else max(3, repeats // 2), warmup=1)
+                if b == 1:
+                    bw = 2 * src.numel() * 4 / r.pop("_probe_copy")["median_s"]
+                    fl = floors_from(counts, 2 * n_mm**3 / r.pop("_probe_matmul")["median_s"], bw)
+                    fl1 = floors_from(counts, 2 * n_mm**3 / r.pop("_probe_matmul_onednn")["median_s"], bw)
+                    tr["floor"] = {"bandwidth_floor_ms": fl["bandwidth_floor_s"] * 1e3,
+                                   "matmul_GFLOP_per_s": fl["matmul_flops_per_s"] / 1e9,
+                                   "copy_GB_per_s": fl["copy_bytes_per_s"] / 1e9,
+                                   "bandwidth_floor_onednn_rate_ms": fl1["bandwidth_floor_s"] * 1e3,
+                                   "matmul_onednn_GFLOP_per_s": fl1["matmul_flops_per_s"] / 1e9}
                 tr[f"batch{b}"] = {k: ms(v) for k, v in r.items()}
             tr["load_average"] = os.getloadavg()
             res["threads"][t] = tr
@@ -192,6 +212,15 @@ def report(r: dict) -> list[str]:
                 for what in ("fd_predict", "act"):
                     a, o = v[f"{what}:mkl"], v[f"{what}:onednn"]
                     L.append(f"| {key[5:]} | {what} | {a:.1f} | {o:.1f} | **{a / o:.2f}x** |")
+        if "floor" in tr:
+            f, a1 = tr["floor"], tr["batch1"]
+            L += ["", f"- issue 17 bandwidth floor of one batch-1 `act` (same turns; MKL matmul probe "
+                      f"{f['matmul_GFLOP_per_s']:.1f} GFLOP/s, copy {f['copy_GB_per_s']:.1f} GB/s): "
+                      f"{f['bandwidth_floor_ms']:.1f} ms; `act` b=1 MKL {a1['act:mkl'] / f['bandwidth_floor_ms']:.2f}x it, "
+                      f"oneDNN **{a1['act:onednn'] / f['bandwidth_floor_ms']:.2f}x**",
+                  f"- the same floor with the matmul rate of oneDNN's packed product "
+                  f"({f['matmul_onednn_GFLOP_per_s']:.1f} GFLOP/s): {f['bandwidth_floor_onednn_rate_ms']:.1f} ms; "
+                  f"`act` b=1 oneDNN {a1['act:onednn'] / f['bandwidth_floor_onednn_rate_ms']:.2f}x it"]
         L.append("")
     return L
 
