@@ -101,14 +101,34 @@ def step_parts(model: AMPLIFY, cond: torch.Tensor) -> dict[str, callable]:
             "per_token_rest": per_token}
 
 
+def predict_steps_one_thread(model: AMPLIFY, cond: torch.Tensor) -> torch.Tensor:
+    """FD prediction with the prefix at torch's thread count and the one-token steps on one thread."""
+    fd, n = model.forward_dynamics, torch.get_num_threads()
+    fused = fd.fused_decoder
+    step = fused.step
+
+    def one_thread_step(x, cache):
+        torch.set_num_threads(1)
+        return step(x, cache)
+
+    fused.step = one_thread_step
+    try:
+        return fd.predict(cond)
+    finally:
+        del fused.step
+        torch.set_num_threads(n)
+
+
 def fd_breakdown(models: dict[str, AMPLIFY], cond: torch.Tensor, repeats: int) -> dict:
     parts = {k: step_parts(m, cond) for k, m in models.items()}
     fns = {f"{k}:{part}": fn for k, p in parts.items() for part, fn in p.items()}
+    if torch.get_num_threads() > 1:  # the lever of one-row steps on one thread, in the same turns
+        fns["onednn:predict_steps_1_thread"] = lambda: predict_steps_one_thread(models["onednn"], cond)
     r = time_interleaved(fns, repeats=repeats, warmup=1)
     steps = models["mkl"].cfg.forward_dynamics.pred_seq_len
     out: dict = {}
     for k in parts:
-        d = {part: ms(r[f"{k}:{part}"]) for part in parts[k]}
+        d = {part: ms(v) for key, v in r.items() for part in [key.split(":", 1)[1]] if key.startswith(k + ":")}
         d["step_other"] = d["step"] - d["step_products"]
         d["sum_of_parts"] = d["prefix"] + (steps - 1) * d["step"] + steps * d["per_token_rest"]
         out[k] = d
@@ -206,6 +226,10 @@ def report(r: dict) -> list[str]:
             for part in ("predict", "prefix", "step", "step_products", "step_other", "attention", "per_token_rest",
                          "sum_of_parts"):
                 L.append(f"| {part} | {f['mkl'][part]:.2f} | {f['onednn'][part]:.2f} | {f['mkl'][part] / f['onednn'][part]:.2f}x |")
+            if "predict_steps_1_thread" in f["onednn"]:
+                one = f["onednn"]["predict_steps_1_thread"]
+                L += ["", f"- oneDNN with the one-token steps on 1 thread (prefix on {t}): predict {one:.2f} ms, "
+                          f"{f['onednn']['predict'] / one:.2f}x the speed of all steps on {t} threads"]
         L += ["", "### FD prediction and `act` (median ms)", "", "| batch | what | MKL | oneDNN | MKL / oneDNN |", "|---|---|---|---|---|"]
         for key, v in tr.items():
             if key.startswith("batch"):
