@@ -55,13 +55,21 @@ def products(models: dict[str, AMPLIFY], repeats: int) -> dict:
     weights = [lin.weight_t for lin in lins["mkl"]]
     nbytes = sum(w.numel() * w.element_size() for w in weights)
     out: dict = {"weight_bytes": nbytes}
+    # for the record, not served: the same weights in bfloat16, torch's mm (what precision=bf16 runs) vs
+    # oneDNN's packed product
+    w16 = [w.to(torch.bfloat16) for w in weights]
+    p16 = [torch.ops.mkldnn._reorder_linear_weight(w.t().contiguous(), None) for w in w16]
     for n in (1, 16, 100):
         xs = [torch.randn(n, lin.in_features) for lin in lins["mkl"]]
+        x16 = [x.to(torch.bfloat16) for x in xs]
         fns = {k: (lambda ls=ls: [lin.matmul2d(x) for lin, x in zip(ls, xs)]) for k, ls in lins.items()}
+        fns["bf16_mm"] = lambda: [torch.mm(x, w) for x, w in zip(x16, w16)]
+        fns["bf16_onednn"] = lambda: [torch.ops.mkldnn._linear_pointwise(x, w, None, "none", [], "")
+                                      for x, w in zip(x16, p16)]
         if n == 1:
             fns["weight_read_sum"] = lambda: [w.sum() for w in weights]
         r = time_interleaved(fns, repeats=repeats * 2, warmup=2)
-        out[n] = {k: {"ms": ms(v), "GB_per_s": nbytes / v["median_s"] / 1e9,
+        out[n] = {k: {"ms": ms(v), "GB_per_s": nbytes / (2 if k.startswith("bf16") else 1) / v["median_s"] / 1e9,
                       "GFLOP_per_s": 2 * n * nbytes / 4 / v["median_s"] / 1e9} for k, v in r.items()}
     return out
 
@@ -219,6 +227,9 @@ def report(r: dict) -> list[str]:
             L.append(f"| {n} | {p['mkl']['ms']:.2f} | {p['onednn']['ms']:.2f} | **{p['mkl']['ms'] / p['onednn']['ms']:.2f}x** | "
                      f"{p['onednn']['GB_per_s']:.1f} | {p['onednn']['GFLOP_per_s']:.1f} | "
                      + (f"{read['ms']:.2f}, {read['GB_per_s']:.1f} |" if read else "- |"))
+        L += ["", "Not served, for the record: the same products in bfloat16 (ms): "
+              + "; ".join(f"{n} row(s) torch mm {tr['products'][n]['bf16_mm']['ms']:.2f}, oneDNN packed "
+                          f"{tr['products'][n]['bf16_onednn']['ms']:.2f}" for n in (1, 16, 100))]
         if "fd_b1" in tr:
             f = tr["fd_b1"]
             L += ["", "### FD stage at batch 1, taken apart (median ms)", "",
