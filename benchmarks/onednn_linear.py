@@ -32,7 +32,7 @@ import torch
 import torch.nn.functional as F
 from einops import rearrange
 
-from amplify import AMPLIFY
+from amplify import AMPLIFY, points_to_velocities
 from benchmarks.common import machine_info, time_interleaved
 from benchmarks.inprocess import floors, floors_from, make_inputs
 
@@ -143,6 +143,28 @@ def fd_breakdown(models: dict[str, AMPLIFY], cond: torch.Tensor, repeats: int) -
     return out
 
 
+def other_stages(models: dict[str, AMPLIFY], x1: dict, repeats: int) -> dict:
+    """The stages besides FD, both paths, in turns: vision, ID, the tokenizer's encoding and decoding."""
+    m0 = models["mkl"]
+    with torch.no_grad():
+        tokens = m0.image_tokens(x1["images"])
+        txt, prop = torch.from_numpy(x1["text_emb"]), torch.from_numpy(x1["proprio"])
+        cond = m0.forward_dynamics.get_cond_tokens(rearrange(tokens, "b v p d -> b (v p) d"), txt)
+        codes = m0.motion_tokenizer.indices_to_codes(m0.forward_dynamics.predict(cond))
+    img_id = rearrange(tokens, "b v p d -> b p (v d)")
+    vel = {b: points_to_velocities(torch.from_numpy(make_inputs(m0, b)["tracks"])) for b in (1, 32)}
+    codes8 = codes.expand(8, -1, -1).contiguous()
+    fns = {}
+    for k, m in models.items():
+        fns.update({f"vision_2views:{k}": lambda m=m: m.image_tokens(x1["images"]),
+                    f"inverse_dynamics:{k}": lambda m=m: m.inverse_dynamics(img_id, txt, prop, codes),
+                    f"mt_tokenize_b1:{k}": lambda m=m: m.motion_tokenizer.tokenize(vel[1]),
+                    f"mt_tokenize_b32:{k}": lambda m=m: m.motion_tokenizer.tokenize(vel[32]),
+                    f"mt_decode_velocities_b1:{k}": lambda m=m: m.motion_tokenizer.decode_velocities(codes),
+                    f"mt_decode_velocities_b8:{k}": lambda m=m: m.motion_tokenizer.decode_velocities(codes8)})
+    return {k: ms(v) for k, v in time_interleaved(fns, repeats=repeats, warmup=1).items()}
+
+
 def run(bundle: Path, threads: list[int], batches: list[int], repeats: int) -> dict:
     base = AMPLIFY.load(bundle).eval().requires_grad_(False)
     models = {"mkl": copy.deepcopy(base).prepare_for_inference(onednn=False),
@@ -180,6 +202,7 @@ def run(bundle: Path, threads: list[int], batches: list[int], repeats: int) -> d
             tr: dict = {"products": products(models, repeats)}
             if 1 in batches:
                 tr["fd_b1"] = fd_breakdown(models, cond[1], repeats)
+                tr["other_stages_b1"] = other_stages(models, x[1], repeats)
             for b in batches:
                 fns = {f"fd_predict:{k}": (lambda m=m, c=cond[b]: m.forward_dynamics.predict(c)) for k, m in models.items()}
                 fns.update({f"act:{k}": (lambda m=m, xb=x[b]: m.act(xb["images"], xb["proprio"], text_emb=xb["text_emb"]))
@@ -241,6 +264,12 @@ def report(r: dict) -> list[str]:
                 one = f["onednn"]["predict_steps_1_thread"]
                 L += ["", f"- oneDNN with the one-token steps on 1 thread (prefix on {t}): predict {one:.2f} ms, "
                           f"{f['onednn']['predict'] / one:.2f}x the speed of all steps on {t} threads"]
+        if "other_stages_b1" in tr:
+            o = tr["other_stages_b1"]
+            L += ["", "### The other stages (median ms)", "", "| stage | MKL | oneDNN | MKL / oneDNN |", "|---|---|---|---|"]
+            for name in dict.fromkeys(k.split(":")[0] for k in o):
+                L.append(f"| {name} | {o[name + ':mkl']:.2f} | {o[name + ':onednn']:.2f} | "
+                         f"{o[name + ':mkl'] / o[name + ':onednn']:.2f}x |")
         L += ["", "### FD prediction and `act` (median ms)", "", "| batch | what | MKL | oneDNN | MKL / oneDNN |", "|---|---|---|---|---|"]
         for key, v in tr.items():
             if key.startswith("batch"):
