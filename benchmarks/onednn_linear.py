@@ -9,11 +9,15 @@ Without ``--bundle`` a random paper bundle is written once (``amplify init --pre
 JSON to ``benchmarks/results/<stamp>-onednn-linear.md|json``. Sections, per thread count:
 
 1. the FD weights' products alone (the 32 trunk weights and the unembedding, one product each) at 1,
-   16 and 100 rows, against one read of the same weights (``sum``);
+   16 and 100 rows, against one read of the same weights (``sum``); for the record the same products
+   in bfloat16 (torch's ``mm``, what ``precision="bf16"`` runs, vs oneDNN packed; not served);
 2. the FD stage at batch 1 taken apart: the 100-token prefix, one decoding step at position 100,
    that step's 32 products alone, attention over the cache alone, and the per-token rest (logits,
-   argmax, code lookup); the sum of the parts against the measured prediction;
-3. FD prediction and the whole ``act`` at each batch, both paths, with their indices compared.
+   argmax, code lookup); the sum of the parts against the measured prediction; on more than one
+   thread also the prediction with its one-token steps on one thread;
+3. the other stages at batch 1 (vision, ID, the tokenizer's encoding and decoding);
+4. FD prediction and the whole ``act`` at each batch, both paths, with their indices compared, and at
+   batch 1 issue 17's bandwidth floor from probes in the same turns (``benchmarks.inprocess``).
 """
 from __future__ import annotations
 
