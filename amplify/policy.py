@@ -147,12 +147,13 @@ class AMPLIFY(nn.Module):
         return (actions, indices) if return_indices else actions
 
     # -- checkpoints -------------------------------------------------------------------------
-    def prepare_for_inference(self, precision: str = "fp32") -> "AMPLIFY":
+    def prepare_for_inference(self, precision: str = "fp32", onednn: bool | None = None) -> "AMPLIFY":
         """Transposed linear weights, channels-last convolutions and the fused FD decoding step for faster
         inference (:mod:`amplify.inference`; same numbers up to rounding), in place. ``precision="bf16"``
         runs FD and ID in bfloat16, the vision encoder in float32 (opt-in; different numbers, see the module). The
-        prepared bundle cannot be saved or trained."""
-        return prepare_for_inference(self, precision)
+        prepared bundle cannot be saved or trained. ``onednn``: float32 CPU products on oneDNN's packed
+        weights (None: on unless ``AMPLIFY_ONEDNN_LINEAR=0``)."""
+        return prepare_for_inference(self, precision, onednn)
 
     def save(self, path: str | Path, metadata: dict[str, Any] | None = None) -> Path:
         """Write the bundle in the project's format (a directory)."""

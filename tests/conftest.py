@@ -1,6 +1,7 @@
 """Shared test helpers: where the reference fixtures are, and small models built on the fly."""
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +13,21 @@ SHARED = REPO.parent / "shared"
 FIXTURES = SHARED / "fixtures" / "original"
 
 torch.set_num_threads(2)
+
+
+@contextlib.contextmanager
+def pack_every_linear():
+    """Within this block, ``InferenceLinear(..., onednn=True)`` packs every float32 CPU layer for oneDNN
+    and runs every product there, whatever its size (the small test models' layers are below the size
+    where the served path packs them)."""
+    import amplify.inference as inf
+
+    saved = inf._PACK_MIN, inf._PACKED_ALWAYS, inf._PACKED_MACS
+    inf._PACK_MIN, inf._PACKED_ALWAYS, inf._PACKED_MACS = 1, 1, 1
+    try:
+        yield
+    finally:
+        inf._PACK_MIN, inf._PACKED_ALWAYS, inf._PACKED_MACS = saved
 
 
 def fixture_dir(name: str) -> Path:

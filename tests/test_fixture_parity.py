@@ -14,8 +14,9 @@ import torch
 from einops import rearrange
 
 from amplify import AMPLIFY, load_forward_dynamics, load_inverse_dynamics, load_motion_tokenizer, points_to_velocities
-from amplify.inference import InferenceLinear, prepare_for_inference
+from amplify.inference import InferenceLinear, onednn_linear_available, prepare_for_inference
 from amplify.loading import save_model
+from tests.conftest import pack_every_linear
 
 ATOL = 1e-4
 
@@ -30,11 +31,23 @@ def equal(actual, expected):
     np.testing.assert_array_equal(a.astype(np.int64), expected.astype(np.int64))
 
 
-@pytest.fixture(scope="module", params=["original", "project", "prepared"])
+@pytest.fixture(scope="module", params=["original", "project", "prepared", "prepared_onednn"])
 def fmt(request):
     """How the checkpoint is loaded: the original file, our format, or the original file with its linear
-    layers swapped for the inference ones (``prepare_for_inference``, what the torch back end serves)."""
+    layers swapped for the inference ones (``prepare_for_inference``, what the torch back end serves);
+    ``prepared_onednn``: the same with every float32 product on oneDNN's packed weights (the fixtures'
+    layers are below the size where the served path packs them)."""
+    if request.param == "prepared_onednn" and not onednn_linear_available():
+        pytest.skip("this torch has no oneDNN packed linear product")
     return request.param
+
+
+def _prepare(model, fmt):
+    if fmt == "prepared":
+        prepare_for_inference(model)
+    elif fmt == "prepared_onednn":
+        with pack_every_linear():
+            prepare_for_inference(model, onednn=True)
 
 
 def _mt(d, fmt, tmp_path_factory):
@@ -43,8 +56,7 @@ def _mt(d, fmt, tmp_path_factory):
         out = tmp_path_factory.mktemp("mt")
         save_model(model, out)
         model, cfg = load_motion_tokenizer(out)
-    if fmt == "prepared":
-        prepare_for_inference(model)
+    _prepare(model, fmt)
     return model
 
 
@@ -92,8 +104,7 @@ def bundle(small_fixture, fmt, tmp_path_factory):
         out = tmp_path_factory.mktemp("bundle")
         model.save(out)
         model = AMPLIFY.load(out)
-    if fmt == "prepared":
-        model.prepare_for_inference()
+    _prepare(model, fmt)
     return model
 
 

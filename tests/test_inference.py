@@ -12,8 +12,11 @@ from einops import rearrange
 
 from amplify import AMPLIFY
 from amplify.devices import check_device, native_bf16, warn_if_emulated
-from amplify.inference import InferenceLinear, fold_batchnorm, model_precision, precision_name
+from amplify.inference import InferenceLinear, fold_batchnorm, model_precision, onednn_linear_available, precision_name
 from amplify.presets import small
+from tests.conftest import pack_every_linear
+
+needs_onednn = pytest.mark.skipif(not onednn_linear_available(), reason="no oneDNN packed linear product in this torch")
 
 
 @pytest.fixture(scope="module")
@@ -51,6 +54,56 @@ def test_fused_decoder_matches_the_module_path_and_the_reference(bundle, batch):
     assert torch.equal(fused_idx, module_idx) and torch.equal(fused_idx, ref_idx)
     torch.testing.assert_close(fused_logits, module_logits, rtol=0, atol=1e-5)
     torch.testing.assert_close(fused_logits, ref_logits, rtol=0, atol=1e-4)
+
+
+@needs_onednn
+@pytest.mark.parametrize("bias", [False, True])
+@pytest.mark.parametrize("shape", [(768, 2304), (64, 64), (128, 128)])
+def test_onednn_packed_products_match_mm(shape, bias):
+    torch.manual_seed(0)
+    lin = torch.nn.Linear(*shape, bias=bias)
+    mm, packed = InferenceLinear(lin), InferenceLinear(lin, onednn=True)
+    size = shape[0] * shape[1]
+    assert mm.packed is None and (packed.packed is not None) == (size >= 2**14)
+    assert packed.packed is None or packed.packed_min_rows == (1 if size >= 2**18 else -(-2**20 // size))
+    copied = copy.deepcopy(packed)  # the opaque tensor has no storage: a copy packs again
+    assert (copied.packed is None) == (packed.packed is None) and copied.packed_min_rows == packed.packed_min_rows
+    with torch.no_grad():
+        for rows in (1, 3, 100):
+            x, res = torch.randn(rows, shape[0]), torch.randn(rows, shape[1])
+            for m in (packed, copied):
+                torch.testing.assert_close(m.matmul2d(x), mm.matmul2d(x), rtol=0, atol=2e-5)
+                torch.testing.assert_close(m.add_to(res, x), mm.add_to(res, x), rtol=0, atol=2e-5)
+            torch.testing.assert_close(packed(x[None]), mm(x[None]), rtol=0, atol=2e-5)
+    x = torch.randn(4, shape[0])
+    traced = torch.jit.trace(packed, x)  # the exports trace the mm path
+    assert "mkldnn" not in str(traced.graph)
+    torch.testing.assert_close(traced(x), mm(x), rtol=0, atol=1e-6)
+    xg = x.clone().requires_grad_(True)  # inputs needing gradients take the mm path too
+    packed(xg).sum().backward()
+    assert xg.grad is not None
+
+
+@needs_onednn
+def test_onednn_switch_and_every_layer_packed(bundle, monkeypatch):
+    def packed(m):
+        return [lin.packed is not None for lin in m.modules() if isinstance(lin, InferenceLinear)]
+
+    assert not any(packed(copy.deepcopy(bundle).prepare_for_inference(onednn=False)))
+    monkeypatch.setenv("AMPLIFY_ONEDNN_LINEAR", "0")
+    assert not any(packed(copy.deepcopy(bundle).prepare_for_inference()))
+    monkeypatch.delenv("AMPLIFY_ONEDNN_LINEAR")
+    with pack_every_linear():
+        every = copy.deepcopy(bundle).prepare_for_inference()
+    assert all(packed(every))
+    cond = cond_tokens(bundle, inputs(bundle, 3))
+    idx, logits = every.forward_dynamics.predict(cond, return_logits=True)
+    ref_idx, ref_logits = bundle.forward_dynamics.predict_uncached(cond, return_logits=True)
+    assert torch.equal(idx, ref_idx)
+    torch.testing.assert_close(logits, ref_logits, rtol=0, atol=1e-4)
+    x = inputs(bundle, 2)
+    torch.testing.assert_close(every.act(x["images"], x["proprio"], text_emb=x["text_emb"]),
+                               bundle.act(x["images"], x["proprio"], text_emb=x["text_emb"]), rtol=0, atol=1e-4)
 
 
 def test_fused_decoder_samples_topk_like_the_module_path(bundle):
