@@ -21,8 +21,10 @@ AVX512-BF16 on CPU, tensor cores on CUDA); activations between them (residual st
 softmax, the returned tokens and actions) stay float32. The vision encoder and the motion tokenizer
 stay float32: on a trained bundle the ~20 bfloat16 convolutions of the ResNet moved its image tokens
 enough to change actions by up to 0.52 (0.017 with the vision encoder in float32; see
-``docs/performance.md``). At batch 1 on CPU a bfloat16 one-row product reads its weight no faster than
-float32 (13 vs 29 GB/s per byte in torch 2.13), so bfloat16 pays where many robots share a batch.
+``docs/performance.md``). With ``onednn`` (the default) the bfloat16 products run on oneDNN's packed
+weights as well; torch's bfloat16 ``mm`` reads a one-row product's weight no faster than float32 (13 vs
+29 GB/s per byte in torch 2.13); oneDNN's packed product ran the FD weights' one-row products 1.8x
+faster than ``mm`` on a Zen 5 EPYC (3.69 vs 6.73 ms, two threads).
 
 The swap is in place and for inference only: a prepared model has no ``nn.Linear`` parameters to
 train and cannot be saved (save before preparing, or load again).
@@ -62,6 +64,7 @@ def onednn_linear_available() -> bool:
 # weights of >= 2**18 elements win from one row on (256x1024: 1.19x at 1 row, 2.4x at 100; 384x384,
 # 2**17.2: 1.05x at 1 row), smaller ones from rows x in x out >= 2**20 on (256x256: 0.67x at 1 row, 1.11x
 # at 16, 1.9x at 100; 128x128: 0.65x at 16 rows, 1.16x at 100). Weights under 2**14 elements stay unpacked.
+# bfloat16 layers take the same thresholds (measured on float32 only).
 _PACK_MIN, _PACKED_ALWAYS, _PACKED_MACS = 2**14, 2**18, 2**20
 
 
@@ -73,12 +76,14 @@ class InferenceLinear(nn.Module):
     else it stays bfloat16 (for a layer whose output only feeds another product, attention, or an
     addition into a float32 residual stream, which promotes it without a separate cast).
 
-    ``onednn`` (float32 on CPU): the products run on a copy of W packed for oneDNN's inner product
+    ``onednn`` (CPU, float32 or bfloat16): the products run on a copy of W packed for oneDNN's inner product
     (``torch.ops.mkldnn._linear_pointwise``) instead of MKL's ``mm``. MKL runs AVX2 code on AMD CPUs;
     oneDNN picks its kernels by instruction set (AVX-512 there): on a Zen 5 EPYC, one core, 2.3x the
     100-row prefix products and 1.4x the one-row steps' weight read (``docs/performance.md``). Same
     float32 numbers up to rounding; W (in, out) stays for ``weight``. Tracing and scripting (the
-    exports) and inputs that need gradients take the ``mm`` path.
+    exports) and inputs that need gradients take the ``mm`` path. In bfloat16 the packed product takes
+    the bfloat16 input and returns bfloat16 (bit-identical to ``mm`` on the FD weights in torch 2.13);
+    the cast to float32 and the bias follow as on the ``mm`` path.
     """
 
     def __init__(self, linear: nn.Linear, dtype: torch.dtype = torch.float32, float_out: bool = True,
@@ -93,7 +98,7 @@ class InferenceLinear(nn.Module):
         self.packed: torch.Tensor | None = None  # oneDNN's layout of W, an opaque (out, in) tensor
         self.packed_min_rows = 1  # inputs of fewer rows take the mm path
         size = self.in_features * self.out_features
-        if (onednn and not self.mixed and self.weight_t.device.type == "cpu" and size >= _PACK_MIN
+        if (onednn and self.weight_t.device.type == "cpu" and size >= _PACK_MIN
                 and onednn_linear_available()):
             self._pack()
             self.packed_min_rows = 1 if size >= _PACKED_ALWAYS else -(-_PACKED_MACS // size)
@@ -120,14 +125,18 @@ class InferenceLinear(nn.Module):
 
     def _use_packed(self, x2: torch.Tensor) -> bool:
         return (self.packed is not None and x2.shape[0] >= self.packed_min_rows
-                and x2.device.type == "cpu" and x2.dtype == torch.float32
+                and x2.device.type == "cpu" and x2.dtype in (torch.float32, self.weight_t.dtype)
                 and not (x2.requires_grad and torch.is_grad_enabled())
                 and not torch.jit.is_scripting() and not torch.jit.is_tracing())
 
     def matmul2d(self, x2: torch.Tensor) -> torch.Tensor:
         """(N, in) -> (N, out), bias included (float32, or bfloat16 when not ``float_out``)."""
-        if self.mixed:
-            y = torch.mm(x2.to(self.weight_t.dtype), self.weight_t)
+        if self.mixed:  # the bias is added after the product, in the output dtype, on both paths
+            xl = x2.to(self.weight_t.dtype)
+            if self._use_packed(xl):
+                y = torch.ops.mkldnn._linear_pointwise(xl, self.packed, None, "none", [], "")
+            else:
+                y = torch.mm(xl, self.weight_t)
             if self.float_out:
                 y = y.float()
             return y if self.bias is None else y.add_(self.bias)
@@ -194,7 +203,7 @@ def _fold_vision_batchnorms(trunk: nn.Sequential) -> None:
 
 
 def onednn_default() -> bool:
-    """Float32 CPU products on oneDNN's packed weights unless ``AMPLIFY_ONEDNN_LINEAR=0``."""
+    """CPU linear products on oneDNN's packed weights unless ``AMPLIFY_ONEDNN_LINEAR=0``."""
     return os.environ.get("AMPLIFY_ONEDNN_LINEAR", "1").strip() != "0"
 
 
@@ -207,8 +216,8 @@ def prepare_for_inference(model: nn.Module, precision: str = "fp32", onednn: boo
     module docstring); the vision encoder, the motion tokenizer, and any model that is none of those,
     stay float32. Preparing again in the same precision does nothing.
 
-    ``onednn`` (None: :func:`onednn_default`): float32 linear layers on CPU also keep their weight
-    packed for oneDNN and run their products there (:class:`InferenceLinear`)."""
+    ``onednn`` (None: :func:`onednn_default`): linear layers on CPU (float32 and bfloat16) also keep their
+    weight packed for oneDNN and run their products there (:class:`InferenceLinear`)."""
     from amplify.fused_decoder import attach_fused_decoder
     from amplify.models.vision import VisionEncoder
 
@@ -228,7 +237,7 @@ def prepare_for_inference(model: nn.Module, precision: str = "fp32", onednn: boo
         for part in ("forward_dynamics", "inverse_dynamics"):
             sub = getattr(model, part, None)
             if sub is not None:  # FD's quantizer is the tokenizer's (shared): it stays float32
-                _swap_linears(sub, low, keep=getattr(sub, "quantize", None))
+                _swap_linears(sub, low, keep=getattr(sub, "quantize", None), onednn=onednn)
     _swap_linears(model, torch.float32, onednn=onednn)  # everything not yet swapped
     for module in model.modules():
         if isinstance(module, nn.Conv2d):

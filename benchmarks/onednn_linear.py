@@ -10,7 +10,8 @@ JSON to ``benchmarks/results/<stamp>-onednn-linear.md|json``. Sections, per thre
 
 1. the FD weights' products alone (the 32 trunk weights and the unembedding, one product each) at 1,
    16 and 100 rows, against one read of the same weights (``sum``); for the record the same products
-   in bfloat16 (torch's ``mm``, what ``precision="bf16"`` runs, vs oneDNN packed; not served);
+   in bfloat16 (torch's ``mm``, what ``precision="bf16"`` runs with ``AMPLIFY_ONEDNN_LINEAR=0``, vs
+   oneDNN packed, what it runs by default);
 2. the FD stage at batch 1 taken apart: the 100-token prefix, one decoding step at position 100,
    that step's 32 products alone, attention over the cache alone, and the per-token rest (logits,
    argmax, code lookup); the sum of the parts against the measured prediction; on more than one
@@ -59,8 +60,8 @@ def products(models: dict[str, AMPLIFY], repeats: int) -> dict:
     weights = [lin.weight_t for lin in lins["mkl"]]
     nbytes = sum(w.numel() * w.element_size() for w in weights)
     out: dict = {"weight_bytes": nbytes}
-    # for the record, not served: the same weights in bfloat16, torch's mm (what precision=bf16 runs) vs
-    # oneDNN's packed product
+    # the same weights in bfloat16: torch's mm (precision=bf16 with AMPLIFY_ONEDNN_LINEAR=0) vs oneDNN's
+    # packed product (precision=bf16's default)
     w16 = [w.to(torch.bfloat16) for w in weights]
     p16 = [torch.ops.mkldnn._reorder_linear_weight(w.t().contiguous(), None) for w in w16]
     for n in (1, 16, 100):
@@ -254,7 +255,7 @@ def report(r: dict) -> list[str]:
             L.append(f"| {n} | {p['mkl']['ms']:.2f} | {p['onednn']['ms']:.2f} | **{p['mkl']['ms'] / p['onednn']['ms']:.2f}x** | "
                      f"{p['onednn']['GB_per_s']:.1f} | {p['onednn']['GFLOP_per_s']:.1f} | "
                      + (f"{read['ms']:.2f}, {read['GB_per_s']:.1f} |" if read else "- |"))
-        L += ["", "Not served, for the record: the same products in bfloat16 (ms): "
+        L += ["", "The same products in bfloat16 (precision=bf16; ms): "
               + "; ".join(f"{n} row(s) torch mm {tr['products'][n]['bf16_mm']['ms']:.2f}, oneDNN packed "
                           f"{tr['products'][n]['bf16_onednn']['ms']:.2f}" for n in (1, 16, 100))]
         if "fd_b1" in tr:

@@ -4,6 +4,7 @@ action difference, and closed-loop success in the built-in world with each preci
     python -m benchmarks.precision --bundle DIR [--episodes 12] [--out results.json]
     python -m benchmarks.precision --bundle DIR --no-world        # random inputs only (e.g. a random paper bundle)
     python -m benchmarks.precision --bundle DIR --no-world --random-batches 0 --timing 16   # the cost side only
+    python -m benchmarks.precision --bundle DIR --no-world --timing 1,16 --timing-repeats 5 --md results.md
 
 With the world, both precisions run the same episodes (held-out init states of the built-in world,
 ``training.eval_world.evaluate``); agreement and action differences are measured on every observation
@@ -12,8 +13,10 @@ the float32 policy saw. Without it (or in addition), on ``--random-batches`` bat
 Beside the served bf16 (FD and ID in bfloat16, the vision encoder float32), ``bf16_vision_bf16`` is the
 earlier variant with the vision encoder's convolutions in bfloat16 too, compared on the same inputs
 (no closed loop), to show what keeping the vision encoder float32 buys. ``--timing B`` times ``act`` at
-batch B for float32, bf16 and that variant in turns (``benchmarks.common.time_interleaved``): what the
-float32 vision encoder costs in speed, side by side.
+batch B (or each of a comma-separated list) for float32, bf16 and that variant in turns
+(``benchmarks.common.time_interleaved``): what the float32 vision encoder costs in speed, side by side.
+float32 and bf16 run their CPU products on oneDNN's packed weights (the default); ``bf16_mm`` is bf16
+with ``onednn=False`` (torch's bfloat16 ``mm``, what bf16 ran before), timed and compared beside them.
 """
 from __future__ import annotations
 
@@ -84,18 +87,24 @@ def timing(models: dict[str, AMPLIFY], batch: int, repeats: int = 3) -> dict:
 
 
 def run(bundle: str, episodes: int = 12, world: bool = True, random_n: int = 4, suite: str = "builtin_all",
-        timing_batch: int = 0, timing_repeats: int = 3) -> dict:
+        timing_batch: int | list[int] = 0, timing_repeats: int = 3) -> dict:
     base = AMPLIFY.load(bundle).eval().requires_grad_(False)
     fp32 = copy.deepcopy(base).prepare_for_inference("fp32")
     bf16 = copy.deepcopy(base).prepare_for_inference("bf16")
+    bf16_mm = copy.deepcopy(base).prepare_for_inference("bf16", onednn=False)
     bf16v = bf16_with_bf16_vision(copy.deepcopy(base).prepare_for_inference("bf16"))
     out: dict = {"bundle": bundle, "trained": bool(base.metadata.get("trained", True)),
-                 "bf16": "FD and ID in bfloat16, vision encoder float32"}
-    if timing_batch:
-        out["timing"] = timing({"fp32": fp32, "bf16": bf16, "bf16_vision_bf16": bf16v}, timing_batch, timing_repeats)
+                 "bf16": "FD and ID in bfloat16, vision encoder float32",
+                 "bf16_mm": "bf16 with onednn=False (torch's bfloat16 mm)"}
+    batches_t = [timing_batch] if isinstance(timing_batch, int) else list(timing_batch)
+    models = {"fp32": fp32, "bf16": bf16, "bf16_mm": bf16_mm, "bf16_vision_bf16": bf16v}
+    for i, b in enumerate(x for x in batches_t if x):
+        out["timing" if i == 0 else f"timing_b{b}"] = timing(models, b, timing_repeats)
     if random_n:
         batches = random_batches(base, random_n)
         out["random_inputs"] = compare(fp32, bf16, batches)
+        out["random_inputs_bf16_mm"] = compare(fp32, bf16_mm, batches)
+        out["random_inputs_bf16_vs_bf16_mm"] = compare(bf16_mm, bf16, batches)
         out["random_inputs_bf16_vision_bf16"] = compare(fp32, bf16v, batches)
     if world:
         from training.eval_world import evaluate
@@ -126,21 +135,48 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--episodes", type=int, default=12)
     p.add_argument("--no-world", action="store_true", help="random inputs only")
     p.add_argument("--random-batches", type=int, default=4, help="batches of 4 random inputs (0: none)")
-    p.add_argument("--timing", type=int, default=0, metavar="B", help="also time act at batch B, in turns (0: no)")
+    p.add_argument("--timing", default="0", metavar="B[,B]", help="also time act at batch B (or each), in turns (0: no)")
     p.add_argument("--timing-repeats", type=int, default=3)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--out", default=None, help="write the results (JSON) here")
+    p.add_argument("--md", default=None, help="also write a short markdown summary here")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
-    r = run(args.bundle, args.episodes, not args.no_world, args.random_batches, timing_batch=args.timing,
-            timing_repeats=args.timing_repeats)
+    load_start = list(os.getloadavg())
+    r = run(args.bundle, args.episodes, not args.no_world, args.random_batches,
+            timing_batch=[int(b) for b in args.timing.split(",") if b.strip()], timing_repeats=args.timing_repeats)
+    r["load_average_start"] = load_start
     r["machine"] = machine_info()
     r["command"] = "python -m benchmarks.precision " + " ".join(sys.argv[1:] if argv is None else argv)
     r["load_average_end"] = list(os.getloadavg())
     print(json.dumps(r, indent=1))
     if args.out:
         Path(args.out).write_text(json.dumps(r, indent=1))
+    if args.md:
+        Path(args.md).write_text("\n".join(summary(r)) + "\n")
     return 0
+
+
+def summary(r: dict) -> list[str]:
+    """A markdown summary: ``act`` medians per batch and model, requests/s over float32, token agreement."""
+    lines = [f"# benchmarks.precision: {r['bundle']}", "", f"`{r['command']}`", "",
+             f"- load average at start {r.get('load_average_start')}, at end {r.get('load_average_end')}",
+             f"- torch threads: {torch.get_num_threads()}", ""]
+    rows = [v for k, v in r.items() if k.startswith("timing")]
+    if rows:
+        names = [k for k in rows[0] if k != "batch"]
+        lines += ["| batch | " + " | ".join(f"{n} ms" for n in names) + " | " +
+                  " | ".join(f"{n} / fp32 req/s" for n in names if n != "fp32") + " |",
+                  "| --- " * (1 + 2 * len(names) - 1) + "|"]
+        for t in rows:
+            lines.append(f"| {t['batch']} | " + " | ".join(f"{t[n]['median_s'] * 1e3:.1f}" for n in names) + " | " +
+                         " | ".join(f"**{t[n]['speedup_over_fp32']:.2f}x**" for n in names if n != "fp32") + " |")
+        lines.append("")
+    for k, c in r.items():
+        if k.startswith("random_inputs") or k.startswith("world_observations"):
+            lines.append(f"- {k}: FD tokens {100 * c['token_agreement']:.1f} % equal ({c['tokens']} tokens, "
+                         f"{c['calls']} calls), largest action difference {c['max_abs_action_diff']:.4f}")
+    return lines
 
 
 if __name__ == "__main__":

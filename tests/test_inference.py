@@ -106,6 +106,63 @@ def test_onednn_switch_and_every_layer_packed(bundle, monkeypatch):
                                bundle.act(x["images"], x["proprio"], text_emb=x["text_emb"]), rtol=0, atol=1e-4)
 
 
+
+@needs_onednn
+@pytest.mark.parametrize("float_out", [True, False])
+@pytest.mark.parametrize("bias", [False, True])
+@pytest.mark.parametrize("shape", [(768, 2304), (128, 128)])
+def test_onednn_packed_bf16_products_match_mm(shape, bias, float_out):
+    torch.manual_seed(0)
+    lin = torch.nn.Linear(*shape, bias=bias)
+    mm = InferenceLinear(lin, torch.bfloat16, float_out=float_out)
+    packed = InferenceLinear(lin, torch.bfloat16, float_out=float_out, onednn=True)
+    assert mm.packed is None and packed.packed is not None  # both shapes are at least 2**14 elements
+    out = torch.float32 if float_out else torch.bfloat16
+    copied = copy.deepcopy(packed)
+    assert copied.packed is not None
+    with torch.no_grad():
+        for rows in (1, 3, 100):
+            x, res = torch.randn(rows, shape[0]), torch.randn(rows, shape[1])
+            for m in (packed, copied):
+                for xin in (x, x.bfloat16()):  # float32 inputs are cast to bfloat16 first, as on the mm path
+                    y, ref = m.matmul2d(xin), mm.matmul2d(xin)
+                    assert y.dtype == ref.dtype == out
+                    # same bfloat16 product up to one rounding of the bfloat16 result (bias added after)
+                    torch.testing.assert_close(y.float(), ref.float(), rtol=2**-7, atol=1e-5)
+                torch.testing.assert_close(m.add_to(res, x), mm.add_to(res, x), rtol=2**-7, atol=1e-5)
+    x = torch.randn(4, shape[0])
+    traced = torch.jit.trace(packed, x)  # the exports trace the mm path
+    assert "mkldnn" not in str(traced.graph)
+    torch.testing.assert_close(traced(x), mm(x), rtol=0, atol=0)
+    xg = x.clone().requires_grad_(True)
+    packed(xg).sum().backward()  # inputs needing gradients take the mm path
+    assert xg.grad is not None
+
+
+@needs_onednn
+def test_onednn_switch_in_bf16(bundle, monkeypatch):
+    def packed(m, dtype):
+        return [lin.packed is not None for lin in m.modules()
+                if isinstance(lin, InferenceLinear) and lin.weight_t.dtype == dtype]
+
+    with pack_every_linear():
+        mm = copy.deepcopy(bundle).prepare_for_inference("bf16", onednn=False)
+        monkeypatch.setenv("AMPLIFY_ONEDNN_LINEAR", "0")
+        env_off = copy.deepcopy(bundle).prepare_for_inference("bf16")
+        monkeypatch.delenv("AMPLIFY_ONEDNN_LINEAR")
+        every = copy.deepcopy(bundle).prepare_for_inference("bf16")
+    for dtype in (torch.bfloat16, torch.float32):
+        assert not any(packed(mm, dtype)) and not any(packed(env_off, dtype))
+        assert packed(every, dtype) and all(packed(every, dtype))
+    x = inputs(bundle, 3)
+    i_mm, c_mm = mm.predict_codes(x["images"], text_emb=x["text_emb"])
+    i_pk, c_pk = every.predict_codes(x["images"], text_emb=x["text_emb"])
+    assert c_pk.dtype == torch.float32 and float((i_pk == i_mm).float().mean()) > 0.9
+    a_mm = mm.act(x["images"], x["proprio"], text_emb=x["text_emb"])
+    a_pk = every.act(x["images"], x["proprio"], text_emb=x["text_emb"])
+    assert a_pk.dtype == torch.float32 and torch.isfinite(a_pk).all()
+    assert float((a_pk - a_mm).abs().max()) < 0.2
+
 def test_fused_decoder_samples_topk_like_the_module_path(bundle):
     prepared = copy.deepcopy(bundle).prepare_for_inference()
     fd = prepared.forward_dynamics

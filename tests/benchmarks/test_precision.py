@@ -9,8 +9,8 @@ def test_precision_compares_both_bf16_variants_on_random_inputs(tmp_path, small_
     path = small_bundle.save(tmp_path / "bundle")
     r = run(str(path), world=False, random_n=2, timing_batch=2, timing_repeats=1)
     assert r["timing"]["batch"] == 2 and r["timing"]["fp32"]["speedup_over_fp32"] == 1.0
-    assert all(r["timing"][k]["median_s"] > 0 for k in ("fp32", "bf16", "bf16_vision_bf16"))
-    for key in ("random_inputs", "random_inputs_bf16_vision_bf16"):
+    assert all(r["timing"][k]["median_s"] > 0 for k in ("fp32", "bf16", "bf16_mm", "bf16_vision_bf16"))
+    for key in ("random_inputs", "random_inputs_bf16_mm", "random_inputs_bf16_vs_bf16_mm", "random_inputs_bf16_vision_bf16"):
         c = r[key]
         assert c["calls"] == 2 and c["tokens"] > 0 and 0.0 <= c["token_agreement"] <= 1.0
         assert 0.0 <= c["median_of_per_call_max_action_diff"] <= c["max_abs_action_diff"] < 2.0
@@ -23,3 +23,18 @@ def test_bf16_vision_variant_casts_only_the_vision_encoder(small_bundle):
     m = bf16_with_bf16_vision(copy.deepcopy(small_bundle).prepare_for_inference("bf16"))
     assert all(p.dtype == torch.bfloat16 for p in m.img_encoder.parameters())
     assert all(p.dtype == torch.float32 for p in m.motion_tokenizer.parameters())
+
+
+def test_precision_times_several_batches_and_writes_a_summary(tmp_path, small_bundle):
+    import json
+
+    from benchmarks.precision import main
+
+    path = small_bundle.save(tmp_path / "bundle")
+    out, md = tmp_path / "r.json", tmp_path / "r.md"
+    assert main(["--bundle", str(path), "--no-world", "--random-batches", "1", "--timing", "1,2",
+                 "--timing-repeats", "1", "--threads", "1", "--out", str(out), "--md", str(md)]) == 0
+    r = json.loads(out.read_text())
+    assert r["timing"]["batch"] == 1 and r["timing_b2"]["batch"] == 2
+    text = md.read_text()
+    assert "bf16_mm / fp32 req/s" in text and "random_inputs_bf16_vs_bf16_mm" in text and "| 2 |" in text
