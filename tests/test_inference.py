@@ -106,7 +106,6 @@ def test_onednn_switch_and_every_layer_packed(bundle, monkeypatch):
                                bundle.act(x["images"], x["proprio"], text_emb=x["text_emb"]), rtol=0, atol=1e-4)
 
 
-
 @needs_onednn
 @pytest.mark.parametrize("float_out", [True, False])
 @pytest.mark.parametrize("bias", [False, True])
@@ -162,6 +161,7 @@ def test_onednn_switch_in_bf16(bundle, monkeypatch):
     a_pk = every.act(x["images"], x["proprio"], text_emb=x["text_emb"])
     assert a_pk.dtype == torch.float32 and torch.isfinite(a_pk).all()
     assert float((a_pk - a_mm).abs().max()) < 0.2
+
 
 def test_fused_decoder_samples_topk_like_the_module_path(bundle):
     prepared = copy.deepcopy(bundle).prepare_for_inference()
