@@ -94,13 +94,19 @@ class ExpertPolicy:
 
 def evaluate(policy, suite: str = "builtin_all", episodes: int | None = None, execute: int = 8,
              views: tuple[str, ...] = ("agentview", "eye_in_hand"), max_steps: int | None = None,
-             progress: bool = True, per_task: int | None = None, first_init: int = 0, name: str = "policy") -> dict:
+             progress: bool = True, per_task: int | None = None, first_init: int = 0, name: str = "policy",
+             temporal_agg: float | None = None) -> dict:
     """Closed-loop episodes on benchmark init states (see :func:`benchmark_episodes`).
 
     ``policy(images (b, v, H, W, 3) uint8 upright, proprio (b, 9), instructions list[str]) -> actions (b, A, 7)``;
     a policy with ``needs_images = False`` gets no rendering; one with ``uses_scene`` is called as
-    ``policy.act_envs(envs, ids)``. Returns success overall, per task and per family, and per episode
-    (task, init, success, steps, the actions run) so that episodes can be replayed."""
+    ``policy.act_envs(envs, ids)``. Each chunk's first ``execute`` actions run (chunking); with
+    ``temporal_agg`` = m the policy is queried every step instead and the action run is the
+    ``exp(-m i)``-weighted mean of every chunk covering that step, i = 0 the oldest (ACT's temporal
+    ensembling, ``clients.libero.execution.TemporalAggregator``, as the LIBERO robot client runs).
+    Returns success overall, per task and per family, and per episode (task, init, success, steps, the
+    actions run) so that episodes can be replayed."""
+    from clients.libero.execution import TemporalAggregator
     from world import BuiltinEnv
 
     plan = benchmark_episodes(suite, per_task, episodes, first_init)
@@ -115,6 +121,7 @@ def evaluate(policy, suite: str = "builtin_all", episodes: int | None = None, ex
     limit = [max_steps or env.task.max_steps for env in envs]
     done, success, steps = [False] * n, [False] * n, [0] * n
     actions: list[list[np.ndarray]] = [[] for _ in range(n)]
+    aggregators = None if temporal_agg is None else [TemporalAggregator(temporal_agg) for _ in range(n)]
     t0 = last = time.perf_counter()
     calls = 0
     while not all(done):
@@ -131,7 +138,12 @@ def evaluate(policy, suite: str = "builtin_all", episodes: int | None = None, ex
         chunk = np.asarray(chunk)  # (b, A, 7)
         calls += 1
         for j, i in enumerate(active):
-            for a in chunk[j, :execute]:
+            if aggregators is None:
+                run = chunk[j, :execute]
+            else:  # one step, from every chunk that covers it
+                aggregators[i].add(steps[i], chunk[j])
+                run = [aggregators[i].action(steps[i])]
+            for a in run:
                 a = np.asarray(a, np.float64)
                 envs[i].scene.step(a)
                 actions[i].append(a)
@@ -154,7 +166,8 @@ def evaluate(policy, suite: str = "builtin_all", episodes: int | None = None, ex
     return {"episodes": n, "success_rate": float(np.mean(success)), "successes": int(sum(success)),
             "per_task": {t: float(np.mean(v)) for t, v in per_task_ok.items()},
             "per_family": {f: float(np.mean(v)) for f, v in per_family.items()},
-            "execute": execute, "policy_calls": calls, "mean_steps": float(np.mean(steps)),
+            "execute": 1 if aggregators is not None else execute, "temporal_agg": temporal_agg,
+            "policy_calls": calls, "mean_steps": float(np.mean(steps)),
             "seconds": time.perf_counter() - t0,
             "results": [{"task": t, "init": k, "success": s, "steps": st, "actions": np.asarray(a).tolist()}
                         for (t, k), s, st, a in zip(plan, success, steps, actions)]}
@@ -284,13 +297,11 @@ def run(args: argparse.Namespace) -> int:
             if args.id_codes == "oracle":
                 print("model: PRIVILEGED diagnostic, the ID gets the expert's true future motion", file=sys.stderr)
             results["model"] = evaluate(OracleMotionPolicy(model, observation, codes=args.id_codes,
-                                                           images=not args.id_no_images), name="model", **kw)
-        elif args.temporal_agg is not None:  # query every step, aggregate the overlapping chunks
-            from training.temporal_agg import TemporalEnsemble
-            results["model"] = evaluate(TemporalEnsemble(model, list(model.views), observation, args.temporal_agg), name="model",
-                                        **{**kw, "execute": 1})
+                                                           images=not args.id_no_images), name="model",
+                                        temporal_agg=args.temporal_agg, **kw)
         else:
-            results["model"] = evaluate(bundle_policy(model), views=tuple(model.views), name="model", **kw)
+            results["model"] = evaluate(bundle_policy(model), views=tuple(model.views), name="model",
+                                        temporal_agg=args.temporal_agg, **kw)
     if "expert" in baselines:
         results["expert"] = evaluate(ExpertPolicy(), name="expert", **kw)
     if "random" in baselines:

@@ -79,3 +79,26 @@ def test_eval_world_runs_the_model_in_the_precision_asked(tmp_path, small_bundle
     assert main(["eval-world", "--model", str(path), "--suite", "builtin_push", "--episodes", "1", "--baselines",
                  "none", "--json", str(out), "--no-progress"]) == 0
     assert prepared == [] and "precision" not in json.loads(out.read_text())  # default: as loaded
+
+
+def test_evaluate_with_temporal_aggregation_runs_the_weighted_mean_of_overlapping_chunks():
+    """``evaluate(temporal_agg=m)`` queries every step and runs exp(-m i)-weighted means (i = 0 oldest)."""
+    calls = []
+
+    def policy(images, proprio, instructions):  # chunk k (k-th call) predicts 0.1 k + 0.01 j for its step j
+        k = len(calls)
+        calls.append(k)
+        c = (0.1 * k + 0.01 * np.arange(4))[None, :, None]
+        return np.broadcast_to(c, (len(proprio), 4, 7)).astype(np.float32)
+    policy.needs_images = False
+
+    r = evaluate(policy, episodes=1, max_steps=3, progress=False, temporal_agg=0.5)
+    run = np.asarray(r["results"][0]["actions"])[:, 0]  # the first action dimension of the 3 steps run
+    w = np.exp(-0.5 * np.arange(3))
+    expected = [0.0,  # only chunk 0, its step 0
+                (w[0] * 0.01 + w[1] * 0.1) / w[:2].sum(),  # chunk 0 step 1, chunk 1 step 0
+                (w[0] * 0.02 + w[1] * 0.11 + w[2] * 0.2) / w.sum()]
+    assert len(calls) == 3 and r["execute"] == 1 and r["temporal_agg"] == 0.5
+    np.testing.assert_allclose(run, expected, rtol=0, atol=1e-6)
+    chunked = evaluate(policy, episodes=1, max_steps=3, progress=False, execute=2)
+    assert chunked["policy_calls"] == 2 and chunked["temporal_agg"] is None

@@ -169,37 +169,6 @@ def test_vision_pretraining_learns_and_probes(world_root, tmp_path):
     assert torch.equal(again(x), enc(x))  # trained weights and recalibrated BatchNorm round-trip
 
 
-def test_temporal_ensemble_averages_overlapping_chunks():
-    import numpy as np
-
-    from training.temporal_agg import TemporalEnsemble
-
-    class Env:  # what TemporalEnsemble reads of an env
-        language_instruction = "push the red cube to the left edge"
-
-        def get_obs(self, images=True):
-            img = np.zeros((128, 128, 3), np.uint8)
-            return {"agentview_image": img, "robot0_eye_in_hand_image": img,
-                    "robot0_joint_pos": np.zeros(7), "robot0_gripper_qpos": np.zeros(2)}
-
-    class Model:  # chunk k (k-th call) predicts value 10 k + j for its step j, in every action dim
-        calls = 0
-
-        def act(self, images, proprio, text):
-            c = torch.arange(4, dtype=torch.float32)[None, :, None].expand(len(images), 4, 7) + 10 * Model.calls
-            Model.calls += 1
-            return c
-
-    from training.eval_world import observation
-
-    pol = TemporalEnsemble(Model(), VIEWS, observation, m=0.5)
-    a0 = pol.act_envs([Env()], [0])  # only chunk 0: its step 0
-    a1 = pol.act_envs([Env()], [0])  # chunk 0 step 1 (=1), chunk 1 step 0 (=10)
-    assert a0.shape == (1, 1, 7) and float(a0[0, 0, 0]) == 0.0
-    w = np.exp(-0.5 * np.arange(2))
-    assert abs(float(a1[0, 0, 0]) - (w[0] * 1 + w[1] * 10) / w.sum()) < 1e-5
-
-
 def test_pretrained_state_head_round_trips(world_root, tmp_path):
     """The pretraining's state head is saved beside the trunk and estimates what it did in training."""
     import numpy as np
