@@ -2,7 +2,7 @@
 
     amplify eval-world [--model DIR] [--suite builtin_all] [--per-task 10] [--execute 8]
                        [--baselines expert,random] [--videos DIR] [--json FILE] [--no-model]
-                       [--precision fp32|bf16] [--id-codes fd|oracle|zero] [--id-no-images]
+                       [--temporal-agg M] [--precision fp32|bf16] [--id-codes fd|oracle|zero] [--id-no-images]
 
 The benchmark is each task's 50 fixed initial states (``world.get_init_states``, like LIBERO's).
 Demonstrations are drawn from a separate stream (``world.tasks.demo_init_states``) that never returns
@@ -13,7 +13,9 @@ task, per family and overall.
 
 The model gets, every ``execute`` steps, the upright images of its views, the proprioception
 (7 joints + 2 gripper) and the task's instruction as text, and returns an action chunk of which the
-first ``execute`` actions run (action chunking). All unfinished episodes query the model as one batch.
+first ``execute`` actions run (action chunking), or, with ``--temporal-agg M``, queries it every step
+and runs the exp(-M i)-weighted mean of the chunks that cover the step (ACT's temporal ensembling, as the
+LIBERO robot client does). All unfinished episodes query the model as one batch.
 ``--videos DIR`` replays one success and one failure per task and policy (when there is one) into
 GIFs: agentview | eye_in_hand, upright.
 
