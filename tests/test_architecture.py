@@ -16,7 +16,7 @@ ALLOWED: dict[str, set[str]] = {
     "world": set(),                                 # the built-in world: numpy only
     "clients": {"world"},                           # the clients (their own distribution); world for --env builtin
     "exporters": {"amplify"},
-    "training": {"amplify", "world"},
+    "training": {"amplify", "world", "clients"},     # clients: how a robot executes chunks (below)
     "service": {"amplify", "exporters", "clients"},  # clients: the wire codec only (below)
     "benchmarks": {"amplify", "world", "clients", "exporters", "training", "service"},
     "amplify_cli": set(PACKAGES),
@@ -24,6 +24,7 @@ ALLOWED: dict[str, set[str]] = {
 # Narrower rules: (importing package or module, imported module prefixes it may reach in that package).
 ONLY: dict[tuple[str, str], tuple[str, ...]] = {
     ("service", "clients"): ("clients.codec",),                          # one codec for both sides
+    ("training", "clients"): ("clients.libero.execution",),              # eval-world runs chunks as the robot does
     ("service", "exporters"): ("exporters.runtime", "exporters.manifest"),  # serving exports, not making them
 }
 # The launcher of ``python -m amplify``: only ever run, never imported (docs/architecture.md).
