@@ -28,6 +28,7 @@ from service.errors import InputError, ServiceError, error_body
 from service.middleware import authorized
 from service.protocols import openpi as P
 from service.deps import service_state
+from service.routes.common import OFF_LOOP_BYTES
 from service.routes.ops import metadata_object
 
 router = APIRouter(tags=["openpi"])
@@ -141,8 +142,11 @@ async def openpi_policy(ws: WebSocket) -> None:
                                                              request_id)))
                     await ws.close(CLOSE_TOO_BIG, "frame too large")
                     return
-                with engine.arriving():  # decoding, checks and a text encoder run off the event loop, as /act's
-                    x, sampling, seed = await run_in_threadpool(_prepare, frame, engine)
+                with engine.arriving():  # as /act's: a small frame decodes and validates on the event loop
+                    if len(frame) <= OFF_LOOP_BYTES:  # (well under a millisecond), sparing two thread hops;
+                        x, sampling, seed = _prepare(frame, engine)
+                    else:  # a larger one (a big batch of images) off it
+                        x, sampling, seed = await run_in_threadpool(_prepare, frame, engine)
                 out, timing = await engine.act(x["images"], x["proprio"], x["text_emb"], sampling, seed)
                 infer_ms = (time.perf_counter() - start) * 1000
                 server_timing = {"infer_ms": infer_ms, "queue_ms": timing.queue_s * 1000,

@@ -219,7 +219,9 @@ async def _infer(request: Request, state: ServiceState, model: str, version: str
                 body = P.decompress(raw, encoding, state.settings.max_body_bytes)
                 req = P.parse_infer_request(body, header_length)
                 return req, _check(spec, req, engine, state.settings.max_request_batch)
-            req, x = await run_in_threadpool(parse)  # as /act: JSON parsing, checks, a text encoder off the loop
+            # as /act: a small uncompressed body parses and validates on the event loop, anything else off it
+            small = len(raw) <= OFF_LOOP_BYTES and not encoding
+            req, x = parse() if small else await run_in_threadpool(parse)
         outputs = [t.name for t in spec.outputs]
         wanted = req.outputs if req.outputs is not None else outputs
         unknown = [o for o in wanted if o not in outputs]
