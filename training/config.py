@@ -72,12 +72,17 @@ class MTTrainConfig(TrainConfig):
 
 @dataclass
 class VisionSettings:
-    """The frozen vision encoder: weights from a file, or seeded random with calibrated BatchNorm."""
+    """The vision encoder: weights from a file, or seeded random with calibrated BatchNorm; frozen,
+    or (FD only, ``frozen=false``) trained with the forward dynamics at ``lr_scale`` times its rate."""
 
     weights: str = ""  # a vision.safetensors (e.g. the FD run's); '' builds a seeded random one
     seed: int = 0
     image_size: int = 128  # 128 -> 4x4 = 16 tokens per view; 64 -> 2x2; 224 -> 7x7 (the paper)
     calibration_images: int = 256
+    # frozen=false (FD): the trunk's weights train with FD's loss (BatchNorm keeps its statistics),
+    # images are encoded every batch (no token cache) and the trained trunk is written to <out>/vision.safetensors
+    frozen: bool = True
+    lr_scale: float = 0.1  # the trunk's learning rate over FD's, when not frozen
 
 
 @dataclass

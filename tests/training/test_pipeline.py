@@ -105,3 +105,25 @@ def test_train_command_rejects_bad_keys_and_shows_config(capsys):
     assert main(["train", "id", "model.head=flow", "--show-config"]) == 0
     shown = json.loads(capsys.readouterr().out)
     assert shown["model"]["head"] == "flow" and shown["optim"]["betas"] == [0.9, 0.95]
+
+
+def test_fd_trains_the_vision_trunk_when_not_frozen(parts, world_root, tmp_path):
+    """``vision.frozen=false``: the trunk's weights move with FD's loss, its BatchNorm statistics do not,
+    and the trained trunk is written where the ID and the bundle read it; the ID refuses the switch."""
+    from training.vision import load_vision
+
+    runs, _ = parts
+    start = runs / "fd" / "vision.safetensors"  # the frozen run's (seeded random, calibrated) trunk
+    out = tmp_path / "fd"
+    trunk = {"vision.weights": start, "vision.frozen": "false", "vision.lr_scale": 1.0}
+    summary = train("fd", tiny_overrides(world_root, out, mt=runs / "mt" / "latest", **FD_TINY, **trunk))
+    assert summary["step"] == 3 and np.isfinite(summary["train"]["loss"])
+    assert not (out / "cache").exists()  # images are encoded every batch, nothing cached
+    before, after = load_vision(start).model.state_dict(), load_vision(out / "vision.safetensors").model.state_dict()
+    moved = [k for k in before if k.endswith("weight") and not torch.equal(before[k], after[k])]
+    assert len(moved) > 10  # convolutions and BatchNorm affines trained
+    stats = [k for k in before if "running_" in k]
+    assert stats and all(torch.equal(before[k], after[k]) for k in stats)
+    with pytest.raises(ValueError, match="forward dynamics only"):
+        train("id", tiny_overrides(world_root, tmp_path / "id", mt=runs / "mt" / "latest",
+                                   **{"vision.weights": start, "vision.frozen": "false"}, **ID_TINY))

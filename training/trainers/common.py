@@ -1,4 +1,4 @@
-"""What the FD and ID trainers share: the frozen tokenizer, the frozen vision encoder, and image
+"""What the FD and ID trainers share: the frozen tokenizer, the vision encoder (frozen, or trained by FD), and image
 tokens (cached per dataset, or computed per batch)."""
 from __future__ import annotations
 
@@ -34,6 +34,13 @@ def load_frozen_mt(path: str) -> tuple[MotionTokenizer, MotionTokenizerConfig]:
     return frozen(mt), cfg
 
 
+def caches_tokens(cfg: TrainConfig) -> bool:
+    """Image tokens come from the per-dataset cache: ``data.cache_tokens`` and a frozen vision encoder
+    (a trained one encodes each batch's images)."""
+    vision = getattr(cfg, "vision", None)
+    return cfg.data.cache_tokens and (vision is None or vision.frozen)
+
+
 def dataset_for(cfg: TrainConfig, selection: list[str], mt_cfg: MotionTokenizerConfig,
                 action_horizon: int, require_actions: bool = False) -> AmplifyDataset:
     """The dataset for FD/ID training. Images stay at their stored size: the vision encoder resizes
@@ -41,7 +48,7 @@ def dataset_for(cfg: TrainConfig, selection: list[str], mt_cfg: MotionTokenizerC
     d = cfg.data
     return AmplifyDataset(d.root, selection, mt_cfg.views, mt_cfg.num_tracks, mt_cfg.track_pred_horizon,
                           action_horizon, img_size=mt_cfg.img_shape, interp=d.interp,
-                          track_method=d.track_method, frame_stride=d.frame_stride, load_images=not d.cache_tokens,
+                          track_method=d.track_method, frame_stride=d.frame_stride, load_images=not caches_tokens(cfg),
                           require_actions=require_actions)
 
 
@@ -60,8 +67,9 @@ def vision_encoder(settings: VisionSettings, out: Path, calib_set: AmplifyDatase
 
 
 def token_cache(enc: VisionEncoder, ds: AmplifyDataset, cfg: TrainConfig, rt: Runtime) -> torch.Tensor | None:
-    """Cached image tokens of ``ds`` (N, v, P, 512) float16 when ``data.cache_tokens``; rank 0 computes first."""
-    if not cfg.data.cache_tokens:
+    """Cached image tokens of ``ds`` (N, v, P, 512) float16 when ``data.cache_tokens`` (and the encoder is
+    frozen); rank 0 computes first."""
+    if not caches_tokens(cfg):
         return None
     cache_dir = cfg.cache_dir or str(Path(cfg.data.root) / ".amplify_cache")
     if not rt.is_main:

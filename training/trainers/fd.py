@@ -1,6 +1,8 @@
 """Forward-dynamics trainer: targets are a frozen tokenizer's indices of the true velocities;
 teacher-forced cross entropy; validation also predicts autoregressively (token accuracy, and the
-decoded tracks' error)."""
+decoded tracks' error). The vision encoder is frozen (tokens cached), or with ``vision.frozen=false``
+trained with FD's loss at ``vision.lr_scale`` times its learning rate (the original's switch and
+multiplier), its BatchNorm statistics kept; the trained trunk is written to ``<out>/vision.safetensors``."""
 from __future__ import annotations
 
 import dataclasses
@@ -19,24 +21,41 @@ from training.config import FDTrainConfig
 from training.loop import Runtime
 from training.metrics import MetricAverager, motion_metrics, per_view_codebook_usage, track_metrics
 from training.trainers.common import (
-    ImageTokenTask, dataset_for, load_frozen_mt, token_cache, vision_encoder,
+    VISION_FILE, ImageTokenTask, dataset_for, load_frozen_mt, token_cache, vision_encoder,
 )
+from training.vision import save_vision
 
 
 class FDLoss(nn.Module):
-    """batch (with ``img_tokens`` (b, v, P, 512)) -> (cross entropy, metrics)."""
+    """batch (with ``img_tokens`` (b, v, P, 512), or ``images`` (b, v, S, S, 3) uint8 for a trained
+    ``encoder``) -> (cross entropy, metrics)."""
 
-    def __init__(self, fd: ForwardDynamics, mt: MotionTokenizer):
+    def __init__(self, fd: ForwardDynamics, mt: MotionTokenizer, encoder: nn.Module | None = None):
         super().__init__()
         self.fd = fd
         self.mt = mt  # frozen; its quantizer is shared with fd
+        self.encoder = encoder  # trained with fd (vision.frozen=false), else None: tokens come with the batch
+
+    def train(self, mode: bool = True) -> FDLoss:
+        super().train(mode)
+        if self.encoder is not None:
+            self.encoder.eval()  # BatchNorm keeps its statistics; only the weights train
+        return self
+
+    def image_tokens(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """(b, v, P, 512): the batch's cached or precomputed tokens, else the trained encoder's of its images."""
+        if "img_tokens" in batch:
+            return batch["img_tokens"]
+        images = batch["images"]
+        x = rearrange(images, "b v h w c -> (b v) h w c").float() / 255.0
+        return rearrange(self.encoder(x), "(b v) p d -> b v p d", b=images.shape[0])
 
     def targets(self, tracks: torch.Tensor) -> torch.Tensor:
         with torch.no_grad():
             return self.mt.tokenize(points_to_velocities(tracks, time_dim=2))[1]  # (b, S)
 
     def cond(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        return self.fd.get_cond_tokens(rearrange(batch["img_tokens"], "b v p d -> b (v p) d"), batch["text_emb"])
+        return self.fd.get_cond_tokens(rearrange(self.image_tokens(batch), "b v p d -> b (v p) d"), batch["text_emb"])
 
     def forward(self, batch: dict[str, torch.Tensor]):
         target = self.targets(batch["tracks"])
@@ -65,7 +84,25 @@ class FDTask(ImageTokenTask):
             text_embed_dim=int(self.train_set.tasks[0].text_emb.shape[0]))
         self.cfg.model = model_cfg
         self.fd = ForwardDynamics(model_cfg, quantize=self.mt.quantize)
-        self.loss_module = FDLoss(self.fd, self.mt)
+        trained = None
+        if not cfg.vision.frozen:
+            trained = self.encoder.requires_grad_(True)
+        self.loss_module = FDLoss(self.fd, self.mt, trained)
+
+    def lr_scales(self) -> dict[nn.Parameter, float]:
+        enc = self.loss_module.encoder
+        return {} if enc is None else {p: self.cfg.vision.lr_scale for p in enc.parameters()}
+
+    def prepare(self, batch, rt: Runtime) -> dict[str, torch.Tensor]:
+        if self.loss_module.encoder is None:
+            return super().prepare(batch, rt)
+        return {k: v.to(rt.device) for k, v in batch.items()}  # images: encoded in the loss, with gradients
+
+    def save(self, path: Path, metadata: dict) -> None:
+        super().save(path, metadata)
+        if self.loss_module.encoder is not None:  # the trunk as trained so far, where FD's runs keep it
+            save_vision(self.encoder, Path(self.cfg.out) / VISION_FILE,
+                        f"trained with the forward dynamics (lr scale {self.cfg.vision.lr_scale:g})")
 
     @property
     def model(self) -> ForwardDynamics:

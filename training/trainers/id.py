@@ -54,6 +54,9 @@ class IDTask(ImageTokenTask):
     name = "id"
 
     def __init__(self, cfg: IDTrainConfig):
+        if not cfg.vision.frozen:
+            raise ValueError("vision.frozen=false trains the trunk with the forward dynamics only; the inverse "
+                             "dynamics takes FD's trained trunk frozen (vision.weights=<fd run>/vision.safetensors)")
         if cfg.codes not in ("gt", "fd"):
             raise ValueError(f"codes must be 'gt' or 'fd', got {cfg.codes!r}")
         if cfg.codes == "fd" and not cfg.fd:
