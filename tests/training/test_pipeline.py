@@ -127,3 +127,21 @@ def test_fd_trains_the_vision_trunk_when_not_frozen(parts, world_root, tmp_path)
     with pytest.raises(ValueError, match="forward dynamics only"):
         train("id", tiny_overrides(world_root, tmp_path / "id", mt=runs / "mt" / "latest",
                                    **{"vision.weights": start, "vision.frozen": "false"}, **ID_TINY))
+
+
+def test_fd_with_a_trained_trunk_resumes_exactly(parts, world_root, tmp_path):
+    """The trained trunk is in every checkpoint: 2 epochs straight == 1 epoch, stop, resume 1 more."""
+    from training.vision import load_vision
+
+    runs, _ = parts
+    trunk = {"vision.weights": runs / "fd" / "vision.safetensors", "vision.frozen": "false", "vision.lr_scale": 1.0,
+             "epochs": 2, "max_steps_per_epoch": 2}
+    args = dict(mt=runs / "mt" / "latest", **FD_TINY, **trunk)
+    train("fd", tiny_overrides(world_root, tmp_path / "a", **args))
+    train("fd", tiny_overrides(world_root, tmp_path / "b", stop_after=1, **args))
+    resumed = train("fd", tiny_overrides(world_root, tmp_path / "b", resume="true", **args))
+    assert resumed["step"] == 4
+    for name in ("vision.safetensors", "latest/vision.safetensors"):
+        a = load_vision(tmp_path / "a" / name).model.state_dict()
+        b = load_vision(tmp_path / "b" / name).model.state_dict()
+        assert all(torch.equal(a[k], b[k]) for k in a), name

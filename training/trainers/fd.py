@@ -23,7 +23,7 @@ from training.metrics import MetricAverager, motion_metrics, per_view_codebook_u
 from training.trainers.common import (
     VISION_FILE, ImageTokenTask, dataset_for, load_frozen_mt, token_cache, vision_encoder,
 )
-from training.vision import save_vision
+from training.vision import load_vision, save_vision
 
 
 class FDLoss(nn.Module):
@@ -100,9 +100,10 @@ class FDTask(ImageTokenTask):
 
     def save(self, path: Path, metadata: dict) -> None:
         super().save(path, metadata)
-        if self.loss_module.encoder is not None:  # the trunk as trained so far, where FD's runs keep it
-            save_vision(self.encoder, Path(self.cfg.out) / VISION_FILE,
-                        f"trained with the forward dynamics (lr scale {self.cfg.vision.lr_scale:g})")
+        if self.loss_module.encoder is not None:  # the trunk as trained so far: in the checkpoint (to resume)
+            note = f"trained with the forward dynamics (lr scale {self.cfg.vision.lr_scale:g})"
+            for where in (path, Path(self.cfg.out)):  # and where FD's runs keep it for the ID and the bundle
+                save_vision(self.encoder, where / VISION_FILE, note)
 
     @property
     def model(self) -> ForwardDynamics:
@@ -112,6 +113,8 @@ class FDTask(ImageTokenTask):
         from amplify.checkpoints import read_dir
         _, state = read_dir(path)
         self.fd.load_state_dict(state)
+        if self.loss_module.encoder is not None and (path / VISION_FILE).is_file():  # a trained trunk resumes too
+            self.encoder.model.load_state_dict(load_vision(path / VISION_FILE).model.state_dict())
 
     @torch.no_grad()
     def validate(self, loader, rt: Runtime, max_batches: int) -> dict[str, float]:
