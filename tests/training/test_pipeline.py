@@ -55,6 +55,8 @@ def test_checkpoints_logs_and_plots(parts):
     assert (runs / "fd" / "plots" / "tracks_fd.png").is_file()
     val = summaries["fd"]["val"]
     assert 0 <= val["token_acc"] <= 1 and "pred_track_acc_2px" in val
+    assert 0 <= val["token_acc_first"] <= 1  # where autoregressive errors start
+    assert 0 <= val.get("token_acc_after_right_prefix", 0.0) <= 1
     assert {"track_acc_1px", "codebook_perplexity"} <= set(summaries["mt"]["val"])
     assert "action_l1" in summaries["id"]["val"]
     assert np.isfinite(summaries["id"]["val"]["action_l1_fd_codes"])  # trained on true codes, served FD's

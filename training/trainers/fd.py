@@ -132,7 +132,13 @@ class FDTask(ImageTokenTask):
             metrics["nomotion_token_acc"] = (still == target).float().mean()
             if self.cfg.val_ar:
                 pred = self.fd.predict(self.loss_module.cond(batch), "argmax")
-                metrics["token_acc"] = (pred == target).float().mean()
+                right = (pred == target).float()  # (b, S)
+                metrics["token_acc"] = right.mean()
+                # where the error starts: the first token, and later tokens after an all-correct prefix
+                metrics["token_acc_first"] = right[:, 0].mean()
+                prefix_ok = torch.cumprod(right, dim=1)[:, :-1]  # (b, S-1): tokens 0..k all right
+                if prefix_ok.sum() > 0:
+                    metrics["token_acc_after_right_prefix"] = (right[:, 1:] * prefix_ok).sum() / prefix_ok.sum()
                 vel, _ = self.mt.decode(self.mt.indices_to_codes(pred))
                 metrics.update(track_metrics(vel, batch["tracks"], mcfg.img_shape, prefix="pred_track"))
                 metrics.update(motion_metrics(vel, batch["tracks"], mcfg.img_shape, mcfg.views, "pred_track"))
