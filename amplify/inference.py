@@ -80,10 +80,12 @@ class InferenceLinear(nn.Module):
     (``torch.ops.mkldnn._linear_pointwise``) instead of MKL's ``mm``. MKL runs AVX2 code on AMD CPUs;
     oneDNN picks its kernels by instruction set (AVX-512 there): on a Zen 5 EPYC, one core, 2.3x the
     100-row prefix products and 1.4x the one-row steps' weight read (``docs/performance.md``). Same
-    float32 numbers up to rounding; W (in, out) stays for ``weight``. Tracing and scripting (the
-    exports) and inputs that need gradients take the ``mm`` path. In bfloat16 the packed product takes
-    the bfloat16 input and returns bfloat16 (bit-identical to ``mm`` on the FD weights in torch 2.13);
-    the cast to float32 and the bias follow as on the ``mm`` path.
+    float32 numbers up to rounding. Tracing and scripting (the exports) and inputs that need gradients
+    take the ``mm`` path. In bfloat16 the packed product takes the bfloat16 input and returns bfloat16
+    (bit-identical to ``mm`` on the FD weights in torch 2.13); the cast to float32 and the bias follow as
+    on the ``mm`` path. A layer whose every CPU product is packed (``packed_min_rows == 1``) keeps no
+    unpacked copy (``weight_t`` is None) until one is needed (``weight``, the ``mm`` path): FD's and ID's
+    weights take memory once, not twice.
     """
 
     def __init__(self, linear: nn.Linear, dtype: torch.dtype = torch.float32, float_out: bool = True,
@@ -91,6 +93,7 @@ class InferenceLinear(nn.Module):
         super().__init__()
         self.in_features, self.out_features = linear.in_features, linear.out_features
         self.mixed = dtype != torch.float32
+        self.weight_dtype = dtype
         self.float_out = float_out or not self.mixed
         out_dtype = torch.float32 if self.float_out else dtype
         self.register_buffer("weight_t", linear.weight.detach().t().contiguous().to(dtype))  # (in, out)
@@ -100,55 +103,73 @@ class InferenceLinear(nn.Module):
         size = self.in_features * self.out_features
         if (onednn and self.weight_t.device.type == "cpu" and size >= _PACK_MIN
                 and onednn_linear_available()):
-            self._pack()
+            self._pack(self.weight_t.t())
             self.packed_min_rows = 1 if size >= _PACKED_ALWAYS else -(-_PACKED_MACS // size)
+            if self.packed_min_rows == 1:
+                self.weight_t = None  # every CPU product is packed: W once in memory
 
-    def _pack(self) -> None:
-        self.packed = torch.ops.mkldnn._reorder_linear_weight(self.weight_t.t().contiguous(), None)
+    def _pack(self, weight: torch.Tensor) -> None:  # weight (out, in)
+        self.packed = torch.ops.mkldnn._reorder_linear_weight(weight.contiguous(), None)
+
+    def _w_t(self) -> torch.Tensor:
+        """W (in, out). A layer that kept no unpacked copy unpacks it from oneDNN's (exact) the first time
+        it is needed outside the packed product (``weight`` read, tracing, gradients) and keeps it from
+        then on, so readers of ``weight`` get one stable tensor (the tokenizer caches on it). The tracer
+        cannot record oneDNN's layout: the unpacking runs outside it."""
+        if self.weight_t is None:
+            tracing = torch._C._get_tracing_state()
+            torch._C._set_tracing_state(None)
+            try:
+                self.weight_t = self.packed.to_dense().t().contiguous()
+            finally:
+                torch._C._set_tracing_state(tracing)
+        return self.weight_t
 
     # the packed tensor has no storage to copy or pickle: a copy packs its own weight again
     def __getstate__(self) -> dict:
         state = self.__dict__.copy()
-        state["packed"] = self.packed is not None
+        # repack from weight_t where it is kept, else from W unpacked (out, in)
+        state["packed"] = None if self.packed is None else self.weight_t is None and self.packed.to_dense()
         return state
 
     def __setstate__(self, state: dict) -> None:
-        packed = state.pop("packed", False)
+        packed = state.pop("packed", None)
         super().__setstate__(state)
         self.packed = None
-        if packed:
-            self._pack()
+        if packed is not None:
+            self._pack(self.weight_t.t() if packed is False else packed)
 
     @property
-    def weight(self) -> torch.Tensor:  # (out, in), a view
-        return self.weight_t.t()
+    def weight(self) -> torch.Tensor:  # (out, in)
+        return self._w_t().t()
 
     def _use_packed(self, x2: torch.Tensor) -> bool:
         return (self.packed is not None and x2.shape[0] >= self.packed_min_rows
-                and x2.device.type == "cpu" and x2.dtype in (torch.float32, self.weight_t.dtype)
+                and x2.device.type == "cpu" and x2.dtype in (torch.float32, self.weight_dtype)
                 and not (x2.requires_grad and torch.is_grad_enabled())
                 and not torch.jit.is_scripting() and not torch.jit.is_tracing())
 
     def matmul2d(self, x2: torch.Tensor) -> torch.Tensor:
         """(N, in) -> (N, out), bias included (float32, or bfloat16 when not ``float_out``)."""
         if self.mixed:  # the bias is added after the product, in the output dtype, on both paths
-            xl = x2.to(self.weight_t.dtype)
+            xl = x2.to(self.weight_dtype)
             if self._use_packed(xl):
                 y = torch.ops.mkldnn._linear_pointwise(xl, self.packed, None, "none", [], "")
             else:
-                y = torch.mm(xl, self.weight_t)
+                y = torch.mm(xl, self._w_t())
             if self.float_out:
                 y = y.float()
             return y if self.bias is None else y.add_(self.bias)
         if self._use_packed(x2):
             return torch.ops.mkldnn._linear_pointwise(x2, self.packed, self.bias, "none", [], "")
-        return torch.mm(x2, self.weight_t) if self.bias is None else torch.addmm(self.bias, x2, self.weight_t)
+        w_t = self._w_t()
+        return torch.mm(x2, w_t) if self.bias is None else torch.addmm(self.bias, x2, w_t)
 
     def add_to(self, residual: torch.Tensor, x2: torch.Tensor) -> torch.Tensor:
         """``residual + self(x2)`` for 2-D (N, in) inputs: one fused product when float32 without bias
         (``mm`` path; the packed product adds after, measured no slower than oneDNN's fused sum)."""
         if not self.mixed and self.bias is None and not self._use_packed(x2):
-            return torch.addmm(residual, x2, self.weight_t)
+            return torch.addmm(residual, x2, self._w_t())
         return residual + self.matmul2d(x2)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (..., in) -> (..., out)
@@ -157,7 +178,7 @@ class InferenceLinear(nn.Module):
 
     def extra_repr(self) -> str:
         return (f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}, "
-                f"dtype={self.weight_t.dtype}, float_out={self.float_out}")
+                f"dtype={self.weight_dtype}, float_out={self.float_out}")
 
 
 # Inside attention and MLP blocks these layers' outputs feed attention, another product or a residual

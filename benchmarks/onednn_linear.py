@@ -178,7 +178,7 @@ def run(bundle: Path, threads: list[int], batches: list[int], repeats: int) -> d
     lins = fd_linears(models["onednn"])
     res: dict = {"bundle": str(bundle), "threads": {},
                  "fd_layers_packed": f"{sum(lin.packed is not None for lin in lins)} of {len(lins)}",
-                 "packed_weight_mb": sum(m.weight_t.numel() * 4 for m in models["onednn"].modules()
+                 "packed_weight_mb": sum(m.in_features * m.out_features * 4 for m in models["onednn"].modules()
                                          if getattr(m, "packed", None) is not None) / 1e6}
     with torch.no_grad():
         x = {b: make_inputs(base, b) for b in batches}

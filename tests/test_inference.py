@@ -66,8 +66,13 @@ def test_onednn_packed_products_match_mm(shape, bias):
     size = shape[0] * shape[1]
     assert mm.packed is None and (packed.packed is not None) == (size >= 2**14)
     assert packed.packed is None or packed.packed_min_rows == (1 if size >= 2**18 else -(-2**20 // size))
+    # a layer packed for every product keeps no unpacked copy; its weight unpacks exactly
+    assert (packed.weight_t is None) == (packed.packed is not None and packed.packed_min_rows == 1)
     copied = copy.deepcopy(packed)  # the opaque tensor has no storage: a copy packs again
     assert (copied.packed is None) == (packed.packed is None) and copied.packed_min_rows == packed.packed_min_rows
+    assert (copied.weight_t is None) == (packed.weight_t is None)
+    assert torch.equal(copied.weight, lin.weight.detach())  # unpacked once, then kept (a stable tensor)
+    assert copied.weight_t is not None and copied.weight.data_ptr() == copied.weight.data_ptr()
     with torch.no_grad():
         for rows in (1, 3, 100):
             x, res = torch.randn(rows, shape[0]), torch.randn(rows, shape[1])
@@ -142,7 +147,7 @@ def test_onednn_packed_bf16_products_match_mm(shape, bias, float_out):
 def test_onednn_switch_in_bf16(bundle, monkeypatch):
     def packed(m, dtype):
         return [lin.packed is not None for lin in m.modules()
-                if isinstance(lin, InferenceLinear) and lin.weight_t.dtype == dtype]
+                if isinstance(lin, InferenceLinear) and lin.weight_dtype == dtype]
 
     with pack_every_linear():
         mm = copy.deepcopy(bundle).prepare_for_inference("bf16", onednn=False)
@@ -178,9 +183,9 @@ def test_bf16_runs_fd_id_in_bfloat16_and_keeps_the_rest_float32(bundle):
     shared = {id(m) for m in b16.forward_dynamics.quantize.modules()}  # the tokenizer's quantizer, shared with FD
     for part in (b16.forward_dynamics, b16.inverse_dynamics):
         lins = [m for m in part.modules() if isinstance(m, InferenceLinear) and id(m) not in shared]
-        assert lins and all(m.weight_t.dtype == torch.bfloat16 for m in lins)
+        assert lins and all(m.weight_dtype == torch.bfloat16 for m in lins)
     mt_lins = [m for m in b16.motion_tokenizer.modules() if isinstance(m, InferenceLinear)]
-    assert mt_lins and all(m.weight_t.dtype == torch.float32 for m in mt_lins)
+    assert mt_lins and all(m.weight_dtype == torch.float32 for m in mt_lins)
     assert all(p.dtype == torch.float32 for p in b16.img_encoder.parameters())  # vision stays float32
     assert b16.forward_dynamics.unembed.float_out and not b16.forward_dynamics.trunk.transformer.h[0].attn.c_attn.float_out
     x = inputs(bundle, 4)
