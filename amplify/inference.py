@@ -128,16 +128,22 @@ class InferenceLinear(nn.Module):
     # the packed tensor has no storage to copy or pickle: a copy packs its own weight again
     def __getstate__(self) -> dict:
         state = self.__dict__.copy()
-        # repack from weight_t where it is kept, else from W unpacked (out, in)
-        state["packed"] = None if self.packed is None else self.weight_t is None and self.packed.to_dense()
+        if self.packed is None:
+            state["packed"] = None
+        elif self.weight_t is not None:
+            state["packed"] = "weight_t"  # repack from the kept copy
+        else:
+            state["packed"] = self.packed.to_dense()  # W (out, in), to repack from
         return state
 
     def __setstate__(self, state: dict) -> None:
         packed = state.pop("packed", None)
         super().__setstate__(state)
         self.packed = None
-        if packed is not None:
-            self._pack(self.weight_t.t() if packed is False else packed)
+        if isinstance(packed, str):
+            self._pack(self.weight_t.t())
+        elif packed is not None:
+            self._pack(packed)
 
     @property
     def weight(self) -> torch.Tensor:  # (out, in)
