@@ -114,13 +114,15 @@ class InferenceLinear(nn.Module):
     def _w_t(self) -> torch.Tensor:
         """W (in, out). A layer that kept no unpacked copy unpacks it from oneDNN's (exact) the first time
         it is needed outside the packed product (``weight`` read, tracing, gradients) and keeps it from
-        then on, so readers of ``weight`` get one stable tensor (the tokenizer caches on it). The tracer
-        cannot record oneDNN's layout: the unpacking runs outside it."""
+        then on, so readers of ``weight`` get one stable tensor (the tokenizer caches on it, by version
+        counter: so it is never an inference-mode tensor, whatever mode the first reader runs in). The
+        tracer cannot record oneDNN's layout: the unpacking runs outside it."""
         if self.weight_t is None:
             tracing = torch._C._get_tracing_state()
             torch._C._set_tracing_state(None)
             try:
-                self.weight_t = self.packed.to_dense().t().contiguous()
+                with torch.inference_mode(False), torch.no_grad():
+                    self.weight_t = self.packed.to_dense().t().contiguous()
             finally:
                 torch._C._set_tracing_state(tracing)
         return self.weight_t

@@ -73,6 +73,10 @@ def test_onednn_packed_products_match_mm(shape, bias):
     assert (copied.weight_t is None) == (packed.weight_t is None)
     assert torch.equal(copied.weight, lin.weight.detach())  # unpacked once, then kept (a stable tensor)
     assert copied.weight_t is not None and copied.weight.data_ptr() == copied.weight.data_ptr()
+    fresh = copy.deepcopy(packed)
+    with torch.inference_mode():  # first read in inference mode (the service's): still a normal tensor
+        w = fresh.weight
+    assert not w.is_inference() and w._version >= 0 and torch.equal(w, lin.weight.detach())
     with torch.no_grad():
         for rows in (1, 3, 100):
             x, res = torch.randn(rows, shape[0]), torch.randn(rows, shape[1])
