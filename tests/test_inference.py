@@ -113,6 +113,15 @@ def test_onednn_switch_and_every_layer_packed(bundle, monkeypatch):
     x = inputs(bundle, 2)
     torch.testing.assert_close(every.act(x["images"], x["proprio"], text_emb=x["text_emb"]),
                                bundle.act(x["images"], x["proprio"], text_emb=x["text_emb"]), rtol=0, atol=1e-4)
+    # every layer packed keeps no unpacked copy; the tokenizer's decoder reads its weights (and caches on
+    # their version counters) in the service's inference mode, twice
+    served = copy.deepcopy(every)
+    assert all(lin.weight_t is None for lin in served.modules() if isinstance(lin, InferenceLinear))
+    codes = bundle.predict_codes(x["images"], text_emb=x["text_emb"])[1]
+    with torch.inference_mode():
+        for _ in range(2):
+            torch.testing.assert_close(served.motion_tokenizer.decode_velocities(codes),
+                                       bundle.motion_tokenizer.decode_velocities(codes), rtol=0, atol=1e-4)
 
 
 @needs_onednn
