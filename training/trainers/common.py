@@ -80,16 +80,20 @@ def token_cache(enc: VisionEncoder, ds: AmplifyDataset, cfg: TrainConfig, rt: Ru
     return tokens
 
 
+def encode_images(enc: VisionEncoder, images: torch.Tensor) -> torch.Tensor:
+    """Images (b, v, S, S, 3) uint8 -> tokens (b, v, P, 512), all views in one batch (with gradients when
+    the encoder's weights need them)."""
+    x = rearrange(images, "b v h w c -> (b v) h w c").float() / 255.0
+    return rearrange(enc(x), "(b v) p d -> b v p d", b=images.shape[0])
+
+
 def batch_image_tokens(batch: dict[str, torch.Tensor], cache: torch.Tensor | None, enc: VisionEncoder,
                        device: torch.device) -> torch.Tensor:
     """Image tokens of a batch (b, v, P, 512) float32: from the cache by sample index, else encoded now."""
     if cache is not None:
         return cache[batch["index"].cpu()].to(device, torch.float32)
-    images = batch["images"].to(device)  # (b, v, S, S, 3) uint8
-    b = images.shape[0]
-    x = rearrange(images, "b v h w c -> (b v) h w c").float() / 255.0
     with torch.no_grad():
-        return rearrange(enc.to(device)(x), "(b v) p d -> b v p d", b=b)
+        return encode_images(enc.to(device), batch["images"].to(device))
 
 
 class ImageTokenTask(TrainTask):

@@ -18,10 +18,10 @@ from amplify.models.forward_dynamics import ForwardDynamics
 from amplify.models.motion_tokenizer import MotionTokenizer
 from amplify.tracks import points_to_velocities, velocities_to_points
 from training.config import FDTrainConfig
-from training.loop import Runtime
+from training.loop import Runtime, TrainTask
 from training.metrics import MetricAverager, motion_metrics, per_view_codebook_usage, track_metrics
 from training.trainers.common import (
-    VISION_FILE, ImageTokenTask, dataset_for, load_frozen_mt, token_cache, vision_encoder,
+    VISION_FILE, ImageTokenTask, dataset_for, encode_images, load_frozen_mt, token_cache, vision_encoder,
 )
 from training.vision import load_vision, save_vision
 
@@ -44,11 +44,7 @@ class FDLoss(nn.Module):
 
     def image_tokens(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         """(b, v, P, 512): the batch's cached or precomputed tokens, else the trained encoder's of its images."""
-        if "img_tokens" in batch:
-            return batch["img_tokens"]
-        images = batch["images"]
-        x = rearrange(images, "b v h w c -> (b v) h w c").float() / 255.0
-        return rearrange(self.encoder(x), "(b v) p d -> b v p d", b=images.shape[0])
+        return batch["img_tokens"] if "img_tokens" in batch else encode_images(self.encoder, batch["images"])
 
     def targets(self, tracks: torch.Tensor) -> torch.Tensor:
         with torch.no_grad():
@@ -96,7 +92,7 @@ class FDTask(ImageTokenTask):
     def prepare(self, batch, rt: Runtime) -> dict[str, torch.Tensor]:
         if self.loss_module.encoder is None:
             return super().prepare(batch, rt)
-        return {k: v.to(rt.device) for k, v in batch.items()}  # images: encoded in the loss, with gradients
+        return TrainTask.prepare(self, batch, rt)  # the batch as it is: images are encoded in the loss, with gradients
 
     def save(self, path: Path, metadata: dict) -> None:
         super().save(path, metadata)
