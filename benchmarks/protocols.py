@@ -8,10 +8,19 @@ One ``amplify serve`` subprocess (``--threads 1``); one client per protocol (thi
 for each: ``clients.codec``, ``clients.openpi``, ``clients.v2``), calls interleaved round-robin so
 the three see the same machine. For every call: the round trip (client encode -> reply decoded) and
 the server's model time for that call (``Server-Timing: model`` / ``server_timing.model_ms``); the
-overhead is their difference. Server CPU per request is the server process's user+system CPU
+overhead is their difference. Two parts of it the server reports too (``Server-Timing: queue, resume``
+/ ``server_timing``): the hop to the batcher's worker thread (``queue``) and back to the event loop
+(``resume``), each a thread wake-up. Server CPU per request is the server process's user+system CPU
 (``/proc/<pid>/stat``) across the call, and the same without the batcher worker thread that runs
 the model (``/proc/<pid>/task/<tid>``: the thread that gains the most CPU over a few ``act`` calls;
-one torch thread). Writes ``benchmarks/results/<time>-protocols.{json,md}``.
+one torch thread). Beside them, the cost of one thread wake-up on this machine, in-process
+(:func:`wakeup_probe`): a request through a :class:`service.batching.Batcher` whose model does nothing
+(both threads stay awake) against one whose model sleeps as long as the served model takes (the event
+loop's thread idles meanwhile, as it does while a robot's model call runs), and the WebSocket's
+transport floor (:func:`transport_floor`): the same client and frames against uvicorn with ``amplify
+serve``'s protocol settings and an app that answers every frame with a fixed reply (no model, no checks),
+at once and after sleeping the served model's time.
+Writes ``benchmarks/results/<time>-protocols.{json,md}``.
 """
 from __future__ import annotations
 
@@ -29,11 +38,11 @@ import httpx
 import numpy as np
 
 from benchmarks.common import machine_info, summarize
-from benchmarks.server import REPO, Server, thread_policy, server_env
+from benchmarks.server import REPO, Server, free_port, thread_policy, server_env
 from benchmarks.serving import request_fields
 
 TICK = os.sysconf("SC_CLK_TCK")
-_MODEL = re.compile(r"model;dur=([0-9.]+)")
+_TIMING = re.compile(r"(model|queue|resume);dur=([0-9.]+)")
 
 
 def _stat_cpu(path: str) -> float:
@@ -68,7 +77,11 @@ def cpu_seconds(pid: int, model_tid: str) -> tuple[float, float]:
     return _stat_cpu(f"/proc/{pid}/stat"), _stat_cpu(f"/proc/{pid}/task/{model_tid}/stat")
 
 
-Call = Callable[[], float]  # one round trip -> the server's model seconds for it
+Call = Callable[[], dict[str, float]]  # one round trip -> the server's {model, queue, resume} seconds for it
+
+
+def _header_timing(r: httpx.Response) -> dict[str, float]:
+    return {k: float(v) / 1000 for k, v in _TIMING.findall(r.headers["server-timing"])}
 
 
 def http_msgpack(client: httpx.Client, path: str, fields: dict[str, np.ndarray], out: str) -> Call:
@@ -76,23 +89,23 @@ def http_msgpack(client: httpx.Client, path: str, fields: dict[str, np.ndarray],
 
     headers = {"content-type": MSGPACK, "accept": MSGPACK}
 
-    def call() -> float:
+    def call() -> dict[str, float]:
         r = client.post(path, content=encode_body(fields, MSGPACK), headers=headers)
         r.raise_for_status()
         assert out in decode_body(r.content, r.headers["content-type"])
-        return float(_MODEL.search(r.headers["server-timing"]).group(1)) / 1000
+        return _header_timing(r)
     return call
 
 
 def v2_binary(client: httpx.Client, model: str, inputs: dict[str, np.ndarray], out: str) -> Call:
     from clients.v2 import HEADER, build_request, parse_response
 
-    def call() -> float:
+    def call() -> dict[str, float]:
         body, headers = build_request(inputs, [out], binary=True)
         r = client.post(f"/v2/models/{model}/infer", content=body, headers=headers)
         r.raise_for_status()
         assert out in parse_response(r.content, r.headers.get(HEADER))
-        return float(_MODEL.search(r.headers["server-timing"]).group(1)) / 1000
+        return _header_timing(r)
     return call
 
 
@@ -104,11 +117,11 @@ def openpi_ws(url: str, observation: dict[str, Any]):
     ws = connect(url.replace("http://", "ws://") + "/", max_size=None, compression=None).__enter__()
     ws.recv()  # the metadata frame
 
-    def call() -> float:
+    def call() -> dict[str, float]:
         ws.send(pack(observation))
         reply = unpack(ws.recv())
         assert "actions" in reply
-        return reply["server_timing"]["model_ms"] / 1000
+        return {k: reply["server_timing"].get(f"{k}_ms", 0.0) / 1000 for k in ("model", "queue", "resume")}
     return call, ws
 
 
@@ -117,14 +130,16 @@ def measure(calls: dict[str, Call], pid: int, model_tid: str, repeats: int) -> d
     names = list(calls)
     for name in names:  # warm each path
         calls[name]()
-    rec: dict[str, dict[str, list[float]]] = {n: {"rtt": [], "model": [], "cpu": [], "cpu_model": []} for n in names}
+    rec: dict[str, dict[str, list[float]]] = {n: {"rtt": [], "model": [], "queue": [], "resume": [], "cpu": [],
+                                                  "cpu_model": []} for n in names}
     for i in range(repeats):
         for name in names[i % len(names):] + names[:i % len(names)]:
             (c0, m0), t0 = cpu_seconds(pid, model_tid), time.perf_counter()
-            model = calls[name]()
+            server = calls[name]()
             t1, (c1, m1) = time.perf_counter(), cpu_seconds(pid, model_tid)
             rec[name]["rtt"].append(t1 - t0)
-            rec[name]["model"].append(model)
+            for part in ("model", "queue", "resume"):
+                rec[name][part].append(server.get(part, 0.0))
             rec[name]["cpu"].append(c1 - c0)
             rec[name]["cpu_model"].append(m1 - m0)
     out = {}
@@ -132,9 +147,127 @@ def measure(calls: dict[str, Call], pid: int, model_tid: str, repeats: int) -> d
         rtt, model, cpu, cpu_model = map(np.asarray, (r["rtt"], r["model"], r["cpu"], r["cpu_model"]))
         out[name] = {"round_trip": summarize(list(rtt)), "model": summarize(list(model)),
                      "overhead": summarize(list(rtt - model)),
+                     "queue": summarize(r["queue"]), "resume": summarize(r["resume"]),
                      "server_cpu_per_request_s": float(cpu.mean()),
                      "server_cpu_outside_model_per_request_s": float((cpu - cpu_model).mean())}
     return out
+
+
+async def echo_app(scope: dict[str, Any], receive: Callable, send: Callable) -> None:
+    """ASGI app for :func:`transport_floor`: accepts a WebSocket and answers every frame with one fixed
+    reply the size of a batch-1 ``act`` reply, after ``time.sleep(delay)`` when the URL has
+    ``?delay=SECONDS`` (blocking on purpose: the loop's timers have millisecond granularity); nothing
+    else (lifespan acknowledged, HTTP refused)."""
+    from urllib.parse import parse_qs
+
+    from clients.openpi import pack
+
+    if scope["type"] == "lifespan":
+        while (message := await receive())["type"] != "lifespan.shutdown":
+            await send({"type": "lifespan.startup.complete"})
+        await send({"type": "lifespan.shutdown.complete"})
+        return
+    if scope["type"] != "websocket":
+        await send({"type": "http.response.start", "status": 404, "headers": []})
+        await send({"type": "http.response.body", "body": b""})
+        return
+    reply = pack({"actions": np.zeros((16, 7), np.float32), "server_timing": {"model_ms": 0.0}})
+    delay = float(parse_qs(scope.get("query_string", b"").decode()).get("delay", ["0"])[0])
+    await receive()  # websocket.connect
+    await send({"type": "websocket.accept"})
+    while (await receive())["type"] == "websocket.receive":
+        if delay > 0:
+            time.sleep(delay)
+        await send({"type": "websocket.send", "bytes": reply})
+
+
+def transport_floor(observation: dict[str, Any], model_s: float, calls: int = 60) -> dict[str, Any]:
+    """Round trips of the openpi client's frames to :func:`echo_app` on uvicorn with ``amplify serve``'s
+    protocol settings (h11, websockets-sansio, uvloop where installed), in a subprocess: what the WebSocket
+    costs before any of the service's own code runs. ``busy``: answered at once; ``idle``: answered after
+    sleeping ``model_s`` (both sides idle as during a model call), round trip minus the sleep; and how
+    late ``time.sleep(model_s)`` itself wakes on this machine (``sleep_overshoot``, part of ``idle``)."""
+    import socket
+    import subprocess
+
+    from websockets.sync.client import connect
+
+    from clients.openpi import pack, unpack
+
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "uvicorn", "benchmarks.protocols:echo_app", "--host", "127.0.0.1",
+                             "--port", str(port), "--http", "h11", "--ws", "websockets-sansio", "--log-level", "warning"],
+                            cwd=REPO, env=server_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.time() + 60
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                if proc.poll() is not None or time.time() > deadline:
+                    raise RuntimeError(f"the echo server did not start: {proc.stderr.read()[-2000:] if proc.stderr else ''}")
+                time.sleep(0.1)
+        frame = pack(observation)
+        out: dict[str, Any] = {"frame_bytes": len(frame), "model_s": model_s}
+        for name, delay in (("busy", 0.0), ("idle", model_s)):
+            rtt = []
+            with connect(f"ws://127.0.0.1:{port}/?delay={delay:.6f}", max_size=None, compression=None) as ws:
+                for i in range(calls + 5):
+                    t0 = time.perf_counter()
+                    ws.send(frame)
+                    unpack(ws.recv())
+                    if i >= 5:
+                        rtt.append(time.perf_counter() - t0 - delay)
+            out[name] = summarize(rtt)
+        late = []
+        for _ in range(min(calls, 20)):
+            t0 = time.perf_counter()
+            time.sleep(model_s)
+            late.append(time.perf_counter() - t0 - model_s)
+        out["sleep_overshoot"] = summarize(late)
+    finally:
+        proc.terminate()
+        proc.wait(30)
+    return out
+
+
+def wakeup_probe(model_s: float, calls: int = 60) -> dict[str, Any]:
+    """One request at a time through a :class:`service.batching.Batcher` on an event loop (uvloop where
+    installed, as ``amplify serve`` runs), whose model does nothing (``busy``: the event loop's thread
+    and the worker stay awake) or sleeps ``model_s`` (``idle``: the event loop's thread sleeps while the
+    model runs, as in serving). Per request: ``queue`` (submitted -> the worker starts it) and
+    ``resume`` (outputs ready -> the coroutine runs again), each one thread wake-up."""
+    import asyncio
+
+    from service.batching import Batcher
+
+    try:
+        import uvloop
+        run = uvloop.run
+    except ImportError:  # pragma: no cover - uvloop comes with uvicorn[standard]
+        run = asyncio.run
+    inputs = {"x": np.zeros((1, 8), np.float32)}
+
+    async def requests(sleep_s: float) -> dict[str, Any]:
+        batcher = Batcher(max_batch_size=1)
+        batcher.start()
+
+        def model(x: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+            if sleep_s:
+                time.sleep(sleep_s)
+            return x
+        queue, resume = [], []
+        try:
+            for i in range(calls + 5):
+                _, timing = await batcher.submit("probe", "probe", model, inputs, 1)
+                if i >= 5:  # warm-up
+                    queue.append(timing.queue_s)
+                    resume.append(timing.resume_s)
+        finally:
+            batcher.stop()
+        return {"queue": summarize(queue), "resume": summarize(resume)}
+    return {"model_s": model_s, "busy": run(requests(0.0)), "idle": run(requests(model_s))}
 
 
 def render(result: dict[str, Any]) -> str:
@@ -144,18 +277,42 @@ def render(result: dict[str, Any]) -> str:
              f"{result['repeats']} calls per protocol, interleaved; machine: {result['machine']['cpu']}, "
              f"{result['machine']['cores']} cores, load average {result['machine'].get('load_average')}", "",
              "| endpoint | protocol | round trip median ms | model median ms | overhead median ms | overhead p95 ms | "
+             "of which hop to the worker (queue) ms | hop back (resume) ms | "
              "server CPU ms / request | server CPU outside the model thread ms / request |",
-             "|---|---|---|---|---|---|---|---|"]
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for endpoint, rows in result["endpoints"].items():
         for name, r in rows.items():
             lines.append(f"| {endpoint} | {name} | {r['round_trip']['median_s'] * 1e3:.2f} | {r['model']['median_s'] * 1e3:.2f} "
                          f"| {r['overhead']['median_s'] * 1e3:.2f} | {r['overhead']['p95_s'] * 1e3:.2f} "
+                         f"| {r['queue']['median_s'] * 1e3:.3f} | {r['resume']['median_s'] * 1e3:.3f} "
                          f"| {r['server_cpu_per_request_s'] * 1e3:.2f} | {r['server_cpu_outside_model_per_request_s'] * 1e3:.2f} |")
     lines += ["", "Overhead = round trip (client encode, send, server, reply decoded) - the server's model time for "
               "that call. openpi's protocol carries act only. Server CPU: the server process's user+system time "
               "across each call (/proc, 10 ms ticks: means over many calls); outside the model thread = minus the "
               "batcher worker's (which runs the model with one torch thread): parsing, validation, encoding, "
-              "the event loop."]
+              "the event loop. Queue and resume: the server's own timestamps (Server-Timing / server_timing)."]
+    floor = result.get("transport_floor")
+    if floor:
+        lines += ["", f"WebSocket transport floor (`benchmarks.protocols.transport_floor`): the same client sends the same "
+                  f"{floor['frame_bytes']:,}-byte observation frames to uvicorn with `amplify serve`'s protocol settings "
+                  f"and an app that answers each with a fixed reply. Round trip median (p95), ms: answered at once "
+                  f"**{floor['busy']['median_s'] * 1e3:.3f}** ({floor['busy']['p95_s'] * 1e3:.3f}); answered after "
+                  f"sleeping the model's {floor['model_s'] * 1e3:.1f} ms, minus the sleep, "
+                  f"**{floor['idle']['median_s'] * 1e3:.3f}** ({floor['idle']['p95_s'] * 1e3:.3f}), of which "
+                  f"`time.sleep` itself wakes {floor['sleep_overshoot']['median_s'] * 1e3:.3f} ms late (median, measured "
+                  f"in the benchmark's process)."]
+    probe = result.get("wakeup_probe")
+    if probe:
+        lines += ["", f"Thread wake-ups on this machine (in-process `Batcher`, one request at a time, "
+                  f"{probe['busy']['queue']['n']} requests each; `benchmarks.protocols.wakeup_probe`):", "",
+                  "| model | hop to the worker (queue) median ms | hop back (resume) median ms | p95 ms (queue / resume) |",
+                  "|---|---|---|---|"]
+        for label, key in (("does nothing (threads stay awake)", "busy"),
+                           (f"sleeps {probe['model_s'] * 1e3:.1f} ms, the served act's model time (the event loop idles)",
+                            "idle")):
+            q, r = probe[key]["queue"], probe[key]["resume"]
+            lines.append(f"| {label} | {q['median_s'] * 1e3:.3f} | {r['median_s'] * 1e3:.3f} "
+                         f"| {q['p95_s'] * 1e3:.3f} / {r['p95_s'] * 1e3:.3f} |")
     return "\n".join(lines) + "\n"
 
 
@@ -201,6 +358,9 @@ def main(argv: list[str] | None = None) -> int:
             "KServe v2 binary (amplify_encode)": v2_binary(client, "amplify_encode",
                                                            {"velocities": np.diff(enc["tracks"], axis=2)}, "indices"),
         }, pid, tid, a.repeats)
+    model_s = result["endpoints"]["act"]["openpi WebSocket (/)"]["model"]["median_s"]
+    result["transport_floor"] = transport_floor(obs, model_s, calls=max(a.repeats, 5))
+    result["wakeup_probe"] = wakeup_probe(model_s, calls=max(a.repeats, 5))
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
     stem = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%d-%H%M") + "-protocols"

@@ -31,12 +31,17 @@ BatchFn = Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]]
 
 @dataclass
 class Timing:
-    """Where a request's time went: waiting for its batch, and the batch's model call."""
+    """Where a request's time went: waiting for its batch (``queue_s``: from submission to the batch's
+    start, the wake-up of the worker thread included), the batch's model call, and the hop back from
+    the worker thread to the event loop (``resume_s``: outputs ready -> the request's coroutine runs
+    again, the event loop's wake-up included)."""
 
     queue_s: float = 0.0
     model_s: float = 0.0
     batch_requests: int = 1
     batch_rows: int = 0
+    resume_s: float = 0.0
+    done_at: float = 0.0  # time.perf_counter() when the outputs were handed to the event loop
 
 
 @dataclass
@@ -123,13 +128,15 @@ class Batcher:
             self._items.append(item)
             self._cond.notify()
         try:
-            return await asyncio.wait_for(item.future, timeout_s)
+            outputs, timing = await asyncio.wait_for(item.future, timeout_s)
         except asyncio.TimeoutError:
             item.abandoned = True
             raise RequestTimeout(f"the request did not finish within {timeout_s:g} s", None) from None
         except asyncio.CancelledError:
             item.abandoned = True
             raise
+        timing.resume_s = time.perf_counter() - timing.done_at
+        return outputs, timing
 
     # -- worker thread -----------------------------------------------------------------------
     def _gather(self) -> list[_Item] | None:
@@ -185,8 +192,9 @@ class Batcher:
                 it.loop.call_soon_threadsafe(_deliver, it.future, None, e)
             return
         queue_times = [start - it.enqueued for it in batch]
+        done_at = time.perf_counter()
         for i, it in enumerate(batch):
-            timing = Timing(queue_times[i], model_s, len(batch), sum(rows))
+            timing = Timing(queue_times[i], model_s, len(batch), sum(rows), done_at=done_at)
             it.loop.call_soon_threadsafe(_deliver, it.future, ({k: p[i] for k, p in parts.items()}, timing), None)
         if self.observer is not None:
             try:

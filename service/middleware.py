@@ -81,6 +81,8 @@ class ServiceMiddleware:
                 timing = f"model;dur={state.get('model_ms', 0.0):.3f}"
                 if "queue_ms" in state:
                     timing += f", queue;dur={state['queue_ms']:.3f}"
+                if "resume_ms" in state:
+                    timing += f", resume;dur={state['resume_ms']:.3f}"
                 h["Server-Timing"] = timing + f", total;dur={total_ms:.3f}"
             await send(message)
 

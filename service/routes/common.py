@@ -34,13 +34,19 @@ async def read_request(request: Request, model: type[M]) -> tuple[M, str]:
     return parsed, response_type(request.headers.get("accept"), encoding)
 
 
+def record_timing(request: Request, timing: Timing) -> None:
+    """Keep a request's model, queue and resume times for ``Server-Timing`` and the access log."""
+    state = request.scope.setdefault("state", {})
+    state["model_ms"] = timing.model_s * 1000
+    state["queue_ms"] = timing.queue_s * 1000
+    state["resume_ms"] = timing.resume_s * 1000
+    state["batch_requests"] = timing.batch_requests
+
+
 async def respond(request: Request, payload: dict[str, Any], encoding: str, timing: Timing | None = None) -> Response:
     """Encode ``payload`` and record the model and queue time for ``Server-Timing`` and the access log."""
     if timing is not None:
-        state = request.scope.setdefault("state", {})
-        state["model_ms"] = timing.model_s * 1000
-        state["queue_ms"] = timing.queue_s * 1000
-        state["batch_requests"] = timing.batch_requests
+        record_timing(request, timing)
     size = sum(v.nbytes for v in payload.values() if isinstance(v, np.ndarray))
     body = await run_in_threadpool(encode_body, payload, encoding) if size > OFF_LOOP_BYTES // 4 else encode_body(payload, encoding)
     return Response(body, media_type=encoding)

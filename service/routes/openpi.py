@@ -81,8 +81,8 @@ def _metadata_frame(ws: WebSocket, engine) -> dict[str, Any]:
     info = engine.info
     return {**metadata_object(service_state(ws)), "protocol": "openpi", "observation_keys": P.observation_keys(info),
             "reply": {"actions": f"float32 ({info.action_horizon}, {info.action_dim})",
-                      "server_timing": "infer_ms (frame in -> reply out), queue_ms, model_ms, batch_requests, "
-                                       "prev_total_ms"}}
+                      "server_timing": "infer_ms (frame in -> reply out), queue_ms, model_ms, resume_ms (model done -> "
+                                       "this connection's handler runs again), batch_requests, prev_total_ms"}}
 
 
 def _prepare(frame: bytes, engine) -> tuple[dict[str, Any], str, int | None]:
@@ -150,7 +150,8 @@ async def openpi_policy(ws: WebSocket) -> None:
                 out, timing = await engine.act(x["images"], x["proprio"], x["text_emb"], sampling, seed)
                 infer_ms = (time.perf_counter() - start) * 1000
                 server_timing = {"infer_ms": infer_ms, "queue_ms": timing.queue_s * 1000,
-                                 "model_ms": timing.model_s * 1000, "batch_requests": timing.batch_requests}
+                                 "model_ms": timing.model_s * 1000, "resume_ms": timing.resume_s * 1000,
+                                 "batch_requests": timing.batch_requests}
                 if prev_total_ms is not None:
                     server_timing["prev_total_ms"] = prev_total_ms
                 await ws.send_bytes(P.pack_frame({"actions": out["actions"][0], "server_timing": server_timing,

@@ -20,7 +20,7 @@ from service.engine import InferenceEngine
 from service.errors import InputError, ServiceError
 from service.protocols import v2 as P
 from service.deps import ServiceState, State
-from service.routes.common import OFF_LOOP_BYTES
+from service.routes.common import OFF_LOOP_BYTES, record_timing
 from service.routes.ops import metadata_object
 
 router = APIRouter(prefix="/v2", tags=["kserve-v2"])
@@ -229,9 +229,7 @@ async def _infer(request: Request, state: ServiceState, model: str, version: str
             raise InputError(f"{spec.name} has no output {unknown[0]!r}; its outputs are {outputs}", unknown[0])
         out, timing = await _run(engine, spec, x, req, wanted)
         if timing is not None:
-            st = request.scope.setdefault("state", {})
-            st["model_ms"], st["queue_ms"], st["batch_requests"] = timing.model_s * 1000, timing.queue_s * 1000, \
-                timing.batch_requests
+            record_timing(request, timing)
         selected = [(o, out[o], req.binary.get(o, req.binary_default)) for o in wanted]
         size = sum(a.nbytes for _, a, _ in selected)
         if size > OFF_LOOP_BYTES // 4:

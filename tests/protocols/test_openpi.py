@@ -83,6 +83,7 @@ def test_healthz_and_ws_paths(proto_server) -> None:
         with OpenPIClient(proto_server.url, api_key=API_KEY, path=path) as c:
             a = c.act(data["images"][0], data["state"][0], text=INSTRUCTIONS[0])
             assert a.shape == (16, 7) and c.last_server_timing["model_ms"] > 0
+            assert c.last_server_timing["queue_ms"] >= 0 and c.last_server_timing["resume_ms"] > 0
     # the project's own ndarray maps (str keys) are accepted too
     from websockets.sync.client import connect
     from service.codecs import pack_array

@@ -226,3 +226,28 @@ def test_a_forming_batch_waits_for_a_request_that_is_arriving():
     np.testing.assert_array_equal(out2["y"], np.full((1, 3), 10.0))
     assert t1.batch_requests == t2.batch_requests == 2, "the arriving request should have joined the batch"
     assert t1.queue_s >= 0.2
+
+
+def test_timing_resume_is_the_hop_back_to_the_event_loop():
+    """``resume_s``: from the outputs being ready to the request's coroutine running again. Here the event
+    loop is held busy for 0.3 s while a 0.05 s model finishes, so the request resumes ~0.25 s late."""
+    def slow_double(x):
+        time.sleep(0.05)
+        return _double(x)
+
+    async def go(batcher):
+        task = asyncio.create_task(batcher.submit("e", "k", slow_double, {"x": np.ones((1, 3))}, 1))
+        await asyncio.sleep(0)  # the request is queued
+        time.sleep(0.3)  # the event loop is busy (blocking on purpose) while the worker finishes
+        return await task
+
+    out, timing = _batcher_run(go)
+    np.testing.assert_array_equal(out["y"], np.full((1, 3), 2.0))
+    assert timing.model_s >= 0.05
+    assert 0.15 <= timing.resume_s < 5.0, timing
+
+
+def test_a_lone_request_resumes_at_once_when_the_event_loop_is_free():
+    (_, timing) = _batcher_run(lambda b: b.submit("e", "k", _double, {"x": np.ones((1, 3))}, 1))
+    assert 0.0 < timing.resume_s < 0.5 and timing.done_at > 0
+

@@ -2,6 +2,8 @@
 code's outputs) and of calling the model directly."""
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 
@@ -125,6 +127,7 @@ def test_ops_endpoints_and_headers(fixture_server):
     r = c.post("/encode", json={"velocities": np.zeros((1, 2, 15, 16, 2)).tolist()})
     assert len(r.headers["x-request-id"]) == 32
     assert float(r.headers["server-timing"].split(";dur=")[1].split(",")[0]) > 0  # the model time
+    assert re.search(r"queue;dur=[0-9.]+, resume;dur=[0-9.]+, total;dur=", r.headers["server-timing"])
     metrics = c.get("/metrics").text
     for name in ("amplify_requests_total", "amplify_request_duration_seconds", "amplify_queue_seconds",
                  "amplify_batch_size", "amplify_requests_in_flight"):
