@@ -11,6 +11,10 @@ BatchNorm statistics are recalibrated (cumulative, as for the random trunk) and 
 trunk (``state_head.*``, read by :class:`StateEstimator` and ``python -m training.perception_bound``).
 
     python -m training.vision_pretrain --data DATA --suite builtin_all --out runs/vision/vision.safetensors
+    python -m training.vision_pretrain ... --image-size 128 --head spatial   # soft-argmax on layer2/3's maps
+
+``--head spatial`` (:class:`StateHead`) also reads the finer maps of the trunk's residual stages
+(docs/training.md, "A spatial read-out of the trunk's finer maps").
 """
 from __future__ import annotations
 
@@ -18,6 +22,7 @@ import argparse
 import json
 import time
 from pathlib import Path
+from typing import Sequence
 
 import h5py
 import numpy as np
@@ -34,6 +39,32 @@ from world.scene import N_EE  # state entries before the objects' xyz (effector 
 # built-in world state entries used for the probe: effector xyz and the 4 objects' xyz
 PROBE_EE = [0, 1, 2]
 PROBE_OBJECTS = list(range(8, 20))
+# channels of ResNet-18's residual stages whose maps a spatial head can read (strides 4, 8, 16)
+STAGE_CHANNELS = {1: 64, 2: 128, 3: 256}
+
+
+def trunk_features(trunk: nn.Sequential, x: torch.Tensor, levels: Sequence[int] = ()) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """The trunk (:func:`amplify.models.vision.resnet18_trunk`) on ``x`` (n, 3, S, S): its final maps
+    (n, 512, S/32, S/32), the encoder's tokens, and the maps after each residual stage in ``levels``
+    (1: layer1, (n, 64, S/4, S/4); 2: layer2, (n, 128, S/8, S/8); 3: layer3, (n, 256, S/16, S/16))."""
+    maps = []
+    h = trunk[:5](x)  # stem + layer1
+    if 1 in levels:
+        maps.append(h)
+    for level, stage in ((2, trunk[5]), (3, trunk[6])):
+        h = stage(h)
+        if level in levels:
+            maps.append(h)
+    return trunk[7](h), maps
+
+
+def spatial_soft_argmax(logits: torch.Tensor) -> torch.Tensor:
+    """(n, K, H, W) -> (n, K, 2): each map's expected (x, y) under a softmax over its positions, in [-1, 1]."""
+    n, k, h, w = logits.shape
+    gy = (torch.arange(h, dtype=logits.dtype, device=logits.device) + 0.5) / h * 2 - 1
+    gx = (torch.arange(w, dtype=logits.dtype, device=logits.device) + 0.5) / w * 2 - 1
+    grid = torch.stack(torch.meshgrid(gy, gx, indexing="ij")[::-1], -1).reshape(h * w, 2)  # (HW, [x, y])
+    return logits.flatten(2).softmax(-1) @ grid
 
 
 def frame_objects(dataset) -> list[tuple[str, ...]]:
@@ -146,13 +177,26 @@ class StateHead(nn.Module):
     and ID's transformers are) decodes. ``kind="keypoints"``: per view, a 1x1
     projection to ``keypoints`` maps, a softmax over the P patches and the expected patch (x, y) of each
     (spatial soft-argmax), concatenated with the linear map's input: positions have to be *where* the
-    activations are, not only what they say."""
+    activations are, not only what they say. ``kind="spatial"``: the same soft-argmax on the finer maps
+    of the trunk's residual stages ``levels`` (see :func:`trunk_features`: at 128 px layer2 is 16x16 and
+    layer3 8x8 where the tokens are 4x4), ``keypoints`` maps per view and level through a 1x1
+    convolution with a learned temperature per level, concatenated with the flattened tokens; its
+    ``forward`` takes those maps."""
 
-    def __init__(self, views: int, tokens: int, dim: int, out: int, kind: str = "linear", keypoints: int = 32):
+    def __init__(self, views: int, tokens: int, dim: int, out: int, kind: str = "linear", keypoints: int = 32,
+                 levels: Sequence[int] = (2, 3)):
         super().__init__()
         self.views, self.tokens, self.dim, self.kind, self.keypoints = views, tokens, dim, kind, keypoints
+        self.levels: tuple[int, ...] = ()
         feats = views * tokens * dim
-        if kind == "keypoints":
+        if kind == "spatial":
+            self.levels = tuple(sorted(set(levels)))
+            if not self.levels or any(level not in STAGE_CHANNELS for level in self.levels):
+                raise ValueError(f"spatial levels must be among {sorted(STAGE_CHANNELS)}, got {list(levels)}")
+            self.maps = nn.ModuleList(nn.Conv2d(STAGE_CHANNELS[level], keypoints, 1) for level in self.levels)
+            self.log_temperature = nn.Parameter(torch.zeros(len(self.levels)))
+            feats += views * keypoints * 2 * len(self.levels)
+        elif kind == "keypoints":
             self.kp = nn.Linear(dim, keypoints)
             side = int(round(tokens ** 0.5))
             g = (torch.arange(side, dtype=torch.float32) + 0.5) / side * 2 - 1
@@ -160,19 +204,50 @@ class StateHead(nn.Module):
             self.register_buffer("grid", torch.stack([xx.flatten(), yy.flatten()], -1), persistent=False)  # (P, 2)
             feats += views * keypoints * 2
         elif kind not in ("linear", "mlp"):
-            raise ValueError(f"head kind must be linear, mlp or keypoints, got {kind!r}")
+            raise ValueError(f"head kind must be linear, mlp, keypoints or spatial, got {kind!r}")
         self.hidden = nn.Sequential(nn.Linear(feats, 512), nn.ReLU()) if kind == "mlp" else nn.Identity()
         self.linear = nn.Linear(512 if kind == "mlp" else feats, out)
         nn.init.zeros_(self.linear.weight)
         nn.init.zeros_(self.linear.bias)
 
-    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+    def forward(self, tokens: torch.Tensor, maps: Sequence[torch.Tensor] = ()) -> torch.Tensor:
+        """``tokens`` (b, v, P, C); ``maps``: for ``kind="spatial"``, the stages' maps (b v, C_l, H_l, W_l)."""
         b = tokens.shape[0]
         feats = [tokens.reshape(b, -1)]
         if self.kind == "keypoints":
             attn = self.kp(tokens).softmax(dim=2)  # (b, v, P, K): softmax over patches
             feats.append(torch.einsum("bvpk,pc->bvkc", attn, self.grid).reshape(b, -1))
+        elif self.kind == "spatial":
+            if len(maps) != len(self.levels):
+                raise ValueError(f"a spatial head reads the maps of stages {self.levels}; got {len(maps)} maps")
+            for i, (conv, m) in enumerate(zip(self.maps, maps)):
+                logits = conv(m.float()) / self.log_temperature[i].exp()
+                feats.append(spatial_soft_argmax(logits).reshape(b, -1))  # (b, v K 2)
         return self.linear(self.hidden(torch.cat(feats, 1)))
+
+
+def encoder_input(enc: VisionEncoder, images: torch.Tensor) -> torch.Tensor:
+    """Upright uint8 images (n, S, S, 3) -> the trunk's input (n, 3, s, s) float in [0, 1], resized to the
+    encoder's size as :meth:`amplify.models.vision.VisionEncoder.forward` resizes (bilinear, in float), for
+    reading the trunk stage by stage (:func:`trunk_features`)."""
+    x = images.permute(0, 3, 1, 2).float() / 255.0
+    size = enc.cfg.image_size
+    if x.shape[-2:] != (size, size):
+        x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False, antialias=False)
+    return x
+
+
+@torch.no_grad()
+def head_predictions(enc: VisionEncoder, head: StateHead, images: torch.Tensor, batch: int = 64) -> np.ndarray:
+    """The head's standardized outputs (N, K) for upright uint8 images (N, v, S, S, 3) of all views."""
+    out = []
+    for i in range(0, len(images), batch):
+        x = images[i:i + batch]
+        b, v = x.shape[:2]
+        feats, maps = trunk_features(enc.model, encoder_input(enc, x.reshape(b * v, *x.shape[2:])), head.levels)
+        tokens = feats.float().flatten(2).transpose(1, 2).reshape(b, v, -1, feats.shape[1])  # as the encoder's
+        out.append(head(tokens, maps))
+    return torch.cat(out).double().numpy()
 
 
 def save_state_head(head: StateHead, path: str | Path, cols: list[int], mean: np.ndarray, std: np.ndarray,
@@ -187,7 +262,8 @@ def save_state_head(head: StateHead, path: str | Path, cols: list[int], mean: np
     state = load_file(str(path))
     state.update({f"state_head.{k}": v.detach().contiguous() for k, v in head.state_dict().items()})
     meta["state_head"] = json.dumps({"kind": head.kind, "views": head.views, "tokens": head.tokens, "dim": head.dim,
-                                     "keypoints": head.keypoints, "cols": [int(c) for c in cols],
+                                     "keypoints": head.keypoints, "levels": list(head.levels),
+                                     "cols": [int(c) for c in cols],
                                      "mean": [float(x) for x in mean], "std": [float(x) for x in std], "frame": frame,
                                      "names": names})
     save_file(state, str(path), metadata=meta)
@@ -212,19 +288,17 @@ class StateEstimator:
         if "state_head" not in meta:
             raise ValueError(f"{path} has no state head (written by python -m training.vision_pretrain / build-default)")
         h = json.loads(meta["state_head"])
-        head = StateHead(h["views"], h["tokens"], h["dim"], len(h["cols"]), h["kind"], h["keypoints"])
+        head = StateHead(h["views"], h["tokens"], h["dim"], len(h["cols"]), h["kind"], h["keypoints"],
+                         h.get("levels") or (2, 3))
         state = load_file(str(path))
         head.load_state_dict({k[len("state_head."):]: v for k, v in state.items() if k.startswith("state_head.")})
         self.info = {"head": head.eval(), "cols": np.array(h["cols"]), "mean": np.array(h["mean"]),
                      "std": np.array(h["std"]), "frame": h["frame"], "names": h.get("names")}
 
-    @torch.no_grad()
     def estimate(self, images: np.ndarray, ee: np.ndarray | None = None,
                  objects: list[tuple[str, ...]] | None = None) -> np.ndarray:
-        b, v = images.shape[:2]
-        x = torch.from_numpy(np.ascontiguousarray(images)).reshape(b * v, *images.shape[2:]).float() / 255.0
-        tok = self.encoder(x).reshape(b, v, -1, self.encoder.cfg.embed_dim)
-        return decode_state(self.info, self.info["head"](tok).double().numpy(), ee, objects)
+        raw = head_predictions(self.encoder, self.info["head"], torch.from_numpy(np.ascontiguousarray(images)))
+        return decode_state(self.info, raw, ee, objects)
 
 
 def decode_state(info: dict, raw: np.ndarray, ee: np.ndarray | None = None,
@@ -283,7 +357,7 @@ def pretrain_vision(train_set, val_set, image_size: int = 64, steps: int = 400, 
                     extra: tuple[torch.Tensor, np.ndarray] | None = None, head: str = "linear",
                     frame: str = "absolute", keypoints: int = 32, position_weight: float = 1.0,
                     probe: bool = True, probe_random: bool = True, objects: str = "slot",
-                    eval_every: int = 0, amp: str = "off") -> tuple[VisionEncoder, dict]:
+                    eval_every: int = 0, amp: str = "off", levels: Sequence[int] = (2, 3)) -> tuple[VisionEncoder, dict]:
     """Train a ResNet-18 trunk to regress the standardized scene state from all views' tokens.
 
     ``extra``: more (images, states, object names) to train on (e.g. :func:`render_scenes`).
@@ -299,7 +373,7 @@ def pretrain_vision(train_set, val_set, image_size: int = 64, steps: int = 400, 
     float32); ``auto`` does so only where the CPU multiplies bfloat16 natively
     (:func:`amplify.devices.native_bf16`; emulated, it is slower than float32), ``off`` never. The trained
     trunk is served in float32 either way.
-    ``head``/``keypoints``:
+    ``head``/``keypoints``/``levels``:
     see :class:`StateHead`; ``frame``: see :func:`to_frame`; ``position_weight``: loss weight of the
     effector's and objects' xyz relative to the other state entries. Returns the trained,
     BatchNorm-recalibrated, frozen encoder (its head in ``enc.state_head``, written by
@@ -321,6 +395,7 @@ def pretrain_vision(train_set, val_set, image_size: int = 64, steps: int = 400, 
     vimgs = _resize(vimgs, image_size)
     amp_dtype = _amp_dtype(amp)
     report: dict = {"image_size": image_size, "steps": steps, "batch_size": batch_size, "lr": lr, "head": head,
+                    **({"levels": sorted(set(levels))} if head == "spatial" else {}),
                     "amp": "bf16" if amp_dtype is not None else "off",
                     "frame": frame, "objects": objects, "position_weight": position_weight, "train_samples": len(imgs),
                     "rendered_scenes": 0 if extra is None else len(extra[0]),
@@ -351,7 +426,7 @@ def pretrain_vision(train_set, val_set, image_size: int = 64, steps: int = 400, 
     weight = torch.tensor([position_weight if (c in PROBE_EE or c >= N_EE) else 1.0 for c in cols])
     weight = weight / weight.mean()
     v = imgs.shape[1]
-    state_head = StateHead(v, cfg.num_tokens, cfg.embed_dim, len(cols), head, keypoints)
+    state_head = StateHead(v, cfg.num_tokens, cfg.embed_dim, len(cols), head, keypoints, levels)
     head_info = {"head": state_head, "cols": cols, "mean": mu, "std": sd, "frame": frame, "names": names}  # how to decode it
     trunk = enc.model
     params = list(trunk.parameters()) + list(state_head.parameters())
@@ -365,8 +440,7 @@ def pretrain_vision(train_set, val_set, image_size: int = 64, steps: int = 400, 
 
     def evaluate(done: int) -> None:  # the held-out head error now, measured as the final one is
         calibrate_batchnorm(enc, calib)
-        vf = encode_all(enc, vimgs).reshape(len(vimgs), v, cfg.num_tokens, -1)
-        err = head_error(head_info, vf, vstates, vobjs)
+        err = head_error(head_info, head_predictions(enc, state_head, vimgs), vstates, vobjs)
         curve.append({"step": done, "loss": float(np.mean(losses[-50:])), **err,
                       "seconds": time.perf_counter() - t1})
         log(f"vision pretrain step {done}/{steps} held-out head error: {json.dumps(err)}")
@@ -376,10 +450,10 @@ def pretrain_vision(train_set, val_set, image_size: int = 64, steps: int = 400, 
         idx = torch.randint(0, len(imgs), (batch_size,), generator=gen)
         x = imgs[idx].reshape(batch_size * v, image_size, image_size, 3).permute(0, 3, 1, 2).float() / 255.0
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=amp_dtype is not None):
-            feats = trunk(x)
+            feats, maps = trunk_features(trunk, x, state_head.levels)
         tok = feats.float().flatten(2).transpose(1, 2).reshape(batch_size, v, cfg.num_tokens, -1)  # as the encoder's tokens
         m = mask[idx]
-        loss = ((state_head(tok) - target[idx]).pow(2) * weight * m).sum() / m.sum()
+        loss = ((state_head(tok, maps) - target[idx]).pow(2) * weight * m).sum() / m.sum()
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -405,8 +479,7 @@ def pretrain_vision(train_set, val_set, image_size: int = 64, steps: int = 400, 
         if probe:
             report["trained"] = position_probe(encode_all(enc, probe_imgs), probe_states, vfeats, vstates)
             log(f"vision probe, trained trunk: {json.dumps(report['trained'])}")
-        report["head_error"] = head_error(enc.state_head, vfeats.reshape(len(vimgs), v, cfg.num_tokens, -1), vstates,
-                                          vobjs)
+        report["head_error"] = head_error(enc.state_head, head_predictions(enc, state_head, vimgs), vstates, vobjs)
         log(f"vision head on held-out frames: {json.dumps(report['head_error'])}")
     report["seconds"] = time.perf_counter() - t0
     report["cpu_seconds"] = time.process_time() - c0  # all threads of this process: the cost under load
@@ -425,13 +498,12 @@ def _amp_dtype(amp: str) -> torch.dtype | None:
     raise ValueError(f"amp must be off, bf16 or auto, got {amp!r}")
 
 
-@torch.no_grad()
-def head_error(state_head: dict, tokens: torch.Tensor, states: np.ndarray,
+def head_error(state_head: dict, raw: np.ndarray, states: np.ndarray,
                objects: list[tuple[str, ...]] | None = None) -> dict[str, float]:
-    """The pretraining head's mean absolute error (table units) on tokens (N, v, P, C) of frames with
-    known states (and their scenes' object names): effector xyz, objects' xyz and xy (placed from the
-    estimated effector when the head's frame is relative), and objects' xyz placed from the true effector."""
-    raw = state_head["head"](tokens).double().numpy()
+    """The pretraining head's mean absolute error (table units) from its outputs ``raw`` (N, K)
+    (:func:`head_predictions`) on frames with known states (and their scenes' object names): effector xyz,
+    objects' xyz and xy (placed from the estimated effector when the head's frame is relative), and
+    objects' xyz placed from the true effector."""
     own = decode_state(state_head, raw, None, objects)
     true_ee = decode_state(state_head, raw, states[:, 0:3], objects)
     obj = np.abs(own[:, N_EE:] - states[:, N_EE:]).reshape(len(states), -1, 3)
@@ -464,8 +536,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--scenes", type=int, default=0, help="also train on this many freshly rendered scenes")
-    p.add_argument("--head", default="linear", choices=["linear", "mlp", "keypoints"])
+    p.add_argument("--head", default="linear", choices=["linear", "mlp", "keypoints", "spatial"])
     p.add_argument("--keypoints", type=int, default=32)
+    p.add_argument("--levels", default="2,3", help="--head spatial: the residual stages whose maps it reads (1, 2, 3)")
     p.add_argument("--frame", default="absolute", choices=["absolute", "relative"])
     p.add_argument("--objects", default="slot", choices=["slot", "named"])
     p.add_argument("--position-weight", type=float, default=1.0)
@@ -485,7 +558,7 @@ def main(argv: list[str] | None = None) -> None:
     enc, report = pretrain_vision(train, val, a.image_size, a.steps, a.batch_size, a.lr, extra=extra, head=a.head,
                                   frame=a.frame, keypoints=a.keypoints, position_weight=a.position_weight,
                                   probe=not a.no_probe, probe_random=not a.no_random_probe, objects=a.objects,
-                                  eval_every=a.eval_every, amp=a.amp)
+                                  eval_every=a.eval_every, amp=a.amp, levels=[int(x) for x in a.levels.split(",")])
     save_pretrained(enc, a.out)
     Path(a.out).with_suffix(".json").write_text(json.dumps(report, indent=1))
     print(json.dumps(report, indent=1))

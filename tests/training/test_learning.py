@@ -177,7 +177,7 @@ def test_pretrained_state_head_round_trips(world_root, tmp_path):
     from training.data.dataset import AmplifyDataset
     from training.vision import load_vision
     from training.vision_pretrain import (
-        StateEstimator, frame_objects, head_error, load_frames, pretrain_vision, save_pretrained,
+        StateEstimator, frame_objects, head_error, head_predictions, load_frames, pretrain_vision, save_pretrained,
     )
 
     def ds(sel):
@@ -197,8 +197,50 @@ def test_pretrained_state_head_round_trips(world_root, tmp_path):
     again = np.abs(out[:, 8:] - states[:, 8:]).mean()  # objects placed from the true effector
     # training resized the 128 px frames to uint8 64 px, the encoder resizes in float: nearly the same
     assert np.isclose(again, report["head_error"]["head_objects_l1_true_ee"], rtol=1e-2)
-    assert set(head_error(enc.state_head, enc(imgs.flatten(0, 1).float() / 255).reshape(
-        len(imgs), 2, 4, 512), states, objects)) == set(report["head_error"])
+    raw = head_predictions(enc, enc.state_head["head"], imgs)
+    assert set(head_error(enc.state_head, raw, states, objects)) == set(report["head_error"])
+
+
+def test_spatial_state_head_reads_the_finer_maps_and_round_trips(world_root, tmp_path):
+    """``head="spatial"``: a soft-argmax over the maps of residual stages 2 and 3 (8x8 and 4x4 at 64 px,
+    where the tokens are 2x2), saved with its levels; the estimator gives back what training measured."""
+    import numpy as np
+
+    from tests.training.conftest import POINTS, SUITE
+    from training.data.dataset import AmplifyDataset
+    from training.vision_pretrain import (StateEstimator, StateHead, load_frames, pretrain_vision, save_pretrained,
+                                          spatial_soft_argmax, trunk_features)
+
+    def ds(sel):
+        return AmplifyDataset(world_root, [sel], VIEWS, POINTS, 16, 1, frame_stride=8)
+
+    val = ds(f"[{SUITE}:traj-0.34]")
+    enc, report = pretrain_vision(ds(f"[{SUITE}:traj0.67]"), val, image_size=64, steps=3, batch_size=4,
+                                  progress=False, probe=False, head="spatial", keypoints=8)
+    assert report["head"] == "spatial" and report["levels"] == [2, 3]
+    head = enc.state_head["head"]
+    feats, maps = trunk_features(enc.model, torch.rand(3, 3, 64, 64), head.levels)
+    assert feats.shape == (3, 512, 2, 2) and [m.shape[1:] for m in maps] == [(128, 8, 8), (256, 4, 4)]
+    x = torch.rand(3, 3, 64, 64)
+    assert torch.equal(trunk_features(enc.model, x)[0], enc.model(x))  # the same trunk, read stage by stage
+    path = save_pretrained(enc, tmp_path / "vision.safetensors")
+    est = StateEstimator(path)
+    assert est.info["head"].kind == "spatial" and est.info["head"].levels == (2, 3)
+    imgs, states = load_frames(val)
+    out = est.estimate(imgs.numpy(), ee=states[:, 0:3])
+    again = np.abs(out[:, 8:] - states[:, 8:]).mean()
+    assert np.isclose(again, report["head_error"]["head_objects_l1_true_ee"], rtol=1e-2)
+
+    # the soft-argmax: a map with one hot position gives that position's centre, in [-1, 1]
+    logits = torch.full((1, 1, 4, 8), -1e4)
+    logits[0, 0, 3, 1] = 0.0
+    np.testing.assert_allclose(spatial_soft_argmax(logits)[0, 0].numpy(), [(1.5 / 8) * 2 - 1, (3.5 / 4) * 2 - 1])
+    try:
+        StateHead(2, 4, 512, 5, "spatial", levels=(4,))
+    except ValueError as e:
+        assert "levels" in str(e)
+    else:
+        raise AssertionError("a stage that does not exist was accepted")
 
 
 def test_vision_pretraining_curve_measures_without_changing_training(world_root):
