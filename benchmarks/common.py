@@ -1,11 +1,14 @@
 """Timing and machine-description helpers shared by the benchmarks."""
 from __future__ import annotations
 
+import datetime as dt
+import json
 import os
 import platform
 import statistics
 import time
-from typing import Callable
+from pathlib import Path
+from typing import Any, Callable
 
 import numpy as np
 
@@ -100,3 +103,18 @@ def fmt_ms(seconds: float) -> str:
 
 def median(xs: list[float]) -> float:
     return statistics.median(xs)
+
+
+def utc_stamp() -> str:
+    """The time now as results files name it: ``YYYYmmdd-HHMM`` (UTC)."""
+    return dt.datetime.now(dt.timezone.utc).strftime("%Y%m%d-%H%M")
+
+
+def write_results(out: str | Path, stem: str, result: dict[str, Any], md: str) -> Path:
+    """Write ``<out>/<stem>.json`` (``result``) and ``<out>/<stem>.md`` (``md``), print ``md``; -> the JSON path."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"{stem}.json").write_text(json.dumps(result, indent=2, default=str) + "\n")
+    (out / f"{stem}.md").write_text(md)
+    print(md)
+    return out / f"{stem}.json"

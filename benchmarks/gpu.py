@@ -38,7 +38,6 @@ from __future__ import annotations
 import argparse
 import copy
 import datetime as dt
-import json
 import math
 import platform
 import sys
@@ -50,7 +49,7 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from benchmarks.common import summarize
+from benchmarks.common import summarize, utc_stamp, write_results
 
 ROBOTS, HZ = 64, 10.0
 
@@ -291,13 +290,7 @@ def main(argv: list[str] | None = None) -> int:
         run_section(result, "websocket", lambda: section_websocket(bundle, a.device, ws_repeats))
     if "onnxruntime" in sections:
         run_section(result, "onnxruntime", lambda: section_onnxruntime(bundle, a.device, cache, repeats))
-    out = Path(a.out)
-    out.mkdir(parents=True, exist_ok=True)
-    stem = "gpu-" + dt.datetime.now(dt.timezone.utc).strftime("%Y%m%d-%H%M")
-    (out / f"{stem}.json").write_text(json.dumps(result, indent=2, default=str) + "\n")
-    md = render(result)
-    (out / f"{stem}.md").write_text(md)
-    print(md)
+    write_results(a.out, "gpu-" + utc_stamp(), result, render(result))
     return 0
 
 

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import json
 import os
 import re
 import sys
@@ -37,7 +36,7 @@ from typing import Any, Callable
 import httpx
 import numpy as np
 
-from benchmarks.common import machine_info, summarize
+from benchmarks.common import machine_info, summarize, utc_stamp, write_results
 from benchmarks.server import REPO, Server, free_port, thread_policy, server_env
 from benchmarks.serving import request_fields
 
@@ -361,13 +360,7 @@ def main(argv: list[str] | None = None) -> int:
     model_s = result["endpoints"]["act"]["openpi WebSocket (/)"]["model"]["median_s"]
     result["transport_floor"] = transport_floor(obs, model_s, calls=max(a.repeats, 5))
     result["wakeup_probe"] = wakeup_probe(model_s, calls=max(a.repeats, 5))
-    out = Path(a.out)
-    out.mkdir(parents=True, exist_ok=True)
-    stem = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%d-%H%M") + "-protocols"
-    (out / f"{stem}.json").write_text(json.dumps(result, indent=2) + "\n")
-    md = render(result)
-    (out / f"{stem}.md").write_text(md)
-    print(md)
+    write_results(a.out, utc_stamp() + "-protocols", result, render(result))
     return 0
 
 
