@@ -1,7 +1,7 @@
 """Is a vision trunk precise enough to act? Exact-state behaviour cloning with perceived positions.
 
     python -m training.perception_bound --vision runs/vision/vision.safetensors [--vision B.safetensors ...]
-        [--per-task 14] [--demos-per-task 50] [--steps 3000] [--perceive objects,all] [--error 0.01,0.02]
+        [--per-task 14] [--demos-per-task 50] [--steps 3000] [--perceive objects,all] [--error 0.01,0.02] [--jitter 0.02]
         [--json FILE]
 
 The MLP of :mod:`training.learnability` is trained on the exact state of expert demonstrations
@@ -16,7 +16,8 @@ four ways, on the same episodes:
 * ``all``: the effector's position estimated from the images too;
 * ``expert``: the scripted expert;
 * ``error S`` (``--error``): no images; every object's xy off by a normal error (std S) fixed per
-  episode: the error a perception may have.
+  episode: the error a perception may have;
+* ``jitter S`` (``--jitter``): the same with a fresh error at every step (noise, not bias).
 
 The finger opening (proprioception) and whether the target is held stay exact in every variant.
 The gap between ``exact`` and ``objects`` is what this vision's perception error costs a policy
@@ -66,10 +67,11 @@ def perceiving(estimator, names: list[str], perceive: str = "objects"):
     return observe
 
 
-def misplacing(names: list[str], error: float, seed: int = 0):
+def misplacing(names: list[str], error: float, seed: int = 0, per_step: bool = False):
     """``observe(envs) -> features (b, F)`` with every object's xy off by an error fixed per episode and
     object (normal, std ``error`` per coordinate; mean absolute error 0.8 ``error``): what a
-    perception that is wrong by that much, consistently, would give."""
+    perception that is wrong by that much, consistently, would give. ``per_step``: a fresh error at
+    every step instead (unbiased jitter, which a closed loop averages out)."""
     from world.scene import N_EE
 
     rng = np.random.default_rng(seed)
@@ -80,7 +82,10 @@ def misplacing(names: list[str], error: float, seed: int = 0):
         out = []
         for env in envs:
             s = env.scene.get_state()
-            off = offsets.setdefault(id(env), rng.normal(0.0, error, (env.scene.n, 2)))
+            if per_step:
+                off = rng.normal(0.0, error, (env.scene.n, 2))
+            else:
+                off = offsets.setdefault(id(env), rng.normal(0.0, error, (env.scene.n, 2)))
             pos = s[N_EE:].reshape(-1, 3)
             pos[:, :2] += off
             s[N_EE:] = pos.ravel()
@@ -113,6 +118,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--vision", action="append", default=[], help="a pretrained vision.safetensors (repeatable)")
     p.add_argument("--error", default="", help="comma list of std devs: also run with objects' xy off by a fixed "
                                                "normal error per episode (no images), to see what error is tolerable")
+    p.add_argument("--jitter", default="", help="comma list of std devs: the same, with a fresh error at every step")
     p.add_argument("--suite", default="builtin_all")
     p.add_argument("--per-task", type=int, default=14, help="benchmark episodes per task")
     p.add_argument("--demos-per-task", type=int, default=50)
@@ -133,6 +139,9 @@ def main(argv: list[str] | None = None) -> None:
     results["exact"] = closed_loop(model.act, a.suite, a.per_task)
     for err in [float(e) for e in a.error.split(",") if e]:
         results[f"error {err:g}"] = closed_loop(model.act, a.suite, a.per_task, observe=misplacing(names, err, a.seed))
+    for err in [float(e) for e in a.jitter.split(",") if e]:
+        results[f"jitter {err:g}"] = closed_loop(model.act, a.suite, a.per_task,
+                                                 observe=misplacing(names, err, a.seed, per_step=True))
     for path in a.vision:
         est = StateEstimator(path)
         for mode in a.perceive.split(","):

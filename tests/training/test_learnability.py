@@ -59,3 +59,23 @@ def test_perception_bound_feeds_the_views_and_an_exact_estimate_changes_nothing(
     assert run(0.15)["successes"] < exact["successes"]
     assert closed_loop(model.act, "builtin_lift", per_task=3, observe=misplacing(names, 0.0)) == exact
     assert closed_loop(model.act, "builtin_lift", per_task=3, observe=misplacing(names, 0.15))["successes"] < exact["successes"]
+
+
+def test_misplacing_fixes_its_error_per_episode_or_draws_it_every_step():
+    """``misplacing``: a bias kept for the whole episode, or (``per_step``) a fresh error every step."""
+    import numpy as np
+
+    from training.perception_bound import misplacing
+    from world import BuiltinEnv, get_suite
+
+    task = get_suite("builtin_lift")[0]
+    names = [task.name]
+    env = BuiltinEnv(task, render=False)
+    env.set_init_state(env.get_init_states()[0])
+    exact = misplacing(names, 0.0)([env])
+    fixed, jitter = misplacing(names, 0.05), misplacing(names, 0.05, per_step=True)
+    first, second = fixed([env]), fixed([env])
+    assert np.array_equal(first, second) and not np.array_equal(first, exact)
+    first, second = jitter([env]), jitter([env])
+    assert not np.array_equal(first, second) and not np.array_equal(first, exact)
+    assert np.array_equal(misplacing(names, 0.0, per_step=True)([env]), exact)
