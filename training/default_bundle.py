@@ -35,6 +35,9 @@ RECIPE: dict[str, dict[str, object]] = {
     # amp=auto: bfloat16 autocast where the CPU has it natively (AVX512-BF16/AMX: 1.7x less CPU per step, the same
     # held-out error at 480 steps; float32, ~1.7x this step's time, elsewhere), spent on 1200 steps over 12000 scenes
     # (longer runs over 3000 stop improving: they fit the images): objects 0.036 -> 0.022 (docs/training.md)
+    # head/levels (--set vision.head=spatial --set vision.levels=[1,2]): a state head on layer1's and layer2's maps
+    # lowers the head's error and lifts the perception bound (30 -> 44/154) at the same cost, but not FD, ID or the
+    # served policy, and the tokens' linear probe gets worse (docs/training.md): the recipe keeps the linear head
     "vision": {"steps": 1200, "image_size": 64, "batch_size": 32, "lr": 1e-3, "scenes": 12000, "probe_random": False,
                "amp": "auto"},
     "mt": {
@@ -132,7 +135,8 @@ def build_default(out: str | Path, work: str | Path, quick: bool = False, sets: 
                                        frame=str(vis.get("frame", "absolute")), keypoints=int(vis.get("keypoints", 32)),
                                        position_weight=float(vis.get("position_weight", 1.0)),
                                        probe_random=bool(vis.get("probe_random", True)),
-                                       objects=str(vis.get("objects", "slot")), amp=str(vis.get("amp", "off")))
+                                       objects=str(vis.get("objects", "slot")), amp=str(vis.get("amp", "off")),
+                                       levels=[int(x) for x in vis.get("levels", (2, 3))])
         # the trunk and its state head (for python -m training.perception_bound); FD/ID read the trunk only
         vision_file = save_pretrained(enc, runs / "vision" / "vision.safetensors")
         report["vision"] = vreport
