@@ -120,7 +120,7 @@ def build_default(out: str | Path, work: str | Path, quick: bool = False, sets: 
     vis = recipe["vision"]
     if int(vis.get("steps", 0)) > 0:
         from training.data.dataset import AmplifyDataset
-        from training.vision_pretrain import pretrain_vision, render_scenes, save_pretrained
+        from training.vision_pretrain import SPATIAL_LEVELS, pretrain_vision, render_scenes, save_pretrained
 
         t = time.perf_counter()
         report["threads"]["vision"] = apply_threads(own_load=meter.cores())
@@ -136,7 +136,7 @@ def build_default(out: str | Path, work: str | Path, quick: bool = False, sets: 
                                        position_weight=float(vis.get("position_weight", 1.0)),
                                        probe_random=bool(vis.get("probe_random", True)),
                                        objects=str(vis.get("objects", "slot")), amp=str(vis.get("amp", "off")),
-                                       levels=[int(x) for x in vis.get("levels", (2, 3))])
+                                       levels=[int(x) for x in vis.get("levels", SPATIAL_LEVELS)])
         # the trunk and its state head (for python -m training.perception_bound); FD/ID read the trunk only
         vision_file = save_pretrained(enc, runs / "vision" / "vision.safetensors")
         report["vision"] = vreport

@@ -41,6 +41,7 @@ PROBE_EE = [0, 1, 2]
 PROBE_OBJECTS = list(range(8, 20))
 # channels of ResNet-18's residual stages whose maps a spatial head can read (strides 4, 8, 16)
 STAGE_CHANNELS = {1: 64, 2: 128, 3: 256}
+SPATIAL_LEVELS = (2, 3)  # the stages a spatial head reads unless told otherwise
 
 
 def trunk_features(trunk: nn.Sequential, x: torch.Tensor, levels: Sequence[int] = ()) -> tuple[torch.Tensor, list[torch.Tensor]]:
@@ -184,7 +185,7 @@ class StateHead(nn.Module):
     ``forward`` takes those maps."""
 
     def __init__(self, views: int, tokens: int, dim: int, out: int, kind: str = "linear", keypoints: int = 32,
-                 levels: Sequence[int] = (2, 3)):
+                 levels: Sequence[int] = SPATIAL_LEVELS):
         super().__init__()
         self.views, self.tokens, self.dim, self.kind, self.keypoints = views, tokens, dim, kind, keypoints
         self.levels: tuple[int, ...] = ()
@@ -289,7 +290,7 @@ class StateEstimator:
             raise ValueError(f"{path} has no state head (written by python -m training.vision_pretrain / build-default)")
         h = json.loads(meta["state_head"])
         head = StateHead(h["views"], h["tokens"], h["dim"], len(h["cols"]), h["kind"], h["keypoints"],
-                         h.get("levels") or (2, 3))
+                         h.get("levels") or SPATIAL_LEVELS)
         state = load_file(str(path))
         head.load_state_dict({k[len("state_head."):]: v for k, v in state.items() if k.startswith("state_head.")})
         self.info = {"head": head.eval(), "cols": np.array(h["cols"]), "mean": np.array(h["mean"]),
@@ -357,7 +358,7 @@ def pretrain_vision(train_set, val_set, image_size: int = 64, steps: int = 400, 
                     extra: tuple[torch.Tensor, np.ndarray] | None = None, head: str = "linear",
                     frame: str = "absolute", keypoints: int = 32, position_weight: float = 1.0,
                     probe: bool = True, probe_random: bool = True, objects: str = "slot",
-                    eval_every: int = 0, amp: str = "off", levels: Sequence[int] = (2, 3)) -> tuple[VisionEncoder, dict]:
+                    eval_every: int = 0, amp: str = "off", levels: Sequence[int] = SPATIAL_LEVELS) -> tuple[VisionEncoder, dict]:
     """Train a ResNet-18 trunk to regress the standardized scene state from all views' tokens.
 
     ``extra``: more (images, states, object names) to train on (e.g. :func:`render_scenes`).
@@ -475,9 +476,8 @@ def pretrain_vision(train_set, val_set, image_size: int = 64, steps: int = 400, 
         report["curve"] = curve
     report["seconds_train"] = time.perf_counter() - t1
     if len(vimgs):
-        vfeats = encode_all(enc, vimgs)
         if probe:
-            report["trained"] = position_probe(encode_all(enc, probe_imgs), probe_states, vfeats, vstates)
+            report["trained"] = position_probe(encode_all(enc, probe_imgs), probe_states, encode_all(enc, vimgs), vstates)
             log(f"vision probe, trained trunk: {json.dumps(report['trained'])}")
         report["head_error"] = head_error(enc.state_head, head_predictions(enc, state_head, vimgs), vstates, vobjs)
         log(f"vision head on held-out frames: {json.dumps(report['head_error'])}")
@@ -538,7 +538,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--scenes", type=int, default=0, help="also train on this many freshly rendered scenes")
     p.add_argument("--head", default="linear", choices=["linear", "mlp", "keypoints", "spatial"])
     p.add_argument("--keypoints", type=int, default=32)
-    p.add_argument("--levels", default="2,3", help="--head spatial: the residual stages whose maps it reads (1, 2, 3)")
+    p.add_argument("--levels", default=",".join(map(str, SPATIAL_LEVELS)), help="--head spatial: the residual stages whose maps it reads (1, 2, 3)")
     p.add_argument("--frame", default="absolute", choices=["absolute", "relative"])
     p.add_argument("--objects", default="slot", choices=["slot", "named"])
     p.add_argument("--position-weight", type=float, default=1.0)
