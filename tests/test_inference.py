@@ -56,6 +56,20 @@ def test_fused_decoder_matches_the_module_path_and_the_reference(bundle, batch):
     torch.testing.assert_close(fused_logits, ref_logits, rtol=0, atol=1e-4)
 
 
+def test_prediction_continues_a_given_prefix(bundle):
+    fd = bundle.forward_dynamics
+    cond = cond_tokens(bundle, inputs(bundle, 2))
+    free = fd.predict_uncached(cond)
+    assert torch.equal(fd.predict_uncached(cond, prefix=free), free)  # its own tokens: nothing changes
+    prefix = (free[:, :2] + 1) % fd.num_codes  # tokens it would not have chosen
+    got, logits = fd.predict_uncached(cond, prefix=prefix, return_logits=True)
+    assert torch.equal(got[:, :2], prefix)
+    with torch.no_grad():
+        forced = fd(cond, got)  # teacher forcing on the result: every later token is the argmax given those before
+    torch.testing.assert_close(logits, forced, rtol=0, atol=1e-4)
+    assert torch.equal(got[:, 2:], forced[:, 2:].argmax(-1))
+
+
 @needs_onednn
 @pytest.mark.parametrize("bias", [False, True])
 @pytest.mark.parametrize("shape", [(768, 2304), (64, 64), (128, 128)])

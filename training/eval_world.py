@@ -2,7 +2,8 @@
 
     amplify eval-world [--model DIR] [--suite builtin_all] [--per-task 10] [--execute 8]
                        [--baselines expert,random] [--videos DIR] [--json FILE] [--no-model]
-                       [--temporal-agg M] [--precision fp32|bf16] [--id-codes fd|oracle|zero] [--id-no-images]
+                       [--temporal-agg M] [--precision fp32|bf16] [--id-codes fd|oracle|zero]
+                       [--oracle-tokens K] [--id-no-images]
 
 The benchmark is each task's 50 fixed initial states (``world.get_init_states``, like LIBERO's).
 Demonstrations are drawn from a separate stream (``world.tasks.demo_init_states``) that never returns
@@ -22,7 +23,10 @@ GIFs: agentview | eye_in_hand, upright.
 Diagnostics of the bundle's parts (the ``model`` column is then NOT the bundle as served):
 ``--id-codes oracle`` gives the inverse dynamics the tokenized exact future tracks of the scripted
 expert from the simulator's state (PRIVILEGED: perfect forward dynamics), ``--id-codes zero`` all-zero
-codes, ``--id-no-images`` all-zero image tokens (training/oracle_motion.py).
+codes, ``--id-no-images`` all-zero image tokens (training/oracle_motion.py). ``--oracle-tokens K`` with
+``oracle`` gives only the expert's first K tokens and lets the forward dynamics predict the rest given
+them. With ``oracle``, the JSON's ``diagnostic.fd_agreement`` says how often the forward dynamics' own
+tokens equal the expert's at the states the episodes visited (per position, and the first k all equal).
 
 ``--precision`` runs the model prepared for inference as the torch back end serves it
 (``AMPLIFY.prepare_for_inference``): ``fp32`` (same numbers up to rounding) or the opt-in ``bf16``.
@@ -251,6 +255,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "bundle as served), 'oracle' (PRIVILEGED: the tokenized exact tracks of the scripted "
                              "expert's next steps from the simulator's state, i.e. perfect forward dynamics) or "
                              "'zero' (all-zero codes); see training/oracle_motion.py")
+    parser.add_argument("--oracle-tokens", type=int, default=None, metavar="K",
+                        help="diagnostic, with --id-codes oracle: only the expert's first K tokens; the forward "
+                             "dynamics predicts the rest given them (what getting the first tokens right is worth)")
     parser.add_argument("--id-no-images", action="store_true",
                         help="diagnostic: all-zero image tokens for the inverse dynamics (does it use the images)")
     parser.add_argument("--baselines", default="expert,random",
@@ -292,15 +299,29 @@ def run(args: argparse.Namespace) -> int:
 
             meta["precision"] = precision_name(args.precision)
             model.prepare_for_inference(meta["precision"])
+        if args.oracle_tokens is not None and args.id_codes != "oracle":
+            print("--oracle-tokens goes with --id-codes oracle", file=sys.stderr)
+            return 2
         if args.id_codes != "fd" or args.id_no_images:  # a diagnostic variant of the bundle's ID
             from training.oracle_motion import OracleMotionPolicy
             meta["diagnostic"] = {"id_codes": args.id_codes, "id_images": not args.id_no_images,
                                   "privileged": args.id_codes == "oracle"}
             if args.id_codes == "oracle":
                 print("model: PRIVILEGED diagnostic, the ID gets the expert's true future motion", file=sys.stderr)
-            results["model"] = evaluate(OracleMotionPolicy(model, observation, codes=args.id_codes,
-                                                           images=not args.id_no_images), name="model",
-                                        temporal_agg=args.temporal_agg, **kw)
+            if args.oracle_tokens is not None:
+                meta["diagnostic"]["oracle_tokens"] = args.oracle_tokens
+            try:
+                policy = OracleMotionPolicy(model, observation, codes=args.id_codes, images=not args.id_no_images,
+                                            oracle_tokens=args.oracle_tokens)
+            except ValueError as e:
+                print(f"--oracle-tokens: {e}", file=sys.stderr)
+                return 2
+            results["model"] = evaluate(policy, name="model", temporal_agg=args.temporal_agg, **kw)
+            if args.id_codes == "oracle":
+                meta["diagnostic"]["fd_agreement"] = policy.agreement()
+                agree = meta["diagnostic"]["fd_agreement"]["first_k_all_equal"]
+                print(f"FD's own tokens equal the expert's at the visited states: first {agree[1]:.1%}, "
+                      f"first two {agree[2]:.1%}, all {agree[-1]:.1%} of {policy.calls} calls", file=sys.stderr)
         else:
             results["model"] = evaluate(bundle_policy(model), views=tuple(model.views), name="model",
                                         temporal_agg=args.temporal_agg, **kw)

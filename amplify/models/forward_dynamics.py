@@ -128,17 +128,21 @@ class ForwardDynamics(nn.Module):
     @torch.no_grad()
     def predict_uncached(
         self, cond: torch.Tensor, sampling: str | None = None, generator: torch.Generator | None = None,
-        return_logits: bool = False, uniform: torch.Tensor | None = None,
+        return_logits: bool = False, uniform: torch.Tensor | None = None, prefix: torch.Tensor | None = None,
     ):
         """The reference computation: the whole sequence runs through the trunk at every step.
         With ``uniform`` (b, S, K) noise, top-k samples are drawn from it (:func:`top_k_from_noise`,
-        as the exported top-k graphs draw them) instead of from ``generator``."""
+        as the exported top-k graphs draw them) instead of from ``generator``. With ``prefix`` (b, P)
+        indices, the first P steps take them instead of choosing (their logits are still returned) and
+        the rest is predicted given them: how well the model continues a sequence it did not start."""
         sampling = sampling or self.cfg.sampling
         x = torch.cat([cond, self.sos_token.expand(cond.shape[0], -1, -1)], dim=1)
         indices, step_logits = [], []
         for step in range(self.cfg.pred_seq_len):
             logits = self._logits(self.trunk(x)[:, -1])
-            if uniform is not None and sampling == "topk":
+            if prefix is not None and step < prefix.shape[1]:
+                idx = prefix[:, step].long()
+            elif uniform is not None and sampling == "topk":
                 idx = top_k_from_noise(logits, self.cfg.top_k, uniform[:, step, :logits.shape[-1]])
             else:
                 idx = self._choose(logits, sampling, generator)

@@ -69,5 +69,34 @@ def test_eval_world_id_codes_flag(small_bundle, tmp_path, capsys):
                  "--id-codes", "oracle", "--baselines", "none", "--json", str(out), "--no-progress"]) == 0
     assert "diagnostic" in capsys.readouterr().out
     res = json.loads(out.read_text())
+    agreement = res["diagnostic"].pop("fd_agreement")
     assert res["diagnostic"] == {"id_codes": "oracle", "id_images": True, "privileged": True}
     assert res["model"]["episodes"] == 1 and res["model"]["policy_calls"] >= 1
+    assert agreement["calls"] == res["model"]["policy_calls"]
+    assert len(agreement["per_position"]) == model.cfg.forward_dynamics.pred_seq_len
+    assert agreement["first_k_all_equal"][0] == 1.0
+    assert main(["eval-world", "--model", str(tmp_path / "b"), "--episodes", "1", "--oracle-tokens", "2",
+                 "--baselines", "none", "--no-progress"]) == 2  # goes with --id-codes oracle
+
+
+def test_oracle_prefix_lets_the_forward_dynamics_finish_the_codes(world_root, small_bundle):
+    model = copy.deepcopy(small_bundle)
+    names = SUITES[SUITE]
+    model.set_instructions([get_task(n).instruction for n in names], torch.randn(len(names), 512))
+    states, _ = _demo(world_root, names[0])
+    env = BuiltinEnv(names[0], render=False)
+    env.set_init_state(states[3])
+    seq_len = model.cfg.forward_dynamics.pred_seq_len
+    oracle = OracleMotionPolicy(model, observation)
+    whole = OracleMotionPolicy(model, observation, oracle_tokens=seq_len)
+    none = OracleMotionPolicy(model, observation, oracle_tokens=0)
+    served = OracleMotionPolicy(model, observation, codes="fd")
+    np.testing.assert_allclose(whole.act_envs([env], [0]), oracle.act_envs([env], [0]), atol=1e-6)
+    np.testing.assert_allclose(none.act_envs([env], [0]), served.act_envs([env], [0]), atol=1e-5)
+    first = OracleMotionPolicy(model, observation, oracle_tokens=1)
+    first.act_envs([env], [0])
+    assert first.calls == 1 and first.agreement()["calls"] == 1
+    with pytest.raises(ValueError, match="oracle_tokens"):
+        OracleMotionPolicy(model, observation, codes="fd", oracle_tokens=1)
+    with pytest.raises(ValueError, match="oracle_tokens"):
+        OracleMotionPolicy(model, observation, oracle_tokens=seq_len + 1)
