@@ -15,16 +15,8 @@ from einops import rearrange
 
 from amplify.tracks import points_to_velocities
 from training.data.tracks import preprocess_tracks
-from world.generate import rollout
-from world.tracks import compute_tracks, uniform_grid
-
-
-def expert_future_tracks(task, state: np.ndarray, views: list[str], num_points: int, horizon: int) -> np.ndarray:
-    """Raw tracks (v, horizon, num_points, 2), pixel (col, row) upright, of the expert's next ``horizon``
-    steps from ``state`` (past success the last frame repeats, as in the stored tracks)."""
-    ep = rollout(task, state, max_steps=horizon, render_images=True)
-    q = uniform_grid(num_points)
-    return np.stack([compute_tracks(v, ep[f"{v}_ids"], ep["entities"], ep["ee_pos"], horizon, q)[0][0] for v in views])
+from world.generate import expert_future_tracks
+from world.tracks import uniform_grid
 
 
 class OracleMotionPolicy:
@@ -63,8 +55,8 @@ class OracleMotionPolicy:
 
     def oracle_tokens_of(self, envs: list) -> tuple[torch.Tensor, torch.Tensor]:
         """(codes (b, S, h), indices (b, S)) of the expert's future tracks from each env's current state."""
-        raw = np.stack([expert_future_tracks(env.task, env.scene.get_state(), self.views, self.num_points,
-                                             self.stored_horizon)
+        q = uniform_grid(self.num_points)
+        raw = np.stack([expert_future_tracks(env.task, env.scene.get_state(), self.views, q, self.stored_horizon)[0]
                         for env in envs])  # (b, v, H, N, 2)
         tracks = torch.from_numpy(preprocess_tracks(raw, self.img_size, self.num_tracks, self.horizon)).to(self.model.device)
         return self.model.motion_tokenizer.tokenize(points_to_velocities(tracks, time_dim=2))

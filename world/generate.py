@@ -81,6 +81,17 @@ def rollout(task: Task, init_state: np.ndarray, seed: int = 0, noise: float = 0.
     return res
 
 
+def expert_future_tracks(task: Task, state: np.ndarray, views: list[str] | tuple[str, ...], queries: np.ndarray,
+                         horizon: int) -> tuple[np.ndarray, np.ndarray]:
+    """Tracks (v, horizon, N, 2) float32 (pixel col, row, upright) and visibility (v, horizon, N) of the
+    scripted expert's next ``horizon`` steps from ``state``, as a demonstration from that state stores them
+    (past success the last frame repeats). The expert reads only the state, so this is its intended motion
+    from any state, on or off its own path."""
+    ep = rollout(task, state, max_steps=horizon, render_images=True)
+    out = [compute_tracks(v, ep[f"{v}_ids"], ep["entities"], ep["ee_pos"], horizon, queries) for v in views]
+    return np.stack([tr[0] for tr, _ in out]), np.stack([vis[0] for _, vis in out])
+
+
 def track_method(num_points: int = 400, horizon: int = 16) -> str:
     """AMPLIFY's track folder name, e.g. ``uniform_400_reinit_16``."""
     return f"uniform_{num_points}_reinit_{horizon}"
@@ -98,7 +109,7 @@ def write_text(root: str, suite: str, task: Task) -> str:
 
 
 def _task_job(args: tuple) -> dict:
-    root, suite, task_name, n_demos, num_points, horizon, seed, noise, tracks, dart = args
+    root, suite, task_name, n_demos, num_points, horizon, seed, noise, tracks, dart, dart_tracks = args
     from .suites import get_task
 
     task = get_task(task_name)
@@ -145,9 +156,16 @@ def _task_job(args: tuple) -> dict:
             o.create_dataset("ee_ori", data=np.zeros((T, 3)))
             o.create_dataset("ee_states", data=np.concatenate([ep["ee_pos"], np.zeros((T, 3))], 1))
             if tracks:
+                if dart > 0 and dart_tracks == "expert":  # the expert's intended motion from every visited state
+                    fut = [expert_future_tracks(task, st, VIEWS, q, horizon) for st in ep["states"]]
+                    per_view = {v: (np.stack([f[0][i] for f in fut]), np.stack([f[1][i] for f in fut]))
+                                for i, v in enumerate(VIEWS)}
+                else:  # the motion that ran
+                    per_view = {v: compute_tracks(v, ep[f"{v}_ids"], ep["entities"], ep["ee_pos"], horizon, q)
+                                for v in VIEWS}
                 with h5py.File(os.path.join(tdir, f"demo_{ok}.hdf5"), "w") as tf:
                     for v in VIEWS:
-                        tr, vis = compute_tracks(v, ep[f"{v}_ids"], ep["entities"], ep["ee_pos"], horizon, q)
+                        tr, vis = per_view[v]
                         tf.create_dataset(f"root/{v}/tracks", data=tr, chunks=(1, horizon, num_points, 2), **COMP)
                         tf.create_dataset(f"root/{v}/vis", data=vis.astype(np.float32), chunks=(1, horizon, num_points), **COMP)
                     tf["root"].attrs["coords"] = "pixel (col, row) in the upright 128x128 image"
@@ -171,14 +189,19 @@ def _task_job(args: tuple) -> dict:
 
 def generate(suite: str, out: str, demos_per_task: int = 50, num_points: int = 400, horizon: int = 16,
              seed: int = 0, noise: float = 0.0, tracks: bool = True, workers: int = 1,
-             tasks: list[str] | None = None, dart: float = 0.0) -> dict:
+             tasks: list[str] | None = None, dart: float = 0.0, dart_tracks: str = "executed") -> dict:
     """Write a suite's demos, tracks and text embeddings under ``out``; returns stats.
 
     Demonstrations start from ``demo_init_states(task, ., seed)``, never from the 50 benchmark
     init states that evaluation uses; failed expert episodes are skipped. ``dart`` > 0 runs noisy
-    actions and stores the expert's as ``actions`` (labels) and what ran as ``actions_executed``."""
+    actions and stores the expert's as ``actions`` (labels) and what ran as ``actions_executed``;
+    its tracks are the motion that ran (``dart_tracks="executed"``) or, like the labels, the expert's
+    intended motion from each visited state (``"expert"``: :func:`expert_future_tracks`, a 16-step
+    expert rollout per frame)."""
+    if dart_tracks not in ("executed", "expert"):
+        raise ValueError(f"dart_tracks must be 'executed' or 'expert', got {dart_tracks!r}")
     names = tasks or SUITES[suite]
-    jobs = [(out, suite, n, demos_per_task, num_points, horizon, seed, noise, tracks, dart) for n in names]
+    jobs = [(out, suite, n, demos_per_task, num_points, horizon, seed, noise, tracks, dart, dart_tracks) for n in names]
     t0 = time.perf_counter()
     if workers > 1 and len(jobs) > 1:
         with ProcessPoolExecutor(workers) as ex:
@@ -204,12 +227,15 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--noise", type=float, default=0.0, help="i.i.d. noise on the expert's actions (labels too)")
     p.add_argument("--dart", type=float, default=0.0,
                    help="noise on the executed actions only: demos visit off-path states, labels stay the expert's")
+    p.add_argument("--dart-tracks", default="executed", choices=["executed", "expert"],
+                   help="with --dart: tracks of the motion that ran, or of the expert's intended motion from "
+                        "each visited state (labels like the actions)")
     p.add_argument("--workers", type=int, default=max(1, min(os.cpu_count() or 1, 4)))
     p.add_argument("--tasks", nargs="*", default=None, help="subset of the suite's task names")
     p.add_argument("--no-tracks", action="store_true")
     a = p.parse_args(argv)
     st = generate(a.suite, a.out, a.demos_per_task, a.num_points, a.horizon, a.seed, a.noise,
-                  not a.no_tracks, a.workers, a.tasks, a.dart)
+                  not a.no_tracks, a.workers, a.tasks, a.dart, a.dart_tracks)
     for s in st["tasks"]:
         print(f"{s['task']}: {s['demos']} demos ({s['tries']} tries, {s['steps']} steps)")
     print(f"{st['demos']} demos, {st['steps']} steps, expert success {st['expert_success']:.1%}, "

@@ -10,10 +10,11 @@ import torch
 from amplify.tracks import points_to_velocities
 from training.data.tracks import preprocess_tracks, read_tracks, track_dir
 from training.eval_world import observation
-from training.oracle_motion import OracleMotionPolicy, expert_future_tracks
+from training.oracle_motion import OracleMotionPolicy
 from world import SUITES, BuiltinEnv
-from world.generate import track_method
+from world.generate import expert_future_tracks, track_method
 from world.suites import get_task
+from world.tracks import uniform_grid
 
 from tests.training.conftest import HORIZON, POINTS, SUITE
 
@@ -31,7 +32,7 @@ def test_expert_future_tracks_are_the_stored_tracks(world_root):
     task = SUITES[SUITE][1]
     states, raw = _demo(world_root, task)
     for t in (0, len(states) // 2, len(states) - 3):  # the last: past success the last frame repeats
-        got = expert_future_tracks(get_task(task), states[t], VIEWS, POINTS, HORIZON)
+        got = expert_future_tracks(get_task(task), states[t], VIEWS, uniform_grid(POINTS), HORIZON)[0]
         np.testing.assert_array_equal(got, raw[t])
 
 

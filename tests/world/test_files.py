@@ -142,3 +142,32 @@ def test_dart_demos_store_labels_and_executed_actions(tmp_path):
         np.testing.assert_array_equal(obs["agentview_image"], frames[t])  # executed actions replay the frames
         obs, _, done, _ = env.step(ran[t])
     assert done
+
+
+def test_dart_tracks_are_the_expert_motion_or_the_executed_one(tmp_path):
+    from world.generate import expert_future_tracks
+
+    name = SUITES["builtin_push"][0]
+    roots = {k: str(tmp_path / k) for k in ("executed", "expert")}
+    for kind, root in roots.items():
+        generate("builtin_all", root, demos_per_task=1, num_points=36, horizon=16, tasks=[name], dart=0.3,
+                 dart_tracks=kind)
+    tracks = {}
+    for kind, root in roots.items():
+        with h5py.File(os.path.join(root, "builtin_all", track_method(36, 16), f"{name}_demo", "demo_0.hdf5")) as f:
+            tracks[kind] = {v: (f[f"root/{v}/tracks"][:], f[f"root/{v}/vis"][:]) for v in VIEWS}
+    states = {}
+    for kind, root in roots.items():
+        with h5py.File(os.path.join(root, "builtin_all", f"{name}_demo.hdf5"), "r") as f:
+            states[kind] = f["data/demo_0/states"][:]
+    np.testing.assert_array_equal(states["executed"], states["expert"])  # the same episode, other tracks
+    states = states["expert"]
+    for t in (0, len(states) // 2):
+        want, vis = expert_future_tracks(TASKS[name], states[t], VIEWS, uniform_grid(36), 16)
+        for i, v in enumerate(VIEWS):
+            np.testing.assert_array_equal(tracks["expert"][v][0][t], want[i])
+            np.testing.assert_array_equal(tracks["expert"][v][1][t], vis[i].astype(np.float32))
+    wrist = "eye_in_hand"
+    assert np.abs(tracks["executed"][wrist][0] - tracks["expert"][wrist][0]).max() > 1.0  # different futures
+    with pytest.raises(ValueError, match="dart_tracks"):
+        generate("builtin_all", str(tmp_path / "x"), demos_per_task=1, tasks=[name], dart=0.3, dart_tracks="nope")
