@@ -33,13 +33,14 @@ COMP = dict(compression="gzip", compression_opts=1)
 
 
 def rollout(task: Task, init_state: np.ndarray, seed: int = 0, noise: float = 0.0,
-            policy=None, max_steps: int | None = None, render_images: bool = True, dart: float = 0.0) -> dict:
+            policy=None, max_steps: int | None = None, render_images: bool = True, dart: float = 0.0,
+            rgb: bool = True) -> dict:
     """Run the scripted expert (or ``policy(scene) -> (7,)``) from ``init_state`` until success.
 
     Returns a dict of per-step arrays (T = number of actions; obs arrays are the obs before
     each action): actions (T, 7), states (T, D), joint_states (T, 7), gripper_states (T, 2),
     ee_pos (T, 3), entities (T, E, 3), and per view ``<view>_rgb`` (T, 128, 128, 3) upright
-    and ``<view>_ids`` (T, 128, 128); plus ``success`` and ``num_steps``.
+    and ``<view>_ids`` (T, 128, 128) (``rgb=False``: the ids only); plus ``success`` and ``num_steps``.
 
     ``dart`` > 0 (disturbances for augmenting robot trajectories): the action that runs is the
     expert's plus gaussian noise of that std on dims 0-2 (seeded), so episodes visit states off the
@@ -50,7 +51,7 @@ def rollout(task: Task, init_state: np.ndarray, seed: int = 0, noise: float = 0.
     rng = np.random.default_rng([seed, 1])  # the disturbances' stream
     keys = ["actions", "executed", "states", "joint_states", "gripper_states", "ee_pos", "entities"]
     if render_images:
-        keys += [f"{v}_{k}" for v in VIEWS for k in ("rgb", "ids")]
+        keys += [f"{v}_{k}" for v in VIEWS for k in (("rgb", "ids") if rgb else ("ids",))]
     out: dict[str, list] = {k: [] for k in keys}
     success = False
     for _ in range(max_steps or task.max_steps):
@@ -62,8 +63,9 @@ def rollout(task: Task, init_state: np.ndarray, seed: int = 0, noise: float = 0.
         out["entities"].append(ent)
         if render_images:
             for v in VIEWS:
-                img, ids = render(scene, v, ent)
-                out[f"{v}_rgb"].append(img)
+                img, ids = render(scene, v, ent, rgb=rgb)
+                if rgb:
+                    out[f"{v}_rgb"].append(img)
                 out[f"{v}_ids"].append(ids)
         a = np.asarray(act(scene), np.float64)
         run = a.copy()
@@ -87,7 +89,7 @@ def expert_future_tracks(task: Task, state: np.ndarray, views: list[str] | tuple
     scripted expert's next ``horizon`` steps from ``state``, as a demonstration from that state stores them
     (past success the last frame repeats). The expert reads only the state, so this is its intended motion
     from any state, on or off its own path."""
-    ep = rollout(task, state, max_steps=horizon, render_images=True)
+    ep = rollout(task, state, max_steps=horizon, render_images=True, rgb=False)
     out = [compute_tracks(v, ep[f"{v}_ids"], ep["entities"], ep["ee_pos"], horizon, queries) for v in views]
     return np.stack([tr[0] for tr, _ in out]), np.stack([vis[0] for _, vis in out])
 

@@ -117,7 +117,8 @@ def _background(view: str, cam) -> np.ndarray:
 
 
 def _draw(img, ids, view, cam, eid, kind, cx, cy, h, hx, hy, rgb, inner=0.0, shade=True, shadow=False):
-    """Paint one flat entity (footprint centred at cx, cy, at height h) into img/ids in place."""
+    """Paint one flat entity (footprint centred at cx, cy, at height h) into img/ids in place
+    (img None: the id buffer only)."""
     ac, bc, ar, br = coeffs(view, cam, h)
     ac, bc, ar, br = float(ac), float(bc), float(ar), float(br)
     c0, c1 = ac + bc * (cx - hx), ac + bc * (cx + hx)
@@ -128,6 +129,15 @@ def _draw(img, ids, view, cam, eid, kind, cx, cy, h, hx, hy, rgb, inner=0.0, sha
         return
     dx = (np.arange(ci0, ci1) - ac) / bc - cx  # (w,)
     dy = (ar - np.arange(ri0, ri1)) / br - cy  # (h,)
+    if img is None:
+        if shadow:
+            return
+        if kind == "box":
+            mask = (np.abs(dy) <= hy)[:, None] & (np.abs(dx) <= hx)[None, :]
+        else:
+            mask = (dy[:, None] ** 2 + dx[None, :] ** 2) / (hx * hx) <= 1.0
+        ids[ri0:ri1, ci0:ci1][mask] = eid
+        return
     sub = img[ri0:ri1, ci0:ci1]
     if kind == "box":
         mx, my = np.abs(dx) <= hx, np.abs(dy) <= hy
@@ -156,11 +166,13 @@ def _draw(img, ids, view, cam, eid, kind, cx, cy, h, hx, hy, rgb, inner=0.0, sha
     ids[ri0:ri1, ci0:ci1][mask] = eid
 
 
-def render(scene: Scene, view: str, entities: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Render one view: (128, 128, 3) uint8 upright image and (128, 128) int8 entity ids."""
+def render(scene: Scene, view: str, entities: np.ndarray | None = None,
+           rgb: bool = True) -> tuple[np.ndarray | None, np.ndarray]:
+    """Render one view: (128, 128, 3) uint8 upright image and (128, 128) int8 entity ids
+    (``rgb=False``: None and the same ids, about twice as fast)."""
     ent = entity_table(scene) if entities is None else entities
     cam = eye_camera(scene.ee) if view == "eye_in_hand" else None
-    img = _background(view, cam)
+    img = _background(view, cam) if rgb else None
     ids = np.zeros((SIZE, SIZE), np.int8)
     # shadows of raised things on the table
     if view == "agentview":
@@ -181,4 +193,4 @@ def render(scene: Scene, view: str, entities: np.ndarray | None = None) -> tuple
         else:
             o: ObjSpec = scene.objects[e - N_GRIPPER]
             _draw(img, ids, view, cam, e, o.kind, cx, cy, h, o.half, o.half, o.rgb, inner=o.inner)
-    return np.clip(img, 0, 255).astype(np.uint8), ids
+    return (np.clip(img, 0, 255).astype(np.uint8) if rgb else None), ids
