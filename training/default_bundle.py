@@ -26,6 +26,9 @@ HORIZON = 16
 
 # part -> key=value overrides of that trainer's config (see training/config.py)
 RECIPE: dict[str, dict[str, object]] = {
+    # dart/dart_tracks (--set data.dart=0.3 --set data.dart_tracks=expert): DART demonstrations with the expert's
+    # tracks; with them the ID acts on the true motion in 55/55, but the served policy does not move (0/55,
+    # docs/training.md "The first token decides"), so the recipe keeps plain demonstrations
     "data": {"demos_per_task": 20, "val_fraction": 0.15, "frame_stride": 2},
     # the vision trunk, pretrained to regress the scene state from both views of the demonstrations and
     # of `scenes` freshly rendered layouts (training/vision_pretrain.py); its state head is saved beside

@@ -19,3 +19,30 @@ def test_quick_build_pretrains_the_vision_head_it_is_set_to(tmp_path: Path):
     assert head["kind"] == "spatial" and list(head["levels"]) == [1, 2]
     assert report["vision"]["steps"] == 2 and "head_error" in report["vision"]
     assert (tmp_path / "out" / "config.json").is_file() and report["seconds"]["total"] > 0
+
+
+def test_build_passes_the_dart_settings_to_the_demonstrations(tmp_path: Path, monkeypatch):
+    import world.generate
+
+    seen = {}
+
+    class Stop(Exception):
+        pass
+
+    def record(*args, **kwargs):
+        seen.update(kwargs)
+        raise Stop
+
+    monkeypatch.setattr(world.generate, "generate", record)
+    try:
+        build_default(tmp_path / "out", tmp_path / "work", quick=True, workers=1, progress=False,
+                      sets=["data.dart=0.3", "data.dart_tracks=expert"])
+    except Stop:
+        pass
+    assert seen["dart"] == 0.3 and seen["dart_tracks"] == "expert"
+    seen.clear()
+    try:
+        build_default(tmp_path / "out", tmp_path / "work", quick=True, workers=1, progress=False)
+    except Stop:
+        pass
+    assert seen["dart"] == 0.0 and seen["dart_tracks"] == "executed"  # the recipe: plain demonstrations
