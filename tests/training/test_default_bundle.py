@@ -3,6 +3,7 @@
 import json
 from pathlib import Path
 
+import pytest
 import torch
 from safetensors import safe_open
 
@@ -34,15 +35,11 @@ def test_build_passes_the_dart_settings_to_the_demonstrations(tmp_path: Path, mo
         raise Stop
 
     monkeypatch.setattr(world.generate, "generate", record)
-    try:
+    with pytest.raises(Stop):
         build_default(tmp_path / "out", tmp_path / "work", quick=True, workers=1, progress=False,
                       sets=["data.dart=0.3", "data.dart_tracks=expert"])
-    except Stop:
-        pass
     assert seen["dart"] == 0.3 and seen["dart_tracks"] == "expert"
     seen.clear()
-    try:
+    with pytest.raises(Stop):
         build_default(tmp_path / "out", tmp_path / "work", quick=True, workers=1, progress=False)
-    except Stop:
-        pass
     assert seen["dart"] == 0.0 and seen["dart_tracks"] == "executed"  # the recipe: plain demonstrations
