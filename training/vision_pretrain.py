@@ -34,7 +34,7 @@ from amplify.config import VisionEncoderConfig
 from amplify.devices import native_bf16
 from amplify.models.vision import VisionEncoder
 from training.vision import build_vision_encoder, calibrate_batchnorm, save_vision
-from world.scene import N_EE  # state entries before the objects' xyz (effector xyz, opening, held, hold offset)
+from world.scene import MAX_STEP, N_EE  # N_EE: state entries before the objects' xyz (effector xyz, opening, held, hold offset)
 
 # built-in world state entries used for the probe: effector xyz and the 4 objects' xyz
 PROBE_EE = [0, 1, 2]
@@ -42,6 +42,7 @@ PROBE_OBJECTS = list(range(8, 20))
 # channels of ResNet-18's residual stages whose maps a spatial head can read (strides 4, 8, 16)
 STAGE_CHANNELS = {1: 64, 2: 128, 3: 256}
 SPATIAL_LEVELS = (2, 3)  # the stages a spatial head reads unless told otherwise
+STEPS_CLIP = 4.0  # frame="steps": object offsets in effector steps, clipped to +- this
 
 
 def trunk_features(trunk: nn.Sequential, x: torch.Tensor, levels: Sequence[int] = ()) -> tuple[torch.Tensor, list[torch.Tensor]]:
@@ -311,6 +312,8 @@ def decode_state(info: dict, raw: np.ndarray, ee: np.ndarray | None = None,
     cols, mu, sd = info["cols"], info["mean"], info["std"]
     full = np.tile(mu, (len(raw), 1))
     full[:, cols] = raw * sd[cols] + mu[cols]
+    if info["frame"] == "steps":  # the state as stored, then the step offsets (not decoded)
+        full = full[:, :N_EE + (full.shape[1] - N_EE) // 2]
     if info["frame"] == "relative":
         base = full[:, 0:3] if ee is None else np.asarray(ee, np.float64)
         full[:, N_EE:] += np.tile(base, (1, (full.shape[1] - N_EE) // 3))
@@ -342,14 +345,20 @@ def named_targets(states: np.ndarray, objects: list[tuple[str, ...]], names: lis
 
 
 def to_frame(states: np.ndarray, frame: str) -> np.ndarray:
-    """Scene states in the regression's frame: ``absolute`` as stored, ``relative``: objects' xyz minus the effector's."""
+    """Scene states in the regression's frame: ``absolute`` as stored, ``relative``: objects' xyz minus the
+    effector's, ``steps``: as stored plus every object's offset from the effector in effector steps clipped
+    to +-STEPS_CLIP (what the wrist camera shows, and the units an exact-state policy acts on: precise where
+    the effector is close to the object)."""
     if frame == "absolute":
         return states
-    if frame != "relative":
-        raise ValueError(f"frame must be absolute or relative, got {frame!r}")
-    out = states.copy()
+    if frame not in ("relative", "steps"):
+        raise ValueError(f"frame must be absolute, relative or steps, got {frame!r}")
     n = (states.shape[1] - N_EE) // 3
-    out[:, N_EE:] -= np.tile(states[:, 0:3], (1, n))
+    offsets = states[:, N_EE:] - np.tile(states[:, 0:3], (1, n))
+    if frame == "steps":
+        return np.concatenate([states, np.clip(offsets / MAX_STEP, -STEPS_CLIP, STEPS_CLIP)], axis=1)
+    out = states.copy()
+    out[:, N_EE:] = offsets
     return out
 
 
@@ -418,6 +427,8 @@ def pretrain_vision(train_set, val_set, image_size: int = 64, steps: int = 400, 
     else:
         raise ValueError(f"objects must be slot or named, got {objects!r}")
     fstates = to_frame(fstates, frame)
+    if frame == "steps":  # the step offsets of an object are present where the object is
+        present = np.concatenate([present, present[:, N_EE:]], axis=1)
     count = present.sum(0).clip(1)
     mu = (fstates * present).sum(0) / count
     sd = np.sqrt((((fstates - mu) * present) ** 2).sum(0) / count)
@@ -539,7 +550,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--head", default="linear", choices=["linear", "mlp", "keypoints", "spatial"])
     p.add_argument("--keypoints", type=int, default=32)
     p.add_argument("--levels", default=",".join(map(str, SPATIAL_LEVELS)), help="--head spatial: the residual stages whose maps it reads (1, 2, 3)")
-    p.add_argument("--frame", default="absolute", choices=["absolute", "relative"])
+    p.add_argument("--frame", default="absolute", choices=["absolute", "relative", "steps"])
     p.add_argument("--objects", default="slot", choices=["slot", "named"])
     p.add_argument("--position-weight", type=float, default=1.0)
     p.add_argument("--amp", default="off", choices=["off", "bf16", "auto"],

@@ -201,6 +201,38 @@ def test_pretrained_state_head_round_trips(world_root, tmp_path):
     assert set(head_error(enc.state_head, raw, states, objects)) == set(report["head_error"])
 
 
+def test_steps_frame_adds_clipped_step_offsets_and_decodes_the_state(world_root, tmp_path):
+    """frame="steps": the state as stored plus every object's offset from the effector in effector steps,
+    clipped; the estimator decodes the state part only."""
+    import numpy as np
+
+    from tests.training.conftest import POINTS, SUITE
+    from training.data.dataset import AmplifyDataset
+    from training.vision_pretrain import STEPS_CLIP, StateEstimator, load_frames, pretrain_vision, save_pretrained, to_frame
+    from world.scene import MAX_STEP, N_EE
+
+    states = np.zeros((2, N_EE + 6))
+    states[:, 0:3] = [0.1, 0.2, 0.3]
+    states[0, N_EE:N_EE + 3] = [0.1 + MAX_STEP, 0.2, 0.3 - 2 * MAX_STEP]  # one step in x, two down
+    states[1, N_EE:N_EE + 3] = [0.9, 0.2, 0.3]  # far: clipped
+    out = to_frame(states, "steps")
+    assert out.shape == (2, N_EE + 12)
+    np.testing.assert_array_equal(out[:, :N_EE + 6], states)
+    np.testing.assert_allclose(out[0, N_EE + 6:N_EE + 9], [1, 0, -2], atol=1e-9)
+    assert out[1, N_EE + 6] == STEPS_CLIP
+
+    def ds(sel):
+        return AmplifyDataset(world_root, [sel], VIEWS, POINTS, 16, 1, frame_stride=8)
+
+    val = ds(f"[{SUITE}:traj-0.34]")
+    enc, report = pretrain_vision(ds(f"[{SUITE}:traj0.67]"), val, image_size=64, steps=2, batch_size=4,
+                                  progress=False, frame="steps", probe=False)
+    assert report["frame"] == "steps" and set(report["head_error"]) >= {"head_ee_l1", "head_objects_l1"}
+    imgs, vstates = load_frames(val)
+    est = StateEstimator(save_pretrained(enc, tmp_path / "v.safetensors")).estimate(imgs.numpy())
+    assert est.shape == vstates.shape
+
+
 def test_spatial_state_head_reads_the_finer_maps_and_round_trips(world_root, tmp_path):
     """``head="spatial"``: a soft-argmax over the maps of residual stages 2 and 3 (8x8 and 4x4 at 64 px,
     where the tokens are 2x2), saved with its levels; the estimator gives back what training measured."""
