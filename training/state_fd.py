@@ -191,6 +191,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--per-task", type=int, default=5, help="benchmark init states 0..K-1 of every task")
     p.add_argument("--execute", default="2,1", help="actions executed per chunk, one closed-loop run each")
+    p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", default=None)
     p.add_argument("--no-progress", action="store_true")
     a = p.parse_args(argv)
@@ -216,9 +217,10 @@ def main(argv: list[str] | None = None) -> int:
             for sel in (f"[{a.suite}:traj{1 - a.val_fraction:g}]", f"[{a.suite}:traj-{a.val_fraction:g}]")]
     (x, y, t), (vx, vy, vt) = (demonstration_samples(s, bundle.motion_tokenizer, tasks, estimator) for s in sets)
     print(f"{len(x)} training and {len(vx)} held-out samples, {x.shape[1]} features", file=sys.stderr)
+    torch.manual_seed(a.seed)  # the model's initialization
     model = StateConditionedFD(bundle.cfg.forward_dynamics, bundle.motion_tokenizer.quantize, x.shape[1],
                                x.mean(0), x.std(0) + 1e-3)
-    train_state_fd(model, x, y, text[t], a.epochs, a.batch_size, log=lambda s: print(s, file=sys.stderr))
+    train_state_fd(model, x, y, text[t], a.epochs, a.batch_size, seed=a.seed, log=lambda s: print(s, file=sys.stderr))
     report: dict = {"privileged": True, "model": a.model, "vision": a.vision, "epochs": a.epochs,
                     "held_out_tokens": token_accuracy(model, vx, vy, text[vt]), "closed_loop": {}}
     print(f"held-out token accuracy: {json.dumps(report['held_out_tokens'])}")

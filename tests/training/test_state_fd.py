@@ -61,3 +61,21 @@ def test_samples_train_and_act(world_root, small_bundle):
     chunk = StateFDPolicy(model, fd, tasks, text).act_envs([env], [0])
     assert chunk.shape == (1, model.cfg.inverse_dynamics.action_horizon, 7)
     assert np.isfinite(chunk).all()
+
+
+def test_command_trains_and_reports(world_root, small_bundle, tmp_path):
+    import json
+
+    from training.state_fd import main
+
+    model = copy.deepcopy(small_bundle)
+    names = SUITES[SUITE]
+    model.set_instructions([get_suite(SUITE)[i].instruction for i in range(len(names))], torch.randn(len(names), 512))
+    model.save(tmp_path / "b")
+    out = tmp_path / "r.json"
+    assert main(["--model", str(tmp_path / "b"), "--data", str(world_root), "--suite", SUITE, "--val-fraction", "0.34",
+                 "--frame-stride", "4", "--epochs", "1", "--per-task", "1", "--execute", "4", "--json", str(out),
+                 "--no-progress"]) == 0
+    rep = json.loads(out.read_text())
+    assert rep["privileged"] is True and set(rep["held_out_tokens"]) == {"tokens", "first"}
+    assert rep["closed_loop"]["4"]["episodes"] == len(names)
