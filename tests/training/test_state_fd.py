@@ -3,6 +3,7 @@ demonstrations' exact-state features with the tokenizer's codes of their stored 
 policy feeds its codes to the bundle's inverse dynamics."""
 import copy
 
+import h5py
 import numpy as np
 import torch
 
@@ -37,14 +38,14 @@ def test_samples_train_and_act(world_root, small_bundle):
     assert len(x) == len(idx) == len(tids) == len(ds)
     # the first sample: the learnability features of its stored state, the codes of its stored tracks
     rec = ds.demos[int(ds.samples[0][0])]
-    import h5py
     with h5py.File(rec.file, "r") as f:
         state = np.asarray(f["data"][rec.key]["states"])[int(ds.samples[0][1])]
     task = tasks[int(tids[0])]
     scene = task.new_scene()
     scene.set_state(state)
     np.testing.assert_allclose(x[0].numpy(), features(scene, task, [t.name for t in tasks]))
-    want = model.motion_tokenizer.tokenize(points_to_velocities(torch.from_numpy(rec.tracks[int(ds.samples[0][1])])[None].float(), time_dim=2))[1]
+    tracks = torch.from_numpy(rec.tracks[int(ds.samples[0][1])])[None].float()
+    want = model.motion_tokenizer.tokenize(points_to_velocities(tracks, time_dim=2))[1]
     torch.testing.assert_close(idx[:1], want)
 
     text = torch.randn(len(tasks), model.cfg.forward_dynamics.text_embed_dim)
