@@ -36,6 +36,7 @@ from einops import rearrange
 
 from amplify.models.forward_dynamics import ForwardDynamics
 from amplify.tracks import points_to_velocities
+from training.eval_world import evaluate, observation
 from training.learnability import features
 from world.scene import N_EE
 
@@ -149,25 +150,24 @@ class StateFDPolicy:
     uses_scene = True
 
     def __init__(self, bundle, fd: StateConditionedFD, tasks: list, text: torch.Tensor, estimator=None):
-        from training.eval_world import observation
-
-        self.bundle, self.fd, self.tasks, self.text, self.estimator = bundle, fd, tasks, text, estimator
+        self.bundle, self.fd, self.text, self.estimator = bundle, fd, text, estimator
         self.names = [t.name for t in tasks]
-        self.observation = observation
         self.views = list(bundle.cfg.motion_tokenizer.views)
 
     @torch.no_grad()
     def act_envs(self, envs: list, ids: list[int]) -> np.ndarray:
         m = self.bundle
-        obs = [self.observation(env.get_obs(images=True), self.views) for env in envs]
+        obs = [observation(env.get_obs(images=True), self.views) for env in envs]
         images, proprio = np.stack([o[0] for o in obs]), np.stack([o[1] for o in obs])
         states = [env.scene.get_state() for env in envs]
         est = (self.estimator.estimate(images, ee=np.stack([s[0:3] for s in states])) if self.estimator is not None
                else [None] * len(envs))
         feats = []
         for env, state, e in zip(envs, states, est):
-            scene = env.task.new_scene()
-            scene.set_state(perceived_state(state, e))
+            scene = env.scene
+            if e is not None:  # a copy of the scene with the objects where the vision head sees them
+                scene = env.task.new_scene()
+                scene.set_state(perceived_state(state, e))
             feats.append(features(scene, env.task, self.names))
         tids = torch.tensor([self.names.index(env.task.name) for env in envs])
         text = self.text[tids]
@@ -199,7 +199,6 @@ def main(argv: list[str] | None = None) -> int:
     from amplify.policy import AMPLIFY
     from amplify.threads import apply_threads
     from training.data.dataset import AmplifyDataset
-    from training.eval_world import evaluate
     from world import get_suite
 
     apply_threads()
