@@ -44,12 +44,28 @@ class VisionEncoderConfig:
 
     model_name: str = "resnet18"
     image_size: int = 224
-    num_tokens: int = 49
+    num_tokens: int = 49  # tokens per image: the patches, then the keypoint tokens
     embed_dim: int = 512
+    # Opt-in (not in the original; 0 keeps original checkpoints' numbers): per residual stage in
+    # ``keypoint_levels``, ``keypoints`` maps whose soft-argmax (x, y) become one token each after the
+    # patches (amplify/models/vision.py); a pretraining can fit them to where the objects are.
+    keypoints: int = 0
+    keypoint_levels: list[int] = field(default_factory=lambda: [1, 2])
 
     def __post_init__(self) -> None:
         if self.model_name != "resnet18":
             raise ConfigError(f"vision encoder {self.model_name!r} is not supported; only 'resnet18'")
+        if self.keypoints:
+            if not self.keypoint_levels or any(level not in (1, 2, 3) for level in self.keypoint_levels):
+                raise ConfigError(f"keypoint_levels must be among [1, 2, 3], got {self.keypoint_levels}")
+            if self.num_tokens != self.patch_tokens + self.keypoints * len(self.keypoint_levels):
+                raise ConfigError(f"num_tokens {self.num_tokens} != {self.patch_tokens} patches + "
+                                  f"{self.keypoints} keypoints x {len(self.keypoint_levels)} levels")
+
+    @property
+    def patch_tokens(self) -> int:
+        """Patch tokens per image: ResNet-18's final map is image_size / 32 square."""
+        return (self.image_size // 32) ** 2
 
 
 @dataclass
@@ -234,6 +250,10 @@ class BundleConfig:
             problems.append(f"inverse_dynamics.num_code_tokens {idc.num_code_tokens} != {mt.seq_len}")
         if idc.cond_on_img and idc.img_embed_dim != mt.num_views * self.vision.embed_dim:
             problems.append(f"inverse_dynamics.img_embed_dim {idc.img_embed_dim} != views*{self.vision.embed_dim}")
+        if self.vision.keypoints and fd.img_tokens_per_view != self.vision.num_tokens:
+            problems.append(f"forward_dynamics.img_tokens_per_view {fd.img_tokens_per_view} != vision.num_tokens {self.vision.num_tokens}")
+        if self.vision.keypoints and idc.cond_on_img and idc.num_img_tokens != self.vision.num_tokens:
+            problems.append(f"inverse_dynamics.num_img_tokens {idc.num_img_tokens} != vision.num_tokens {self.vision.num_tokens}")
         if problems:
             raise ConfigError("bundle parts do not fit: " + "; ".join(problems))
 

@@ -199,3 +199,48 @@ def test_decoder_weight_parts_are_remade_when_weights_change():
         assert not torch.equal(after, before)
         prepare_for_inference(mt)
         torch.testing.assert_close(mt.decode_velocities(codes), after, rtol=0, atol=0)
+
+
+def keypoint_bundle_config():
+    """The small preset at 64 px with 2 keypoint tokens per stage 1 and 2 (2x2 patches + 4 per view)."""
+    from amplify.config import VisionEncoderConfig
+
+    cfg = small()
+    cfg.vision = VisionEncoderConfig(image_size=64, num_tokens=8, keypoints=2, keypoint_levels=[1, 2])
+    cfg.forward_dynamics.img_tokens_per_view = 8
+    cfg.inverse_dynamics.num_img_tokens = 8
+    return cfg
+
+
+def test_vision_keypoint_tokens_follow_the_soft_argmax():
+    """keypoints > 0: the patches, then one token per keypoint and stage whose first two entries are the
+    map's soft-argmax (x, y); the config refuses a token count that does not add up, and a bundle whose
+    FD or ID expects another count."""
+    from amplify.config import BundleConfig, VisionEncoderConfig
+    from amplify.models.vision import VisionEncoder, keypoint_embedding, spatial_soft_argmax, trunk_features
+
+    torch.manual_seed(0)
+    enc = VisionEncoder(VisionEncoderConfig(image_size=64, num_tokens=4 + 3 * 2, keypoints=3, keypoint_levels=[1, 2])).eval()
+    x = torch.rand(2, 64, 64, 3)
+    tokens = enc(x)
+    assert tokens.shape == (2, 10, 512)
+    trunk = x.permute(0, 3, 1, 2)
+    feats, maps = trunk_features(enc.model, trunk, [1, 2])
+    torch.testing.assert_close(tokens[:, :4], feats.flatten(2).transpose(1, 2))  # the patches as before
+    xy = spatial_soft_argmax(enc.keypoint_maps[1](maps[1]) / enc.keypoint_log_temperature[1].exp())
+    torch.testing.assert_close(tokens[:, 7:, :2], xy)  # stage 2's keypoints come after stage 1's
+    emb = keypoint_embedding(torch.tensor([[[0.25, -0.5]]]), 32)
+    assert emb.shape == (1, 1, 32) and torch.equal(emb[0, 0, :2], torch.tensor([0.25, -0.5]))
+    torch.testing.assert_close(emb[0, 0, 2], torch.sin(torch.tensor(torch.pi * 0.25)))  # f = 1, x
+    assert torch.equal(emb[0, 0, 26:], torch.zeros(6))  # 2 + 4 x 6 frequencies, then zeros
+
+    with pytest.raises(ConfigError, match="num_tokens 9 != 4 patches"):
+        VisionEncoderConfig(image_size=64, num_tokens=9, keypoints=2, keypoint_levels=[1, 2])
+    with pytest.raises(ConfigError, match="keypoint_levels"):
+        VisionEncoderConfig(image_size=64, num_tokens=6, keypoints=2, keypoint_levels=[4])
+    cfg = keypoint_bundle_config()
+    cfg.check()
+    AMPLIFY(cfg).act(np.zeros((1, 2, 64, 64, 3), np.uint8), np.zeros((1, 9), np.float32), text_emb=np.zeros((1, 512), np.float32))
+    cfg.forward_dynamics.img_tokens_per_view = 4
+    with pytest.raises(ConfigError, match="img_tokens_per_view 4 != vision.num_tokens 8"):
+        BundleConfig(cfg.motion_tokenizer, cfg.forward_dynamics, cfg.inverse_dynamics, cfg.vision).check()

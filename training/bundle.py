@@ -62,7 +62,7 @@ def build_bundle(mt: str | Path, fd: str | Path, idm: str | Path, vision: str | 
     model.motion_tokenizer.load_state_dict(mt_model.state_dict())
     model.forward_dynamics.load_state_dict({k: v for k, v in fd_model.state_dict().items() if not k.startswith("quantize.")}, strict=False)
     model.inverse_dynamics.load_state_dict(id_model.state_dict())
-    model.img_encoder.model.load_state_dict(enc.model.state_dict())
+    model.img_encoder.load_state_dict(enc.state_dict())
     if data_root is None or not suites:
         found = _training_data(Path(fd))
         if found is None:

@@ -65,7 +65,7 @@ def save_vision(enc: VisionEncoder, path: str | Path, note: str = RANDOM_NOTE) -
     weights were made) as metadata."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    state = {f"model.{k}": v.detach().contiguous() for k, v in enc.model.state_dict().items()}
+    state = {k: v.detach().contiguous() for k, v in enc.state_dict().items()}  # model.<i>... (+ keypoint_*)
     save_file(state, str(path), metadata={"config": json.dumps(to_dict(enc.cfg)), "kind": "vision_encoder",
                                           "note": note})
     return path
@@ -83,14 +83,14 @@ def load_vision(path: str | Path) -> VisionEncoder:
     cfg = from_dict(VisionEncoderConfig, json.loads(meta["config"])) if "config" in meta else VisionEncoderConfig()
     enc = VisionEncoder(cfg)
     state = load_file(str(path))
-    enc.model.load_state_dict({k[len("model."):]: v for k, v in state.items() if k.startswith("model.")})
+    enc.load_state_dict({k: v for k, v in state.items() if not k.startswith("state_head.")})
     enc.note = meta.get("note", RANDOM_NOTE)  # how the weights were made
     return enc.eval()
 
 
 def vision_hash(enc: VisionEncoder) -> str:
     h = hashlib.sha256(json.dumps(to_dict(enc.cfg), sort_keys=True).encode())
-    for k, v in enc.model.state_dict().items():
+    for k, v in (enc.model.state_dict() if not enc.cfg.keypoints else enc.state_dict()).items():
         h.update(k.encode())
         h.update(v.detach().cpu().contiguous().numpy().tobytes())
     return h.hexdigest()[:16]

@@ -19,6 +19,7 @@ trunk (``state_head.*``, read by :class:`StateEstimator` and ``python -m trainin
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import time
 from pathlib import Path
@@ -32,41 +33,15 @@ import torch.nn.functional as F
 
 from amplify.config import VisionEncoderConfig
 from amplify.devices import native_bf16
-from amplify.models.vision import VisionEncoder
+from amplify.models.vision import STAGE_CHANNELS, VisionEncoder, spatial_soft_argmax, trunk_features
 from training.vision import build_vision_encoder, calibrate_batchnorm, save_vision
 from world.scene import MAX_STEP, N_EE  # N_EE: state entries before the objects' xyz (effector xyz, opening, held, hold offset)
 
 # built-in world state entries used for the probe: effector xyz and the 4 objects' xyz
 PROBE_EE = [0, 1, 2]
 PROBE_OBJECTS = list(range(8, 20))
-# channels of ResNet-18's residual stages whose maps a spatial head can read (strides 4, 8, 16)
-STAGE_CHANNELS = {1: 64, 2: 128, 3: 256}
 SPATIAL_LEVELS = (2, 3)  # the stages a spatial head reads unless told otherwise
 STEPS_CLIP = 4.0  # frame="steps": object offsets in effector steps, clipped to +- this
-
-
-def trunk_features(trunk: nn.Sequential, x: torch.Tensor, levels: Sequence[int] = ()) -> tuple[torch.Tensor, list[torch.Tensor]]:
-    """The trunk (:func:`amplify.models.vision.resnet18_trunk`) on ``x`` (n, 3, S, S): its final maps
-    (n, 512, S/32, S/32), the encoder's tokens, and the maps after each residual stage in ``levels``
-    (1: layer1, (n, 64, S/4, S/4); 2: layer2, (n, 128, S/8, S/8); 3: layer3, (n, 256, S/16, S/16))."""
-    maps = []
-    h = trunk[:5](x)  # stem + layer1
-    if 1 in levels:
-        maps.append(h)
-    for level, stage in ((2, trunk[5]), (3, trunk[6])):
-        h = stage(h)
-        if level in levels:
-            maps.append(h)
-    return trunk[7](h), maps
-
-
-def spatial_soft_argmax(logits: torch.Tensor) -> torch.Tensor:
-    """(n, K, H, W) -> (n, K, 2): each map's expected (x, y) under a softmax over its positions, in [-1, 1]."""
-    n, k, h, w = logits.shape
-    gy = (torch.arange(h, dtype=logits.dtype, device=logits.device) + 0.5) / h * 2 - 1
-    gx = (torch.arange(w, dtype=logits.dtype, device=logits.device) + 0.5) / w * 2 - 1
-    grid = torch.stack(torch.meshgrid(gy, gx, indexing="ij")[::-1], -1).reshape(h * w, 2)  # (HW, [x, y])
-    return logits.flatten(2).softmax(-1) @ grid
 
 
 def frame_objects(dataset) -> list[tuple[str, ...]]:
@@ -75,6 +50,27 @@ def frame_objects(dataset) -> list[tuple[str, ...]]:
 
     per_task = [tuple(o.name for o in get_task(t.name).new_scene().objects) for t in dataset.tasks]
     return [per_task[dataset.demos[int(d)].task] for d, _ in dataset.samples]
+
+
+def pixel_targets(states: np.ndarray, objects: list[tuple[str, ...]], views: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+    """Where every object slot's top centre is in each view: states (N, D) of the built-in world and each
+    sample's object names (slot order) -> (positions (N, v, n, 2) float32 as (x, y) in [-1, 1], the
+    convention of :func:`spatial_soft_argmax` at any image size; in-image mask (N, v, n) bool). Exact:
+    the renderer's own projection (``world.render.project``) of the object's centre at its top height."""
+    from world.render import SIZE, eye_camera, project
+    from world.suites import get_suite
+
+    heights = {o.name: o.height for t in get_suite("builtin_all") for o in t.new_scene().objects}
+    n = (states.shape[1] - N_EE) // 3
+    xyz = states[:, N_EE:N_EE + 3 * n].reshape(len(states), n, 3).astype(np.float64)
+    top = xyz[..., 2] + np.array([[heights[o] for o in objs[:n]] for objs in objects])
+    out = np.zeros((len(states), len(views), n, 2), np.float32)
+    for i, view in enumerate(views):
+        cam = eye_camera(states[:, 0:3])[:, None] if view == "eye_in_hand" else None
+        col, row = project(view, cam, xyz[..., 0], xyz[..., 1], top)
+        out[:, i, :, 0] = (col + 0.5) / SIZE * 2 - 1
+        out[:, i, :, 1] = (row + 0.5) / SIZE * 2 - 1
+    return out, (np.abs(out) < 1).all(-1)
 
 
 def load_frames(dataset) -> tuple[torch.Tensor, np.ndarray]:
@@ -220,12 +216,15 @@ class StateHead(nn.Module):
             attn = self.kp(tokens).softmax(dim=2)  # (b, v, P, K): softmax over patches
             feats.append(torch.einsum("bvpk,pc->bvkc", attn, self.grid).reshape(b, -1))
         elif self.kind == "spatial":
-            if len(maps) != len(self.levels):
-                raise ValueError(f"a spatial head reads the maps of stages {self.levels}; got {len(maps)} maps")
-            for i, (conv, m) in enumerate(zip(self.maps, maps)):
-                logits = conv(m.float()) / self.log_temperature[i].exp()
-                feats.append(spatial_soft_argmax(logits).reshape(b, -1))  # (b, v K 2)
+            feats.extend(k.reshape(b, -1) for k in self.spatial_keypoints(maps, b))  # (b, v K 2) per level
         return self.linear(self.hidden(torch.cat(feats, 1)))
+
+    def spatial_keypoints(self, maps: Sequence[torch.Tensor], b: int) -> list[torch.Tensor]:
+        """``kind="spatial"``: per stage in ``levels``, each map's soft-argmax (b, v, K, 2) in [-1, 1]."""
+        if len(maps) != len(self.levels):
+            raise ValueError(f"a spatial head reads the maps of stages {self.levels}; got {len(maps)} maps")
+        return [spatial_soft_argmax(conv(m.float()) / self.log_temperature[i].exp()).reshape(b, self.views, -1, 2)
+                for i, (conv, m) in enumerate(zip(self.maps, maps))]
 
 
 def encoder_input(enc: VisionEncoder, images: torch.Tensor) -> torch.Tensor:
@@ -367,7 +366,8 @@ def pretrain_vision(train_set, val_set, image_size: int = 64, steps: int = 400, 
                     extra: tuple[torch.Tensor, np.ndarray] | None = None, head: str = "linear",
                     frame: str = "absolute", keypoints: int = 32, position_weight: float = 1.0,
                     probe: bool = True, probe_random: bool = True, objects: str = "slot",
-                    eval_every: int = 0, amp: str = "off", levels: Sequence[int] = SPATIAL_LEVELS) -> tuple[VisionEncoder, dict]:
+                    eval_every: int = 0, amp: str = "off", levels: Sequence[int] = SPATIAL_LEVELS,
+                    pixel_weight: float = 0.0) -> tuple[VisionEncoder, dict]:
     """Train a ResNet-18 trunk to regress the standardized scene state from all views' tokens.
 
     ``extra``: more (images, states, object names) to train on (e.g. :func:`render_scenes`).
@@ -385,7 +385,10 @@ def pretrain_vision(train_set, val_set, image_size: int = 64, steps: int = 400, 
     trunk is served in float32 either way.
     ``head``/``keypoints``/``levels``:
     see :class:`StateHead`; ``frame``: see :func:`to_frame`; ``position_weight``: loss weight of the
-    effector's and objects' xyz relative to the other state entries. Returns the trained,
+    effector's and objects' xyz relative to the other state entries. ``pixel_weight`` > 0 (spatial head):
+    the head's first n keypoints of every stage are also told where object slot 0..n-1 is in each view
+    (:func:`pixel_targets`, mean absolute error in [-1, 1] image units, objects outside a view masked), so
+    a keypoint is an object's position, not only something a linear map can combine into one. Returns the trained,
     BatchNorm-recalibrated, frozen encoder (its head in ``enc.state_head``, written by
     :func:`save_pretrained`) and a report: the probe of effector and object positions from the random
     (calibrated) trunk and from the trained one, fitted on ``train_set``'s frames and scored on
@@ -410,6 +413,14 @@ def pretrain_vision(train_set, val_set, image_size: int = 64, steps: int = 400, 
                     "frame": frame, "objects": objects, "position_weight": position_weight, "train_samples": len(imgs),
                     "rendered_scenes": 0 if extra is None else len(extra[0]),
                     "val_samples": len(vimgs), "seconds_load": time.perf_counter() - t0}
+    if pixel_weight > 0:
+        if head != "spatial":
+            raise ValueError(f"pixel_weight needs head='spatial' (keypoints on the trunk's maps), got head={head!r}")
+        pix, pix_mask = pixel_targets(states, objs, ("agentview", "eye_in_hand")[:imgs.shape[1]])
+        if keypoints < pix.shape[2]:
+            raise ValueError(f"pixel_weight: {pix.shape[2]} object slots need keypoints >= {pix.shape[2]}, got {keypoints}")
+        pix, pix_mask = torch.from_numpy(pix), torch.from_numpy(pix_mask).float()[..., None]
+        report["pixel_weight"] = pixel_weight
 
     enc = build_vision_encoder(cfg, seed)
     calib = probe_imgs[np.linspace(0, len(probe_imgs) - 1, min(128, len(probe_imgs))).round().astype(int)]
@@ -466,6 +477,11 @@ def pretrain_vision(train_set, val_set, image_size: int = 64, steps: int = 400, 
         tok = feats.float().flatten(2).transpose(1, 2).reshape(batch_size, v, cfg.num_tokens, -1)  # as the encoder's tokens
         m = mask[idx]
         loss = ((state_head(tok, maps) - target[idx]).pow(2) * weight * m).sum() / m.sum()
+        if pixel_weight > 0:  # the first n keypoints of every stage at the n object slots' pixels
+            pm = pix_mask[idx]
+            for kp in state_head.spatial_keypoints(maps, batch_size):
+                err = (kp[:, :, :pix.shape[2]] - pix[idx]).abs() * pm
+                loss = loss + pixel_weight * err.sum() / (2 * pm.sum()).clamp_min(1) / len(maps)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -479,6 +495,8 @@ def pretrain_vision(train_set, val_set, image_size: int = 64, steps: int = 400, 
     for p in list(trunk.parameters()) + list(state_head.parameters()):
         p.requires_grad_(False)
     calibrate_batchnorm(enc, calib)
+    if pixel_weight > 0:  # the fitted keypoints become the encoder's keypoint tokens
+        enc = with_keypoints(enc, state_head, pix.shape[2])
     enc.eval()
     state_head.eval()
     enc.state_head = head_info
@@ -499,6 +517,23 @@ def pretrain_vision(train_set, val_set, image_size: int = 64, steps: int = 400, 
     enc.note = (f"ResNet-18 trained ({steps} steps of {batch_size}{amp_note}) to regress the scene state from both views of the "
                 f"demonstrations{scenes} at {image_size} px, BatchNorm recalibrated, frozen (training/vision_pretrain.py)")
     return enc, report
+
+
+def with_keypoints(enc: VisionEncoder, head: StateHead, count: int) -> VisionEncoder:
+    """A copy of ``enc`` whose tokens end with keypoint tokens: the first ``count`` keypoints of every
+    stage a spatial ``head`` reads (its 1x1 convolutions' first ``count`` outputs and its temperatures),
+    those ``pixel_weight`` fitted to the object slots (see :mod:`amplify.models.vision`)."""
+    cfg = dataclasses.replace(enc.cfg, keypoints=count, keypoint_levels=list(head.levels),
+                              num_tokens=enc.cfg.patch_tokens + count * len(head.levels))
+    out = VisionEncoder(cfg)
+    out.model.load_state_dict(enc.model.state_dict())
+    with torch.no_grad():
+        for mine, theirs in zip(out.keypoint_maps, head.maps):
+            mine.weight.copy_(theirs.weight[:count])
+            mine.bias.copy_(theirs.bias[:count])
+        out.keypoint_log_temperature.copy_(head.log_temperature)
+    out.requires_grad_(False)
+    return out
 
 
 def _amp_dtype(amp: str) -> torch.dtype | None:
@@ -553,6 +588,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--frame", default="absolute", choices=["absolute", "relative", "steps"])
     p.add_argument("--objects", default="slot", choices=["slot", "named"])
     p.add_argument("--position-weight", type=float, default=1.0)
+    p.add_argument("--pixel-weight", type=float, default=0.0,
+                   help="--head spatial: also fit the first keypoints to the object slots' pixels in each view")
     p.add_argument("--amp", default="off", choices=["off", "bf16", "auto"],
                    help="bfloat16 autocast for the trunk while training (auto: where the CPU has it natively)")
     p.add_argument("--no-probe", action="store_true", help="skip the ridge probes (the head's own error is still reported)")
@@ -569,7 +606,8 @@ def main(argv: list[str] | None = None) -> None:
     enc, report = pretrain_vision(train, val, a.image_size, a.steps, a.batch_size, a.lr, extra=extra, head=a.head,
                                   frame=a.frame, keypoints=a.keypoints, position_weight=a.position_weight,
                                   probe=not a.no_probe, probe_random=not a.no_random_probe, objects=a.objects,
-                                  eval_every=a.eval_every, amp=a.amp, levels=[int(x) for x in a.levels.split(",")])
+                                  eval_every=a.eval_every, amp=a.amp, levels=[int(x) for x in a.levels.split(",")],
+                                  pixel_weight=a.pixel_weight)
     save_pretrained(enc, a.out)
     Path(a.out).with_suffix(".json").write_text(json.dumps(report, indent=1))
     print(json.dumps(report, indent=1))

@@ -2,7 +2,8 @@
 
 Named models: ``fixture_small`` (the reference fixture's amplify.pt; skips without ../shared),
 ``fixture_perview_mt`` (the per-view tokenizer fixture), ``random_small`` (a random bundle of the
-``small`` preset with an instruction table), ``random_mt`` (a random small tokenizer); any other
+``small`` preset with an instruction table), ``random_keypoints`` (the same at 64 px with keypoint
+tokens), ``random_mt`` (a random small tokenizer); any other
 name is a checkpoint path.
 """
 from __future__ import annotations
@@ -45,6 +46,21 @@ def random_small_dir(export_root) -> Path:
 
 
 @pytest.fixture(scope="session")
+def random_keypoints_dir(export_root) -> Path:
+    """The random 'small' bundle at 64 px with keypoint tokens (2 per residual stage 1 and 2)."""
+    from amplify import AMPLIFY
+    from tests.test_model_math import keypoint_bundle_config
+
+    torch.manual_seed(0)
+    model = AMPLIFY(keypoint_bundle_config()).eval()
+    with torch.no_grad():  # sharper maps than at initialization, so the keypoints move with the images
+        model.img_encoder.keypoint_log_temperature.fill_(-2.0)
+    emb = np.random.default_rng(0).standard_normal((len(INSTRUCTIONS), 512)).astype(np.float32)
+    model.set_instructions(INSTRUCTIONS, emb)
+    return model.save(export_root / "random_keypoints_bundle", {"name": "random-keypoints", "trained": False})
+
+
+@pytest.fixture(scope="session")
 def random_mt_dir(export_root) -> Path:
     """A random motion tokenizer of the 'small' preset in the project's format (no ../shared needed)."""
     from amplify import MotionTokenizer, save_model
@@ -67,6 +83,8 @@ def bundle_path(request, random_small_dir, random_mt_dir):
             return random_small_dir
         if name == "random_mt":
             return random_mt_dir
+        if name == "random_keypoints":
+            return request.getfixturevalue("random_keypoints_dir")
         return Path(name)
 
     return get

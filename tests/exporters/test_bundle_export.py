@@ -14,11 +14,11 @@ from exporters.runtime import load_exported
 
 # (bundle, format) pairs: the fixture bundle and a random small bundle each as ONNX graphs (the
 # random one in the Triton layout, which holds the same ONNX graphs, with int8 and top-k graphs) and
-# as TorchScript; any bundle listed in AMPLIFY_EXPORT_TEST_BUNDLES (os.pathsep-separated checkpoint
+# as TorchScript, a random bundle with keypoint tokens as ONNX; any bundle listed in AMPLIFY_EXPORT_TEST_BUNDLES (os.pathsep-separated checkpoint
 # paths, e.g. the trained default bundle) in every format.
 EXTRA = [p for p in os.environ.get("AMPLIFY_EXPORT_TEST_BUNDLES", "").split(os.pathsep) if p]
 CASES = [("fixture_small", "onnx"), ("fixture_small", "torchscript"), ("random_small", "triton"),
-         ("random_small", "torchscript"), *[(b, f) for b in EXTRA for f in ("onnx", "torchscript", "triton")]]
+         ("random_small", "torchscript"), ("random_keypoints", "onnx"), *[(b, f) for b in EXTRA for f in ("onnx", "torchscript", "triton")]]
 ATOL = 1e-4
 API_METADATA_KEYS = ["views", "image_size", "track_horizon", "num_tracks", "code_length", "hidden_dim", "fsq_levels",
                      "codebook_size", "action_horizon", "action_dim", "proprio_dim", "text_embedding_dim", "instructions"]

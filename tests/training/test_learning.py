@@ -2,6 +2,7 @@
 weight, the opt-in FSQ input normalization, and the vision trunk pretrained on scene states."""
 from __future__ import annotations
 
+import pytest
 import torch
 
 from amplify.config import MotionTokenizerConfig
@@ -318,3 +319,58 @@ def test_vision_pretraining_under_bf16_autocast(world_root):
     assert _amp_dtype("auto") == (torch.bfloat16 if native_bf16("cpu") else None) and _amp_dtype("off") is None
     with pytest.raises(ValueError, match="amp must be"):
         _amp_dtype("fp16")
+
+
+def test_pixel_supervised_keypoints_become_the_encoders_keypoint_tokens(world_root, tmp_path):
+    """``pixel_weight``: the spatial head's first keypoints are fitted to where each object slot is in each
+    view (the renderer's projection, checked against its id buffer); the saved encoder ends its tokens
+    with those keypoints, which FD and ID then read, and its state head still estimates the state."""
+    import numpy as np
+
+    from tests.training.conftest import POINTS, SUITE
+    from training.data.dataset import AmplifyDataset
+    from training.vision import load_vision
+    from training.vision_pretrain import StateEstimator, load_frames, pixel_targets, pretrain_vision, save_pretrained
+    from world.render import VIEWS as RENDER_VIEWS, entity_table, render
+    from world.suites import get_task
+    from world.tasks import demo_init_states
+
+    task = get_task("put_the_red_cube_in_the_blue_bowl")
+    scene = task.new_scene()
+    state = demo_init_states(task, 1, seed=3)[0].copy()
+    state[0:3] = (0.45, 0.4, 0.1)
+    scene.set_state(state)
+    names = tuple(o.name for o in scene.objects)
+    pix, inside = pixel_targets(scene.get_state()[None].astype(np.float32), [names], RENDER_VIEWS)
+    assert inside.all()
+    ent = entity_table(scene)
+    for v, view in enumerate(RENDER_VIEWS):
+        ids = render(scene, view, ent)[1]
+        for j in range(len(names)):
+            rows, cols = np.nonzero(ids == 5 + j)  # the object's visible pixels: its centre within a pixel
+            centre = ((cols.mean() + 0.5) / 128 * 2 - 1, (rows.mean() + 0.5) / 128 * 2 - 1)
+            np.testing.assert_allclose(pix[0, v, j], centre, atol=2 / 128)
+
+    def ds(sel):
+        return AmplifyDataset(world_root, [sel], VIEWS, POINTS, 16, 1, frame_stride=8)
+
+    val = ds(f"[{SUITE}:traj-0.34]")
+    with pytest.raises(ValueError, match="spatial"):
+        pretrain_vision(ds(f"[{SUITE}:traj0.67]"), val, image_size=64, steps=1, progress=False, probe=False, pixel_weight=1.0)
+    enc, report = pretrain_vision(ds(f"[{SUITE}:traj0.67]"), val, image_size=64, steps=2, batch_size=4, progress=False,
+                                  probe=False, head="spatial", levels=[1, 2], keypoints=8, pixel_weight=1.0)
+    slots = (load_frames(val)[1].shape[1] - 8) // 3
+    assert report["pixel_weight"] == 1.0
+    assert enc.cfg.keypoints == slots and enc.cfg.keypoint_levels == [1, 2] and enc.cfg.num_tokens == 4 + 2 * slots
+    x = torch.rand(2, 64, 64, 3)
+    tokens = enc(x)
+    assert tokens.shape == (2, 4 + 2 * slots, 512)
+    head = enc.state_head["head"]  # the encoder's keypoints are the head's first ones
+    from amplify.models.vision import trunk_features
+    _, maps = trunk_features(enc.model, x.permute(0, 3, 1, 2), head.levels)
+    kp = head.spatial_keypoints(maps, 2)  # per level (2, 1 view, 8, 2)
+    torch.testing.assert_close(tokens[:, 4:, :2], torch.cat([k[:, 0, :slots] for k in kp], 1))
+    path = save_pretrained(enc, tmp_path / "vision.safetensors")
+    assert torch.equal(load_vision(path)(x), tokens)
+    imgs, states = load_frames(val)
+    assert StateEstimator(path).estimate(imgs.numpy()).shape == states.shape

@@ -73,7 +73,7 @@ class FDTask(ImageTokenTask):
         self.encoder = vision_encoder(cfg.vision, Path(cfg.out), self.train_set, rt)
         self.train_tokens = token_cache(self.encoder, self.train_set, cfg, rt)
         self.val_tokens = token_cache(self.encoder, self.val_set, cfg, rt) if self.val_set is not None else None
-        p = (self.encoder.cfg.image_size // 32) ** 2  # image tokens per view
+        p = self.encoder.cfg.num_tokens  # image tokens per view (patches, then any keypoint tokens)
         model_cfg = dataclasses.replace(
             cfg.model, hidden_dim=mt_cfg.hidden_dim, codebook_size=mt_cfg.codebook_size, pred_seq_len=mt_cfg.seq_len,
             num_views=mt_cfg.num_views, img_tokens_per_view=p, img_embed_dim=self.encoder.cfg.embed_dim,
@@ -110,7 +110,7 @@ class FDTask(ImageTokenTask):
         _, state = read_dir(path)
         self.fd.load_state_dict(state)
         if self.loss_module.encoder is not None and (path / VISION_FILE).is_file():  # a trained trunk resumes too
-            self.encoder.model.load_state_dict(load_vision(path / VISION_FILE).model.state_dict())
+            self.encoder.load_state_dict(load_vision(path / VISION_FILE).state_dict())
 
     @torch.no_grad()
     def validate(self, loader, rt: Runtime, max_batches: int) -> dict[str, float]:

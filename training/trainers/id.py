@@ -80,7 +80,7 @@ class IDTask(ImageTokenTask):
         enc = self.encoder.cfg
         self.cfg.model = dataclasses.replace(
             cfg.model, hidden_dim=mt_cfg.hidden_dim, num_code_tokens=mt_cfg.seq_len,
-            num_img_tokens=(enc.image_size // 32) ** 2, img_embed_dim=mt_cfg.num_views * enc.embed_dim,
+            num_img_tokens=enc.num_tokens, img_embed_dim=mt_cfg.num_views * enc.embed_dim,
             text_embed_dim=int(self.train_set.tasks[0].text_emb.shape[0]),
             proprio_dim=int(self.train_set.demos[0].proprio.shape[1]))
         self.idm = InverseDynamics(self.cfg.model)
