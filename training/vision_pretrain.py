@@ -15,6 +15,13 @@ trunk (``state_head.*``, read by :class:`StateEstimator` and ``python -m trainin
 
 ``--head spatial`` (:class:`StateHead`) also reads the finer maps of the trunk's residual stages
 (docs/training.md, "A spatial read-out of the trunk's finer maps").
+
+    python -m training.vision_pretrain ... --head spatial --levels 1,2 --pixel-weight 5
+
+``--pixel-weight`` also fits the spatial head's first keypoints to where each object slot is in each view
+(the renderer's exact projection) and saves an encoder whose tokens end with those keypoints (keypoint
+tokens, :mod:`amplify.models.vision`), which FD and ID trained on the file then read (docs/training.md,
+"Keypoint tokens").
 """
 from __future__ import annotations
 
