@@ -109,7 +109,7 @@ def keypoint_embedding(xy: torch.Tensor, dim: int) -> torch.Tensor:
 
 
 class VisionEncoder(nn.Module):
-    """Images (b, H, W, 3) float in [0, 1] -> patch tokens (b, 49, 512), row-major patches."""
+    """Images (b, H, W, 3) float in [0, 1] -> tokens (b, 49, 512): row-major patches, then any keypoint tokens."""
 
     def __init__(self, cfg: VisionEncoderConfig | None = None):
         super().__init__()
