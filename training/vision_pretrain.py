@@ -215,15 +215,18 @@ class StateHead(nn.Module):
         nn.init.zeros_(self.linear.weight)
         nn.init.zeros_(self.linear.bias)
 
-    def forward(self, tokens: torch.Tensor, maps: Sequence[torch.Tensor] = ()) -> torch.Tensor:
-        """``tokens`` (b, v, P, C); ``maps``: for ``kind="spatial"``, the stages' maps (b v, C_l, H_l, W_l)."""
+    def forward(self, tokens: torch.Tensor, maps: Sequence[torch.Tensor] = (),
+                keypoints: list[torch.Tensor] | None = None) -> torch.Tensor:
+        """``tokens`` (b, v, P, C); ``maps``: for ``kind="spatial"``, the stages' maps (b v, C_l, H_l, W_l)
+        (or ``keypoints``: their :meth:`spatial_keypoints`, when the caller has them already)."""
         b = tokens.shape[0]
         feats = [tokens.reshape(b, -1)]
         if self.kind == "keypoints":
             attn = self.kp(tokens).softmax(dim=2)  # (b, v, P, K): softmax over patches
             feats.append(torch.einsum("bvpk,pc->bvkc", attn, self.grid).reshape(b, -1))
         elif self.kind == "spatial":
-            feats.extend(k.reshape(b, -1) for k in self.spatial_keypoints(maps, b))  # (b, v K 2) per level
+            keypoints = self.spatial_keypoints(maps, b) if keypoints is None else keypoints
+            feats.extend(k.reshape(b, -1) for k in keypoints)  # (b, v K 2) per level
         return self.linear(self.hidden(torch.cat(feats, 1)))
 
     def spatial_keypoints(self, maps: Sequence[torch.Tensor], b: int) -> list[torch.Tensor]:
@@ -483,10 +486,11 @@ def pretrain_vision(train_set, val_set, image_size: int = 64, steps: int = 400, 
             feats, maps = trunk_features(trunk, x, state_head.levels)
         tok = feats.float().flatten(2).transpose(1, 2).reshape(batch_size, v, cfg.num_tokens, -1)  # as the encoder's tokens
         m = mask[idx]
-        loss = ((state_head(tok, maps) - target[idx]).pow(2) * weight * m).sum() / m.sum()
+        kps = state_head.spatial_keypoints(maps, batch_size) if head == "spatial" else None
+        loss = ((state_head(tok, maps, kps) - target[idx]).pow(2) * weight * m).sum() / m.sum()
         if pixel_weight > 0:  # the first n keypoints of every stage at the n object slots' pixels
             pm = pix_mask[idx]
-            for kp in state_head.spatial_keypoints(maps, batch_size):
+            for kp in kps:
                 err = (kp[:, :, :pix.shape[2]] - pix[idx]).abs() * pm
                 loss = loss + pixel_weight * err.sum() / (2 * pm.sum()).clamp_min(1) / len(maps)
         opt.zero_grad(set_to_none=True)
@@ -605,6 +609,9 @@ def main(argv: list[str] | None = None) -> None:
                    help="report the head's held-out error every N steps (one run's curve, in the JSON's 'curve')")
     p.add_argument("--out", required=True, help="vision.safetensors to write")
     a = p.parse_args(argv)
+    from amplify.threads import apply_threads
+
+    apply_threads()  # threads for a shared machine (amplify/threads.py), as build-default's vision step
     views = ["agentview", "eye_in_hand"]
     f = a.val_fraction
     train = AmplifyDataset(a.data, [f"[{a.suite}:traj{1 - f:g}]"], views, 16, 16, 1, frame_stride=a.frame_stride)
