@@ -90,6 +90,7 @@ def load_vision(path: str | Path) -> VisionEncoder:
 
 def vision_hash(enc: VisionEncoder) -> str:
     h = hashlib.sha256(json.dumps(to_dict(enc.cfg), sort_keys=True).encode())
+    # the trunk's keys alone unless there are keypoint weights: existing token caches keep their names
     for k, v in (enc.model.state_dict() if not enc.cfg.keypoints else enc.state_dict()).items():
         h.update(k.encode())
         h.update(v.detach().cpu().contiguous().numpy().tobytes())

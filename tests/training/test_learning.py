@@ -327,6 +327,7 @@ def test_pixel_supervised_keypoints_become_the_encoders_keypoint_tokens(world_ro
     with those keypoints, which FD and ID then read, and its state head still estimates the state."""
     import numpy as np
 
+    from amplify.models.vision import trunk_features
     from tests.training.conftest import POINTS, SUITE
     from training.data.dataset import AmplifyDataset
     from training.vision import load_vision
@@ -366,7 +367,6 @@ def test_pixel_supervised_keypoints_become_the_encoders_keypoint_tokens(world_ro
     tokens = enc(x)
     assert tokens.shape == (2, 4 + 2 * slots, 512)
     head = enc.state_head["head"]  # the encoder's keypoints are the head's first ones
-    from amplify.models.vision import trunk_features
     _, maps = trunk_features(enc.model, x.permute(0, 3, 1, 2), head.levels)
     kp = head.spatial_keypoints(maps, 2)  # per level (2, 1 view, 8, 2)
     torch.testing.assert_close(tokens[:, 4:, :2], torch.cat([k[:, 0, :slots] for k in kp], 1))
