@@ -141,7 +141,8 @@ def build_default(out: str | Path, work: str | Path, quick: bool = False, sets: 
                                        probe_random=bool(vis.get("probe_random", True)),
                                        objects=str(vis.get("objects", "slot")), amp=str(vis.get("amp", "off")),
                                        levels=[int(x) for x in vis.get("levels", SPATIAL_LEVELS)],
-                                       pixel_weight=float(vis.get("pixel_weight", 0.0)))
+                                       pixel_weight=float(vis.get("pixel_weight", 0.0)),
+                                       pixel_effector=bool(vis.get("pixel_effector", False)))
         # the trunk and its state head (for python -m training.perception_bound); FD/ID read the trunk only
         vision_file = save_pretrained(enc, runs / "vision" / "vision.safetensors")
         report["vision"] = vreport

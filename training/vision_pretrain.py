@@ -19,7 +19,7 @@ trunk (``state_head.*``, read by :class:`StateEstimator` and ``python -m trainin
     python -m training.vision_pretrain ... --head spatial --levels 1,2 --pixel-weight 5
 
 ``--pixel-weight`` also fits the spatial head's first keypoints to where each object slot is in each view
-(the renderer's exact projection) and saves an encoder whose tokens end with those keypoints (keypoint
+(the renderer's exact projection; ``--pixel-effector``: the next one to where the gripper is in agentview) and saves an encoder whose tokens end with those keypoints (keypoint
 tokens, :mod:`amplify.models.vision`), which FD and ID trained on the file then read (docs/training.md,
 "Keypoint tokens").
 """
@@ -59,25 +59,35 @@ def frame_objects(dataset) -> list[tuple[str, ...]]:
     return [per_task[dataset.demos[int(d)].task] for d, _ in dataset.samples]
 
 
-def pixel_targets(states: np.ndarray, objects: list[tuple[str, ...]], views: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+def pixel_targets(states: np.ndarray, objects: list[tuple[str, ...]], views: Sequence[str],
+                  effector: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """Where every object slot's top centre is in each view: states (N, D) of the built-in world and each
     sample's object names (slot order) -> (positions (N, v, n, 2) float32 as (x, y) in [-1, 1], the
     convention of :func:`spatial_soft_argmax` at any image size; in-image mask (N, v, n) bool). Exact:
-    the renderer's own projection (``world.render.project``) of the object's centre at its top height."""
-    from world.render import SIZE, eye_camera, project
+    the renderer's own projection (``world.render.project``) of the object's centre at its top height.
+    ``effector``: one more slot, n, the gripper palm's top centre (n + 1 slots); it is masked in the wrist
+    view, whose camera rides on the effector."""
+    from world.render import PALM, SIZE, eye_camera, project
     from world.suites import get_suite
 
     heights = {o.name: o.height for t in get_suite("builtin_all") for o in t.new_scene().objects}
     n = (states.shape[1] - N_EE) // 3
     xyz = states[:, N_EE:N_EE + 3 * n].reshape(len(states), n, 3).astype(np.float64)
     top = xyz[..., 2] + np.array([[heights[o] for o in objs[:n]] for objs in objects])
-    out = np.zeros((len(states), len(views), n, 2), np.float32)
+    if effector:  # the palm's top centre as slot n (world.render.entity_table's palm entry)
+        ee = states[:, None, 0:3].astype(np.float64)
+        xyz = np.concatenate([xyz, ee], axis=1)
+        top = np.concatenate([top, ee[..., 2] + PALM["dz"]], axis=1)
+    out = np.zeros((len(states), len(views), xyz.shape[1], 2), np.float32)
     for i, view in enumerate(views):
         cam = eye_camera(states[:, 0:3])[:, None] if view == "eye_in_hand" else None
         col, row = project(view, cam, xyz[..., 0], xyz[..., 1], top)
         out[:, i, :, 0] = (col + 0.5) / SIZE * 2 - 1
         out[:, i, :, 1] = (row + 0.5) / SIZE * 2 - 1
-    return out, (np.abs(out) < 1).all(-1)
+    mask = (np.abs(out) < 1).all(-1)
+    if effector:
+        mask[:, [i for i, view in enumerate(views) if view == "eye_in_hand"], n] = False
+    return out, mask
 
 
 def load_frames(dataset) -> tuple[torch.Tensor, np.ndarray]:
@@ -377,7 +387,7 @@ def pretrain_vision(train_set, val_set, image_size: int = 64, steps: int = 400, 
                     frame: str = "absolute", keypoints: int = 32, position_weight: float = 1.0,
                     probe: bool = True, probe_random: bool = True, objects: str = "slot",
                     eval_every: int = 0, amp: str = "off", levels: Sequence[int] = SPATIAL_LEVELS,
-                    pixel_weight: float = 0.0) -> tuple[VisionEncoder, dict]:
+                    pixel_weight: float = 0.0, pixel_effector: bool = False) -> tuple[VisionEncoder, dict]:
     """Train a ResNet-18 trunk to regress the standardized scene state from all views' tokens.
 
     ``extra``: more (images, states, object names) to train on (e.g. :func:`render_scenes`).
@@ -398,7 +408,9 @@ def pretrain_vision(train_set, val_set, image_size: int = 64, steps: int = 400, 
     effector's and objects' xyz relative to the other state entries. ``pixel_weight`` > 0 (spatial head):
     the head's first n keypoints of every stage are also told where object slot 0..n-1 is in each view
     (:func:`pixel_targets`, mean absolute error in [-1, 1] image units, objects outside a view masked), so
-    a keypoint is an object's position, not only something a linear map can combine into one. Returns the trained,
+    a keypoint is an object's position, not only something a linear map can combine into one; ``pixel_effector``
+    adds keypoint n, fitted to the gripper's pixel in agentview (a keypoint token more per stage and view).
+    Returns the trained,
     BatchNorm-recalibrated, frozen encoder (its head in ``enc.state_head``, written by
     :func:`save_pretrained`) and a report: the probe of effector and object positions from the random
     (calibrated) trunk and from the trained one, fitted on ``train_set``'s frames and scored on
@@ -426,11 +438,14 @@ def pretrain_vision(train_set, val_set, image_size: int = 64, steps: int = 400, 
     if pixel_weight > 0:
         if head != "spatial":
             raise ValueError(f"pixel_weight needs head='spatial' (keypoints on the trunk's maps), got head={head!r}")
-        pix, pix_mask = pixel_targets(states, objs, ("agentview", "eye_in_hand")[:imgs.shape[1]])
+        pix, pix_mask = pixel_targets(states, objs, ("agentview", "eye_in_hand")[:imgs.shape[1]], pixel_effector)
         if keypoints < pix.shape[2]:
-            raise ValueError(f"pixel_weight: {pix.shape[2]} object slots need keypoints >= {pix.shape[2]}, got {keypoints}")
+            raise ValueError(f"pixel_weight: {pix.shape[2]} fitted slots need keypoints >= {pix.shape[2]}, got {keypoints}")
         pix, pix_mask = torch.from_numpy(pix), torch.from_numpy(pix_mask).float()[..., None]
         report["pixel_weight"] = pixel_weight
+        report["pixel_effector"] = pixel_effector
+    elif pixel_effector:
+        raise ValueError("pixel_effector needs pixel_weight > 0 (it adds the effector to the fitted keypoints)")
 
     enc = build_vision_encoder(cfg, seed)
     calib = probe_imgs[np.linspace(0, len(probe_imgs) - 1, min(128, len(probe_imgs))).round().astype(int)]
@@ -601,6 +616,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--position-weight", type=float, default=1.0)
     p.add_argument("--pixel-weight", type=float, default=0.0,
                    help="--head spatial: also fit the first keypoints to the object slots' pixels in each view")
+    p.add_argument("--pixel-effector", action="store_true",
+                   help="--pixel-weight: one more fitted keypoint, the gripper's pixel in agentview")
     p.add_argument("--amp", default="off", choices=["off", "bf16", "auto"],
                    help="bfloat16 autocast for the trunk while training (auto: where the CPU has it natively)")
     p.add_argument("--no-probe", action="store_true", help="skip the ridge probes (the head's own error is still reported)")
@@ -621,7 +638,7 @@ def main(argv: list[str] | None = None) -> None:
                                   frame=a.frame, keypoints=a.keypoints, position_weight=a.position_weight,
                                   probe=not a.no_probe, probe_random=not a.no_random_probe, objects=a.objects,
                                   eval_every=a.eval_every, amp=a.amp, levels=[int(x) for x in a.levels.split(",")],
-                                  pixel_weight=a.pixel_weight)
+                                  pixel_weight=a.pixel_weight, pixel_effector=a.pixel_effector)
     save_pretrained(enc, a.out)
     Path(a.out).with_suffix(".json").write_text(json.dumps(report, indent=1))
     print(json.dumps(report, indent=1))

@@ -351,6 +351,11 @@ def test_pixel_supervised_keypoints_become_the_encoders_keypoint_tokens(world_ro
             rows, cols = np.nonzero(ids == 5 + j)  # the object's visible pixels: its centre within a pixel
             centre = ((cols.mean() + 0.5) / 128 * 2 - 1, (rows.mean() + 0.5) / 128 * 2 - 1)
             np.testing.assert_allclose(pix[0, v, j], centre, atol=2 / 128)
+    pix_ee, inside_ee = pixel_targets(scene.get_state()[None].astype(np.float32), [names], RENDER_VIEWS, effector=True)
+    np.testing.assert_array_equal(pix_ee[:, :, :-1], pix)  # the effector is one slot more, after the objects
+    assert inside_ee[0, 0, -1] and not inside_ee[0, 1, -1]  # masked in the wrist view, which rides on it
+    rows, cols = np.nonzero(render(scene, "agentview", ent)[1] == 1)  # id 1: the palm
+    np.testing.assert_allclose(pix_ee[0, 0, -1], ((cols.mean() + 0.5) / 64 - 1, (rows.mean() + 0.5) / 64 - 1), atol=2 / 128)
 
     def ds(sel):
         return AmplifyDataset(world_root, [sel], VIEWS, POINTS, 16, 1, frame_stride=8)
@@ -358,18 +363,22 @@ def test_pixel_supervised_keypoints_become_the_encoders_keypoint_tokens(world_ro
     val = ds(f"[{SUITE}:traj-0.34]")
     with pytest.raises(ValueError, match="spatial"):
         pretrain_vision(ds(f"[{SUITE}:traj0.67]"), val, image_size=64, steps=1, progress=False, probe=False, pixel_weight=1.0)
+    with pytest.raises(ValueError, match="pixel_effector needs pixel_weight"):
+        pretrain_vision(ds(f"[{SUITE}:traj0.67]"), val, image_size=64, steps=1, progress=False, probe=False,
+                        head="spatial", pixel_effector=True)
     enc, report = pretrain_vision(ds(f"[{SUITE}:traj0.67]"), val, image_size=64, steps=2, batch_size=4, progress=False,
-                                  probe=False, head="spatial", levels=[1, 2], keypoints=8, pixel_weight=1.0)
-    slots = (load_frames(val)[1].shape[1] - 8) // 3
-    assert report["pixel_weight"] == 1.0
+                                  probe=False, head="spatial", levels=[1, 2], keypoints=8, pixel_weight=1.0,
+                                  pixel_effector=True)
+    slots = (load_frames(val)[1].shape[1] - 8) // 3 + 1  # the objects and the effector
+    assert report["pixel_weight"] == 1.0 and report["pixel_effector"]
     assert enc.cfg.keypoints == slots and enc.cfg.keypoint_levels == [1, 2] and enc.cfg.num_tokens == 4 + 2 * slots
     x = torch.rand(2, 64, 64, 3)
     tokens = enc(x)
     assert tokens.shape == (2, 4 + 2 * slots, 512)
     head = enc.state_head["head"]  # the encoder's keypoints are the head's first ones
     _, maps = trunk_features(enc.model, x.permute(0, 3, 1, 2), head.levels)
-    kp = head.spatial_keypoints(maps, 2)  # per level (2, 1 view, 8, 2)
-    torch.testing.assert_close(tokens[:, 4:, :2], torch.cat([k[:, 0, :slots] for k in kp], 1))
+    kp = head.spatial_keypoints(maps, 1)  # per level (1, 2 views, 8, 2): the two images as one sample's views
+    torch.testing.assert_close(tokens[:, 4:, :2], torch.cat([k.reshape(2, 8, 2)[:, :slots] for k in kp], 1))
     path = save_pretrained(enc, tmp_path / "vision.safetensors")
     assert torch.equal(load_vision(path)(x), tokens)
     imgs, states = load_frames(val)
