@@ -155,6 +155,28 @@ def demo_init_states(task: Task | str, n: int, seed: int = 0) -> np.ndarray:
     return np.stack(out)
 
 
+def distractor_starts(task: Task | str, states: np.ndarray, fraction: float, seed: int = 0) -> np.ndarray:
+    """A copy of initial states (n, D) in which a seeded ``fraction`` of them start the effector, open,
+    above one of the objects the task does not move (a distractor or the bowl), the objects where they were.
+    Demonstrations from these show leaving the object the effector is at for the one the instruction
+    names; ``fraction`` 0 returns the states unchanged."""
+    task = TASK_REGISTRY[task.replace(" ", "_")] if isinstance(task, str) else task
+    if not 0.0 <= fraction <= 1.0:
+        raise ValueError(f"distractor start fraction must be in [0, 1], got {fraction}")
+    out = np.array(states, dtype=np.float64, copy=True)
+    rng = np.random.default_rng([_seed(task.name), _seed("distractor starts"), int(seed)])
+    others = [i for i in range(len(task.objects)) if i != task.target]
+    scene = task.new_scene()
+    for k in np.flatnonzero(rng.random(len(out)) < fraction):
+        s = out[k]  # a view: written in place
+        j = int(rng.choice(others))
+        top = s[N_EE + 3 * j + 2] + scene.objects[j].height
+        s[0:2] = np.clip(s[N_EE + 3 * j:N_EE + 3 * j + 2] + rng.normal(0.0, 0.02, 2), 0.05, 0.95)
+        s[2] = rng.uniform(top + 0.04, max(top + 0.05, 0.2))
+        s[3], s[4] = 1.0, -1
+    return out
+
+
 _INIT_CACHE: dict[str, np.ndarray] = {}
 # Every built-in task by name, filled by ``world.suites`` when it builds them (this module never
 # imports the suites: they are made of tasks).

@@ -3,6 +3,7 @@ import os
 
 import h5py
 import numpy as np
+import pytest
 
 from world.suites import SUITES, TASKS
 from world.tasks import demo_init_states, get_init_states
@@ -33,3 +34,31 @@ def test_generated_demos_start_off_benchmark(tmp_path):
                 init = g.attrs["init_state"][:]
                 np.testing.assert_array_equal(init, g["states"][0])
                 assert np.abs(bench - init[None]).max(-1).min() > 1e-3
+
+
+def test_distractor_starts_put_the_effector_above_an_object_the_task_does_not_move():
+    """``distractor_starts``: the chosen fraction of demonstration starts (seeded) has the effector, open, above
+    a non-target object and clear of its top; the objects stay; the expert still solves the task from there."""
+    from world.generate import rollout
+    from world.scene import N_EE
+    from world.tasks import distractor_starts
+
+    for name in (SUITES["builtin_push"][0], SUITES["builtin_pick"][1], SUITES["builtin_lift"][2]):
+        task = TASKS[name]
+        states = demo_init_states(name, 60)
+        np.testing.assert_array_equal(distractor_starts(name, states, 0.0), states)
+        moved = distractor_starts(name, states, 0.5)
+        np.testing.assert_array_equal(moved, distractor_starts(task, states, 0.5))  # deterministic
+        np.testing.assert_array_equal(moved[:, N_EE:], states[:, N_EE:])  # the objects where they were
+        changed = np.flatnonzero(np.abs(moved[:, :3] - states[:, :3]).max(1) > 0)
+        assert 15 <= len(changed) <= 45, len(changed)
+        objs = moved[:, N_EE:].reshape(len(moved), -1, 3)
+        scene = task.new_scene()
+        for k in changed:
+            d = np.linalg.norm(objs[k, :, :2] - moved[k, None, 0:2], axis=1)
+            j = int(d.argmin())
+            assert j != task.target and d[j] < 0.08, (name, k, d)
+            assert moved[k, 2] > objs[k, j, 2] + scene.objects[j].height + 0.03 and moved[k, 3] == 1.0
+        assert all(rollout(task, moved[k], render_images=False)["success"] for k in changed[:3]), name
+    with pytest.raises(ValueError, match="fraction"):
+        distractor_starts(name, states, 1.5)
