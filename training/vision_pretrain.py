@@ -19,9 +19,9 @@ trunk (``state_head.*``, read by :class:`StateEstimator` and ``python -m trainin
     python -m training.vision_pretrain ... --head spatial --levels 1,2 --pixel-weight 5
 
 ``--pixel-weight`` also fits the spatial head's first keypoints to where each object slot is in each view
-(the renderer's exact projection; ``--pixel-effector``: the next one to where the gripper is in agentview) and saves an encoder whose tokens end with those keypoints (keypoint
-tokens, :mod:`amplify.models.vision`), which FD and ID trained on the file then read (docs/training.md,
-"Keypoint tokens").
+(the renderer's exact projection; ``--pixel-effector``: the next one to where the gripper is in agentview)
+and saves an encoder whose tokens end with those keypoints (keypoint tokens, :mod:`amplify.models.vision`),
+which FD and ID trained on the file then read (docs/training.md, "Keypoint tokens").
 """
 from __future__ import annotations
 
@@ -410,8 +410,7 @@ def pretrain_vision(train_set, val_set, image_size: int = 64, steps: int = 400, 
     (:func:`pixel_targets`, mean absolute error in [-1, 1] image units, objects outside a view masked), so
     a keypoint is an object's position, not only something a linear map can combine into one; ``pixel_effector``
     adds keypoint n, fitted to the gripper's pixel in agentview (a keypoint token more per stage and view).
-    Returns the trained,
-    BatchNorm-recalibrated, frozen encoder (its head in ``enc.state_head``, written by
+    Returns the trained, BatchNorm-recalibrated, frozen encoder (its head in ``enc.state_head``, written by
     :func:`save_pretrained`) and a report: the probe of effector and object positions from the random
     (calibrated) trunk and from the trained one, fitted on ``train_set``'s frames and scored on
     ``val_set``'s (demonstrations never trained on), and the trained head's own error there."""

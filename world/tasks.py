@@ -138,13 +138,18 @@ def make_init_states(task: Task, n: int = NUM_INIT_STATES) -> np.ndarray:
     return _sample_init_states(task, np.random.default_rng(_seed(task.name)), n)
 
 
+def _task(task: Task | str) -> Task:
+    """A task, or a built-in task by name."""
+    return TASK_REGISTRY[task.replace(" ", "_")] if isinstance(task, str) else task
+
+
 def demo_init_states(task: Task | str, n: int, seed: int = 0) -> np.ndarray:
     """(n, D) initial states for demonstrations: a separate seeded stream, never a benchmark state.
 
     The stream is seeded from the task name, a "demo" tag and ``seed``, so it is independent of the
     benchmark's 50 states; any draw that lies within 1e-6 of a benchmark state is dropped (the
     chance is nil for continuous draws, the check makes it a guarantee)."""
-    task = TASK_REGISTRY[task.replace(" ", "_")] if isinstance(task, str) else task
+    task = _task(task)
     bench = get_init_states(task)
     rng = np.random.default_rng([_seed(task.name), _seed("demonstrations"), int(seed)])
     out = []
@@ -160,7 +165,7 @@ def distractor_starts(task: Task | str, states: np.ndarray, fraction: float, see
     above one of the objects the task does not move (a distractor or the bowl), the objects where they were.
     Demonstrations from these show leaving the object the effector is at for the one the instruction
     names; ``fraction`` 0 returns the states unchanged."""
-    task = TASK_REGISTRY[task.replace(" ", "_")] if isinstance(task, str) else task
+    task = _task(task)
     if not 0.0 <= fraction <= 1.0:
         raise ValueError(f"distractor start fraction must be in [0, 1], got {fraction}")
     out = np.array(states, dtype=np.float64, copy=True)
@@ -185,7 +190,7 @@ TASK_REGISTRY: dict[str, Task] = {}
 
 def get_init_states(task: Task | str) -> np.ndarray:
     """(50, D) float64 fixed initial states of a task, or of a built-in task by name (cached)."""
-    task = TASK_REGISTRY[task.replace(" ", "_")] if isinstance(task, str) else task
+    task = _task(task)
     if task.name not in _INIT_CACHE:
         _INIT_CACHE[task.name] = make_init_states(task)
     return _INIT_CACHE[task.name].copy()
