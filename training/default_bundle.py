@@ -192,6 +192,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--eval-per-task", type=int, default=0,
                         help="then evaluate closed loop on this many held-out benchmark states per task, beside the "
                              "expert and a random policy, and record the figures in the bundle's metadata")
+    parser.add_argument("--eval-execute", type=int, default=8,
+                        help="with --eval-per-task: actions run from each predicted chunk before the policy is asked "
+                             "again (the keypoint-token bundles of docs/training.md do best at 1)")
     parser.add_argument("--videos", default=None, help="with --eval-per-task: GIFs of a success and a failure per task")
     parser.add_argument("--no-progress", action="store_true")
     parser.add_argument("--if-missing", action="store_true", help="do nothing when the bundle already exists")
@@ -211,31 +214,33 @@ def run(args: argparse.Namespace) -> int:
     for part in ("mt", "fd", "id"):
         print(f"  {part}: " + " ".join(f"{k}={v:.4g}" for k, v in report[part]["val"].items()))
     if args.eval_per_task:
-        summary = evaluate_default(out, args.eval_per_task, progress=not args.no_progress, videos=args.videos)
+        summary = evaluate_default(out, args.eval_per_task, progress=not args.no_progress, videos=args.videos,
+                                   execute=args.eval_execute)
         print(summary["table"])
     return 0
 
 
-def evaluate_default(out: Path, per_task: int, progress: bool = True, videos: str | None = None) -> dict:
+def evaluate_default(out: Path, per_task: int, progress: bool = True, videos: str | None = None,
+                     execute: int = 8) -> dict:
     """Closed loop on the benchmark's held-out initial states (every task, ``per_task`` states each),
     beside the scripted expert and a random policy on the same episodes; writes
     ``<out>/eval_world.json`` and puts the summary into the bundle's metadata (so ``/metadata``
-    serves it). Returns the summary."""
+    serves it). ``execute``: actions run from each predicted chunk. Returns the summary."""
     from amplify.policy import AMPLIFY
     from training.eval_world import ExpertPolicy, bundle_policy, evaluate, format_report, random_policy, save_videos
 
     model = AMPLIFY.load(out)
     torch.manual_seed(0)
     kw = dict(suite=SUITE, per_task=per_task, progress=progress)
-    results = {"model": evaluate(bundle_policy(model), views=tuple(model.views), name="model", **kw),
+    results = {"model": evaluate(bundle_policy(model), views=tuple(model.views), name="model", execute=execute, **kw),
                "expert": evaluate(ExpertPolicy(), name="expert", **kw),
                "random": evaluate(random_policy(0), name="random", **kw)}
     (out / "eval_world.json").write_text(json.dumps(results, indent=1))
     if videos:
         save_videos(results["model"], videos, "model")
     summary = {
-        "command": f"amplify eval-world --model {out} --per-task {per_task}",
-        "episodes_per_task": per_task, "init_states": "benchmark states 0..%d of each task (never used by demonstrations)" % (per_task - 1),
+        "command": f"amplify eval-world --model {out} --per-task {per_task} --execute {execute}",
+        "episodes_per_task": per_task, "execute": execute, "init_states": "benchmark states 0..%d of each task (never used by demonstrations)" % (per_task - 1),
         **{name: {"success_rate": r["success_rate"], "per_family": r["per_family"], "per_task": r["per_task"]}
            for name, r in results.items()},
     }

@@ -10,16 +10,44 @@ from safetensors import safe_open
 from training.default_bundle import build_default
 
 
-def test_quick_build_pretrains_the_vision_head_it_is_set_to(tmp_path: Path):
+@pytest.fixture(scope="module")
+def quick_build(tmp_path_factory) -> tuple[Path, dict]:
+    """A quick build with a few vision steps and the spatial head (the directory, the build's report)."""
     torch.set_num_threads(1)
+    tmp_path = tmp_path_factory.mktemp("quick_build")
     sets = ["vision.steps=2", "vision.scenes=4", "vision.batch_size=4", "vision.head=spatial", "vision.levels=[1,2]"]
-    report = build_default(tmp_path / "out", tmp_path / "work", quick=True, sets=sets, workers=1, progress=False)
+    return tmp_path, build_default(tmp_path / "out", tmp_path / "work", quick=True, sets=sets, workers=1, progress=False)
+
+
+def test_quick_build_pretrains_the_vision_head_it_is_set_to(quick_build: tuple[Path, dict]):
+    tmp_path, report = quick_build
     vision = tmp_path / "work" / "runs" / "vision" / "vision.safetensors"
     with safe_open(str(vision), "pt") as f:
         head = json.loads(f.metadata()["state_head"])
     assert head["kind"] == "spatial" and list(head["levels"]) == [1, 2]
     assert report["vision"]["steps"] == 2 and "head_error" in report["vision"]
     assert (tmp_path / "out" / "config.json").is_file() and report["seconds"]["total"] > 0
+
+
+def test_build_evaluation_runs_the_model_with_the_chunk_length_it_is_given(quick_build: tuple[Path, dict], monkeypatch):
+    """``--eval-execute`` reaches the model's closed loop (not the expert's) and is recorded in the metadata."""
+    import training.eval_world as eval_world
+    from amplify.policy import AMPLIFY
+    from training.default_bundle import evaluate_default
+
+    tmp_path = quick_build[0]
+    calls = {}
+
+    def record(policy, name: str, execute: int = 8, **kwargs) -> dict:
+        calls[name] = execute
+        return {"success_rate": 0.0, "per_family": {}, "per_task": {}}
+
+    monkeypatch.setattr(eval_world, "evaluate", record)
+    monkeypatch.setattr(eval_world, "format_report", lambda results: "table")
+    summary = evaluate_default(tmp_path / "out", 1, progress=False, execute=1)
+    assert calls == {"model": 1, "expert": 8, "random": 8}
+    assert summary["execute"] == 1 and summary["command"].endswith("--execute 1")
+    assert AMPLIFY.load(tmp_path / "out").metadata["evaluation"]["execute"] == 1
 
 
 def test_build_passes_the_dart_settings_to_the_demonstrations(tmp_path: Path, monkeypatch):
