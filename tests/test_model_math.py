@@ -162,6 +162,18 @@ def test_mask_unused_logits_never_picks_a_wrapped_index():
     assert idx.max() < 1920
 
 
+def test_fd_text_scale_multiplies_the_text_embedding_and_defaults_to_the_original():
+    assert small().forward_dynamics.text_scale == 1.0
+    plain = AMPLIFY(small()).eval()
+    scaled = AMPLIFY(apply_overrides(small(), ["forward_dynamics.text_scale=4.0"])).eval()
+    scaled.load_state_dict(plain.state_dict())
+    tokens, text = torch.randn(2, 98, 512), torch.randn(2, 512)
+    with torch.no_grad():
+        cond = scaled.forward_dynamics.get_cond_tokens(tokens, text)
+        torch.testing.assert_close(cond, plain.forward_dynamics.get_cond_tokens(tokens, 4.0 * text))
+        assert not torch.allclose(cond[:, -1], plain.forward_dynamics.get_cond_tokens(tokens, text)[:, -1])
+
+
 def test_text_table_and_uint8_images(small_bundle):
     emb = torch.randn(2, 512)
     small_bundle.set_instructions(["open the drawer", "close the drawer"], emb)

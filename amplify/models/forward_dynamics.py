@@ -2,7 +2,7 @@
 
 Shapes: b batch, C = v*49 + 1 condition tokens, S code tokens, h hidden, K = codebook_size.
 
-    cond = [img_proj(image tokens (b, v*49, 512)), text_proj(text_emb (b, 1, E))]      (b, C, h)
+    cond = [img_proj(image tokens (b, v*49, 512)), text_proj(text_scale * text_emb (b, 1, E))]   (b, C, h)
     training:   trunk([cond, sos, codes[:, :-1]]) -> logits at C..C+S-1               (b, S, K)
     prediction: from [cond, sos], S steps of: last logits -> index -> append its code
 
@@ -72,6 +72,8 @@ class ForwardDynamics(nn.Module):
         """Image tokens (b, v*49, 512) and text embeddings (b, E) or (b, 1, E) -> (b, C, h)."""
         if text_emb.dim() == 2:
             text_emb = text_emb[:, None]
+        if self.cfg.text_scale != 1.0:
+            text_emb = text_emb * self.cfg.text_scale
         return torch.cat([self.img_proj(img_tokens), self.text_proj(text_emb)], dim=1)
 
     def _logits(self, hidden: torch.Tensor) -> torch.Tensor:
