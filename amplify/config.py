@@ -160,7 +160,8 @@ class ForwardDynamicsConfig:
     mask_unused_logits: bool = False
     # The text embedding is multiplied by this before text_proj. A unit-norm embedding of E=512 has
     # components of ~0.04, so its token starts ~20x weaker than the image tokens and, under Adam, its
-    # projection learns ~20x slower; sqrt(E) gives it unit-variance components. 1.0: as the original.
+    # projection learns ~20x slower; sqrt(E) gives it unit-variance components (measured on the built-in
+    # world: no gain, docs/training.md "A stronger text token"). 1.0: as the original.
     text_scale: float = 1.0
 
     def __post_init__(self) -> None:
