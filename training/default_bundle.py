@@ -111,7 +111,8 @@ def build_default(out: str | Path, work: str | Path, quick: bool = False, sets: 
     stats = generate(SUITE, str(data_root), demos_per_task=int(recipe["data"]["demos_per_task"]),
                      num_points=NUM_POINTS, horizon=HORIZON, workers=workers, dart=float(recipe["data"].get("dart", 0.0)),
                      dart_tracks=str(recipe["data"].get("dart_tracks", "executed")),
-                     distractor_starts=float(recipe["data"].get("distractor_starts", 0.0)))
+                     distractor_starts=float(recipe["data"].get("distractor_starts", 0.0)),
+                     shared_starts=bool(recipe["data"].get("shared_starts", False)))
     report["data"] = {"demos": stats["demos"], "steps": stats["steps"]}
     report["seconds"]["generate"] = time.perf_counter() - t
     frac = float(recipe["data"].get("val_fraction", 0.1))

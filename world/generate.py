@@ -26,7 +26,7 @@ import numpy as np
 from .expert import ScriptedExpert
 from .render import VIEWS, entity_table, render
 from .suites import SUITES, get_text_embedding
-from .tasks import Task, check_success, demo_init_states, distractor_starts
+from .tasks import Task, check_success, demo_init_states, distractor_starts, shared_demo_init_states
 from .tracks import compute_tracks, uniform_grid
 
 COMP = dict(compression="gzip", compression_opts=1)
@@ -111,11 +111,12 @@ def write_text(root: str, suite: str, task: Task) -> str:
 
 
 def _task_job(args: tuple) -> dict:
-    root, suite, task_name, n_demos, num_points, horizon, seed, noise, tracks, dart, dart_tracks, starts = args
+    root, suite, task_name, n_demos, num_points, horizon, seed, noise, tracks, dart, dart_tracks, starts, shared = args
     from .suites import get_task
 
     task = get_task(task_name)
-    inits = demo_init_states(task, 4 * n_demos + 10, seed)  # never a benchmark (get_init_states) state
+    init_states = shared_demo_init_states if shared else demo_init_states
+    inits = init_states(task, 4 * n_demos + 10, seed)  # never a benchmark (get_init_states) state
     inits = distractor_starts(task, inits, starts, seed)  # unchanged when starts == 0
     demo_path = os.path.join(root, suite, f"{task.name}_demo.hdf5")
     tdir = os.path.join(root, suite, track_method(num_points, horizon), f"{task.name}_demo")
@@ -138,8 +139,8 @@ def _task_job(args: tuple) -> dict:
             g = data.create_group(f"demo_{ok}")
             g.attrs["num_samples"] = T
             g.attrs["init_state"] = inits[k]
-            g.attrs["init_state_index"] = k  # index in demo_init_states(task, ., seed), not a benchmark index
-            g.attrs["init_state_source"] = f"demo_init_states(seed={seed})" + (
+            g.attrs["init_state_index"] = k  # index in the init_state_source stream, not a benchmark index
+            g.attrs["init_state_source"] = f"{init_states.__name__}(seed={seed})" + (
                 f", distractor_starts({starts}, seed={seed})" if starts else "")
             g.create_dataset("actions", data=ep["actions"])  # the expert's actions (the labels)
             if dart > 0:  # what ran differs from the labels: replay these to reproduce the frames
@@ -194,7 +195,7 @@ def _task_job(args: tuple) -> dict:
 def generate(suite: str, out: str, demos_per_task: int = 50, num_points: int = 400, horizon: int = 16,
              seed: int = 0, noise: float = 0.0, tracks: bool = True, workers: int = 1,
              tasks: list[str] | None = None, dart: float = 0.0, dart_tracks: str = "executed",
-             distractor_starts: float = 0.0) -> dict:
+             distractor_starts: float = 0.0, shared_starts: bool = False) -> dict:
     """Write a suite's demos, tracks and text embeddings under ``out``; returns stats.
 
     Demonstrations start from ``demo_init_states(task, ., seed)``, never from the 50 benchmark
@@ -203,11 +204,14 @@ def generate(suite: str, out: str, demos_per_task: int = 50, num_points: int = 4
     its tracks are the motion that ran (``dart_tracks="executed"``) or, like the labels, the expert's
     intended motion from each visited state (``"expert"``: :func:`expert_future_tracks`, a 16-step
     expert rollout per frame). ``distractor_starts``: that fraction of the demonstrations start the
-    effector above an object the task does not move (:func:`world.tasks.distractor_starts`)."""
+    effector above an object the task does not move (:func:`world.tasks.distractor_starts`). ``shared_starts``:
+    tasks of the same scene start their demonstrations from the same layouts
+    (:func:`world.tasks.shared_demo_init_states`), so the instruction alone tells them apart."""
     if dart_tracks not in ("executed", "expert"):
         raise ValueError(f"dart_tracks must be 'executed' or 'expert', got {dart_tracks!r}")
     names = tasks or SUITES[suite]
-    jobs = [(out, suite, n, demos_per_task, num_points, horizon, seed, noise, tracks, dart, dart_tracks, distractor_starts)
+    jobs = [(out, suite, n, demos_per_task, num_points, horizon, seed, noise, tracks, dart, dart_tracks, distractor_starts,
+             shared_starts)
             for n in names]
     t0 = time.perf_counter()
     if workers > 1 and len(jobs) > 1:
@@ -239,12 +243,14 @@ def main(argv: list[str] | None = None) -> None:
                         "each visited state (labels like the actions)")
     p.add_argument("--distractor-starts", type=float, default=0.0,
                    help="fraction of demos whose effector starts above an object the task does not move")
+    p.add_argument("--shared-starts", action="store_true",
+                   help="tasks of the same scene start their demos from the same layouts (only the instruction differs)")
     p.add_argument("--workers", type=int, default=max(1, min(os.cpu_count() or 1, 4)))
     p.add_argument("--tasks", nargs="*", default=None, help="subset of the suite's task names")
     p.add_argument("--no-tracks", action="store_true")
     a = p.parse_args(argv)
     st = generate(a.suite, a.out, a.demos_per_task, a.num_points, a.horizon, a.seed, a.noise,
-                  not a.no_tracks, a.workers, a.tasks, a.dart, a.dart_tracks, a.distractor_starts)
+                  not a.no_tracks, a.workers, a.tasks, a.dart, a.dart_tracks, a.distractor_starts, a.shared_starts)
     for s in st["tasks"]:
         print(f"{s['task']}: {s['demos']} demos ({s['tries']} tries, {s['steps']} steps)")
     print(f"{st['demos']} demos, {st['steps']} steps, expert success {st['expert_success']:.1%}, "

@@ -160,6 +160,27 @@ def demo_init_states(task: Task | str, n: int, seed: int = 0) -> np.ndarray:
     return np.stack(out)
 
 
+def shared_demo_init_states(task: Task | str, n: int, seed: int = 0) -> np.ndarray:
+    """(n, D) initial states shared by every built-in task of the same scene (same objects): state k comes
+    from the ``demo_init_states`` stream of sibling ``k % m`` (siblings sorted by name), so demonstration k
+    of each sibling starts from the same layout and only the instruction says which object to move.
+    Never a benchmark state of ``task``; a task with no siblings gets its own ``demo_init_states``."""
+    task = _task(task)
+    siblings = sorted(t.name for t in TASK_REGISTRY.values() if t.objects == task.objects) or [task.name]
+    if task.name not in siblings:  # a task outside the registry
+        return demo_init_states(task, n, seed)
+    bench = get_init_states(task)
+    m = len(siblings)
+    out: list[np.ndarray] = []
+    per = -(-n // m)
+    while len(out) < n:
+        streams = [demo_init_states(name, per, seed) for name in siblings]
+        out = [streams[k % m][k // m] for k in range(per * m)]
+        out = [s for s in out if np.abs(bench - s[None]).max(axis=1).min() > 1e-6][:n]
+        per += 1
+    return np.stack(out)
+
+
 def distractor_starts(task: Task | str, states: np.ndarray, fraction: float, seed: int = 0) -> np.ndarray:
     """A copy of initial states (n, D) in which a seeded ``fraction`` of them start the effector, open,
     above one of the objects the task does not move (a distractor or the bowl), the objects where they were.

@@ -62,3 +62,36 @@ def test_distractor_starts_put_the_effector_above_an_object_the_task_does_not_mo
         assert all(rollout(task, moved[k], render_images=False)["success"] for k in changed[:3]), name
     with pytest.raises(ValueError, match="fraction"):
         distractor_starts(name, states, 1.5)
+
+
+
+def test_shared_starts_give_every_task_of_a_scene_the_same_layouts(tmp_path):
+    """``shared_demo_init_states``: tasks of one scene draw the same states (interleaved from each sibling's
+    own stream), never one of their benchmark states; the expert solves each sibling from them; ``generate
+    --shared-starts`` starts demonstration k of every sibling from the same state and records the stream."""
+    from world.generate import generate, rollout
+    from world.tasks import shared_demo_init_states
+
+    lift = SUITES["builtin_lift"]
+    states = {name: shared_demo_init_states(name, 9) for name in lift}
+    for name in lift[1:]:
+        np.testing.assert_array_equal(states[name], states[lift[0]])
+    by_name = sorted(lift)
+    for k in range(3):  # state k comes from sibling k % 3's own stream, in name order
+        np.testing.assert_array_equal(states[lift[0]][k], demo_init_states(by_name[k], 3)[0])
+    for name in lift:
+        assert np.abs(states[name][:, None] - get_init_states(name)[None]).max(-1).min() > 1e-3
+        assert all(rollout(TASKS[name], s, render_images=False)["success"] for s in states[name][:3]), name
+    push = shared_demo_init_states(SUITES["builtin_push"][0], 3)
+    assert push.shape[1] != states[lift[0]].shape[1] or np.abs(push - states[lift[0]][:3]).max() > 0
+
+    generate("builtin_all", str(tmp_path), demos_per_task=2, tracks=False, tasks=lift[:2], shared_starts=True)
+    inits = []
+    for name in lift[:2]:
+        with h5py.File(os.path.join(tmp_path, "builtin_all", f"{name}_demo.hdf5"), "r") as f:
+            demos = [f["data"][f"demo_{i}"] for i in range(2)]
+            assert all(g.attrs["init_state_source"].startswith("shared_demo_init_states") for g in demos)
+            inits.append([(int(g.attrs["init_state_index"]), g.attrs["init_state"][:]) for g in demos])
+    for (k0, s0), (k1, s1) in zip(*inits):
+        if k0 == k1:  # both experts solved that start: the same layout
+            np.testing.assert_array_equal(s0, s1)
