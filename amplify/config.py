@@ -163,16 +163,23 @@ class ForwardDynamicsConfig:
     # projection learns ~20x slower; sqrt(E) gives it unit-variance components (measured on the built-in
     # world: no gain, docs/training.md "A stronger text token"). 1.0: as the original.
     text_scale: float = 1.0
+    # Text-selected image tokens (not in the original; 0 = off, as every original checkpoint): that many
+    # extra condition tokens, each a softmax-weighted sum of the projected image tokens whose weights come
+    # from the instruction alone (a query from the text against one learned key per image-token position),
+    # so the instruction can pick which object's tokens the motion follows (docs/training.md "Which object").
+    text_select: int = 0
 
     def __post_init__(self) -> None:
         fsq_levels(self.codebook_size)
         if self.sampling not in ("argmax", "topk"):
             raise ConfigError(f"sampling must be 'argmax' or 'topk', got {self.sampling!r}")
+        if self.text_select < 0:
+            raise ConfigError(f"text_select must be >= 0, got {self.text_select}")
 
     @property
     def cond_seq_len(self) -> int:
-        """C: image tokens of all views + one text token."""
-        return self.num_views * self.img_tokens_per_view + 1
+        """C: image tokens of all views + one text token + ``text_select`` selected tokens."""
+        return self.num_views * self.img_tokens_per_view + 1 + self.text_select
 
     @property
     def seq_len(self) -> int:

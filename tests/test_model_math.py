@@ -174,6 +174,35 @@ def test_fd_text_scale_multiplies_the_text_embedding_and_defaults_to_the_origina
         assert not torch.allclose(cond[:, -1], plain.forward_dynamics.get_cond_tokens(tokens, text)[:, -1])
 
 
+def test_fd_text_select_adds_tokens_the_instruction_chooses_and_defaults_to_the_original():
+    """``text_select`` = K: K more condition tokens, each a convex combination of the projected image tokens
+    whose weights depend on the text only; 0 (the original) adds no token and no weight."""
+    plain = AMPLIFY(small()).eval()
+    assert small().forward_dynamics.text_select == 0
+    assert not any("select" in k for k in plain.state_dict())
+    model = AMPLIFY(apply_overrides(small(), ["forward_dynamics.text_select=3"])).eval()
+    fd = model.forward_dynamics
+    assert fd.cfg.cond_seq_len == plain.forward_dynamics.cfg.cond_seq_len + 3
+    tokens, text = torch.randn(2, 98, 512), torch.randn(2, 512)
+    with torch.no_grad():
+        fd.select_keys.normal_(0, 1.0)
+        cond = fd.get_cond_tokens(tokens, text)
+        assert cond.shape == (2, 98 + 1 + 3, fd.cfg.hidden_dim)
+        img = fd.img_proj(tokens)
+        query = fd.select_query(text).reshape(2, 3, -1)
+        weights = torch.softmax(query @ fd.select_keys.t() / img.shape[-1] ** 0.5, -1)
+        torch.testing.assert_close(cond[:, -3:], weights @ img)
+        other = fd.get_cond_tokens(tokens, torch.randn(2, 512))
+        assert not torch.allclose(other[:, -3:], cond[:, -3:])  # another instruction selects otherwise
+        torch.testing.assert_close(other[:, :98], cond[:, :98])  # the image tokens do not depend on it
+    images = torch.rand(2, 2, 32, 32, 3)
+    idx, _ = model.predict_codes(images, text_emb=text)
+    assert idx.shape == (2, fd.cfg.pred_seq_len)
+    assert torch.equal(idx, model.predict_codes(images, text_emb=text, cached=False)[0])  # the KV cache holds
+    with pytest.raises(Exception, match="text_select"):
+        apply_overrides(small(), ["forward_dynamics.text_select=-1"])
+
+
 def test_text_table_and_uint8_images(small_bundle):
     emb = torch.randn(2, 512)
     small_bundle.set_instructions(["open the drawer", "close the drawer"], emb)

@@ -1,6 +1,6 @@
 """A bundle exercising the config paths the graphs branch on: per-view tokens (S = v*t), codebook
 2048 with FSQ [8, 8, 6, 5] (1920 codes) and masked unused logits, ID conditioned on text but not
-proprioception (so the graphs' inputs change)."""
+proprioception (so the graphs' inputs change), FD with text-selected condition tokens."""
 from __future__ import annotations
 
 import numpy as np
@@ -11,7 +11,7 @@ from exporters.runtime import load_exported
 OVERRIDES = ["motion_tokenizer.per_view=true", "forward_dynamics.pred_seq_len=30", "inverse_dynamics.num_code_tokens=30",
              "motion_tokenizer.codebook_size=2048", "forward_dynamics.codebook_size=2048",
              "forward_dynamics.mask_unused_logits=true", "inverse_dynamics.cond_on_text=true",
-             "inverse_dynamics.cond_on_proprio=false"]
+             "inverse_dynamics.cond_on_proprio=false", "forward_dynamics.text_select=2"]
 
 
 def test_variant_bundle(tmp_path, exports):
