@@ -165,8 +165,9 @@ class ForwardDynamicsConfig:
     text_scale: float = 1.0
     # Text-selected image tokens (not in the original; 0 = off, as every original checkpoint): that many
     # extra condition tokens, each a softmax-weighted sum of the projected image tokens whose weights come
-    # from the instruction alone (a query from the text against one learned key per image-token position),
-    # so the instruction can pick which object's tokens the motion follows (docs/training.md "Which object").
+    # from the instruction alone (a linear map from the text embedding to one logit per image-token
+    # position, zero at init: the plain mean), so the instruction can pick which object's tokens the motion
+    # follows (docs/training.md "Which object").
     text_select: int = 0
 
     def __post_init__(self) -> None:

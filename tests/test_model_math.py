@@ -185,12 +185,13 @@ def test_fd_text_select_adds_tokens_the_instruction_chooses_and_defaults_to_the_
     assert fd.cfg.cond_seq_len == plain.forward_dynamics.cfg.cond_seq_len + 3
     tokens, text = torch.randn(2, 98, 512), torch.randn(2, 512)
     with torch.no_grad():
-        fd.select_keys.normal_(0, 1.0)
+        img = fd.img_proj(tokens)
         cond = fd.get_cond_tokens(tokens, text)
         assert cond.shape == (2, 98 + 1 + 3, fd.cfg.hidden_dim)
-        img = fd.img_proj(tokens)
-        query = fd.select_query(text).reshape(2, 3, -1)
-        weights = torch.softmax(query @ fd.select_keys.t() / img.shape[-1] ** 0.5, -1)
+        torch.testing.assert_close(cond[:, -3:], img.mean(1, keepdim=True).expand(-1, 3, -1))  # zero init: the mean
+        fd.select_logits.weight.normal_(0, 1.0)
+        cond = fd.get_cond_tokens(tokens, text)
+        weights = torch.softmax(fd.select_logits(text).reshape(2, 3, 98), -1)
         torch.testing.assert_close(cond[:, -3:], weights @ img)
         other = fd.get_cond_tokens(tokens, torch.randn(2, 512))
         assert not torch.allclose(other[:, -3:], cond[:, -3:])  # another instruction selects otherwise

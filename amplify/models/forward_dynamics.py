@@ -3,8 +3,8 @@
 Shapes: b batch, C = v*49 + 1 condition tokens, S code tokens, h hidden, K = codebook_size.
 
     cond = [img_proj(image tokens (b, v*49, 512)), text_proj(text_scale * text_emb (b, 1, E))]   (b, C, h)
-    with text_select = K > 0 (opt-in), K more condition tokens:
-        weights = softmax over positions of select_query(text) (b, K, h) . select_keys (v*49, h) / sqrt(h)
+    with text_select = K > 0 (opt-in), K more condition tokens chosen by the instruction:
+        weights = softmax over positions of select_logits(text_scale * text_emb)         (b, K, v*49)
         cond += weights @ img_proj(image tokens)                                         (b, K, h)
     training:   trunk([cond, sos, codes[:, :-1]]) -> logits at C..C+S-1               (b, S, K)
     prediction: from [cond, sos], S steps of: last logits -> index -> append its code
@@ -55,9 +55,8 @@ class ForwardDynamics(nn.Module):
         )
         self.img_proj = nn.Linear(cfg.img_embed_dim, h)
         self.text_proj = nn.Linear(cfg.text_embed_dim, h)
-        if cfg.text_select:
-            self.select_query = nn.Linear(cfg.text_embed_dim, cfg.text_select * h)
-            self.select_keys = nn.Parameter(torch.zeros(cfg.num_views * cfg.img_tokens_per_view, h))
+        if cfg.text_select:  # one logit per (selected token, image-token position)
+            self.select_logits = nn.Linear(cfg.text_embed_dim, cfg.text_select * cfg.num_views * cfg.img_tokens_per_view)
         self.unembed = nn.Linear(h, cfg.codebook_size)
         num_codes = 1
         for level in fsq_levels(cfg.codebook_size):
@@ -73,8 +72,9 @@ class ForwardDynamics(nn.Module):
             if keep is not None:
                 self.quantize.load_state_dict(keep)
             nn.init.normal_(self.sos_token, 0.0, 0.02)
-            if cfg.text_select:
-                nn.init.normal_(self.select_keys, 0.0, 0.02)
+            if cfg.text_select:  # start from the plain mean of the image tokens
+                nn.init.zeros_(self.select_logits.weight)
+                nn.init.zeros_(self.select_logits.bias)
 
     def get_cond_tokens(self, img_tokens: torch.Tensor, text_emb: torch.Tensor) -> torch.Tensor:
         """Image tokens (b, v*49, 512) and text embeddings (b, E) or (b, 1, E) -> (b, C, h)."""
@@ -85,10 +85,8 @@ class ForwardDynamics(nn.Module):
         img = self.img_proj(img_tokens)  # (b, v*49, h)
         parts = [img, self.text_proj(text_emb)]
         if self.cfg.text_select:
-            h = img.shape[-1]
-            query = self.select_query(text_emb[:, 0]).reshape(-1, self.cfg.text_select, h)  # (b, K, h)
-            weights = torch.softmax(query @ self.select_keys.t() / h ** 0.5, dim=-1)  # (b, K, v*49)
-            parts.append(weights @ img)  # (b, K, h)
+            logits = self.select_logits(text_emb[:, 0]).reshape(img.shape[0], self.cfg.text_select, img.shape[1])
+            parts.append(torch.softmax(logits, dim=-1) @ img)  # (b, K, v*49) @ (b, v*49, h) -> (b, K, h)
         return torch.cat(parts, dim=1)
 
     def _logits(self, hidden: torch.Tensor) -> torch.Tensor:

@@ -21,6 +21,8 @@ def test_variant_bundle(tmp_path, exports):
 
     torch.manual_seed(1)
     policy = AMPLIFY(apply_overrides(small(), OVERRIDES)).eval()
+    with torch.no_grad():  # a selection that depends on the instruction (zero at init: the plain mean)
+        policy.forward_dynamics.select_logits.weight.normal_(0.0, 1.0)
     path = policy.save(tmp_path / "variant")
     out, m = exports.get(str(path), "torchscript")
     inputs = {g: [t["name"] for t in e["inputs"]] for g, e in m["graphs"].items()}
