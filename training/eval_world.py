@@ -45,6 +45,7 @@ import numpy as np
 
 VIEW_KEYS = {"agentview": "agentview_image", "eye_in_hand": "robot0_eye_in_hand_image"}
 DEFAULT_PER_TASK = 10
+MOVED = 0.01  # table units: an object has moved once its position changed by more than this (1 cm)
 
 
 def proprioception(obs: dict) -> np.ndarray:
@@ -56,6 +57,14 @@ def observation(obs: dict, views: list[str]) -> tuple[np.ndarray, np.ndarray]:
     """Env observation -> (upright images (v, 128, 128, 3) uint8, proprio (9,) float32)."""
     images = np.stack([obs[VIEW_KEYS[v]][::-1] for v in views])  # the env's images are upside down
     return images, proprioception(obs)
+
+
+def moved_objects(initial_state: np.ndarray, state: np.ndarray, tol: float = MOVED) -> list[int]:
+    """Indices of the scene's objects whose position (x, y, z) differs from ``initial_state``'s by more than ``tol``."""
+    from world.scene import N_EE
+
+    start, now = initial_state[N_EE:].reshape(-1, 3), state[N_EE:].reshape(-1, 3)
+    return [int(i) for i in np.flatnonzero(np.abs(now - start).max(axis=1) > tol)]
 
 
 def benchmark_episodes(suite: str = "builtin_all", per_task: int | None = None, episodes: int | None = None,
@@ -111,7 +120,9 @@ def evaluate(policy, suite: str = "builtin_all", episodes: int | None = None, ex
     ``exp(-m i)``-weighted mean of every chunk covering that step, i = 0 the oldest (ACT's temporal
     ensembling, ``clients.libero.execution.TemporalAggregator``, as the LIBERO robot client runs).
     Returns success overall, per task and per family, and per episode (task, init, success, steps, the
-    actions run) so that episodes can be replayed."""
+    actions run, so that episodes can be replayed; ``first_moved``: the index of the first object the policy
+    moved, None if it moved none, and whether that was the one the instruction names); ``target_first`` per
+    family: the fraction of episodes whose first moved object is the named one (a wrong-object diagnostic)."""
     from clients.libero.execution import TemporalAggregator
     from world import BuiltinEnv
 
@@ -119,11 +130,14 @@ def evaluate(policy, suite: str = "builtin_all", episodes: int | None = None, ex
     n = len(plan)
     envs, obs = [], []
     need_images = getattr(policy, "needs_images", True)
+    starts = []
     for task_name, k in plan:
         env = BuiltinEnv(task_name, render=False)
         env.set_init_state(env.get_init_states()[k])
         envs.append(env)
+        starts.append(env.get_sim_state())
         obs.append(None)
+    first_moved: list[int | None] = [None] * n
     limit = [max_steps or env.task.max_steps for env in envs]
     done, success, steps = [False] * n, [False] * n, [0] * n
     actions: list[list[np.ndarray]] = [[] for _ in range(n)]
@@ -154,6 +168,9 @@ def evaluate(policy, suite: str = "builtin_all", episodes: int | None = None, ex
                 envs[i].scene.step(a)
                 actions[i].append(a)
                 steps[i] += 1
+                if first_moved[i] is None:
+                    moved = moved_objects(starts[i], envs[i].get_sim_state())
+                    first_moved[i] = moved[0] if moved else None
                 ok = envs[i].check_success()
                 if ok or steps[i] >= limit[i]:
                     done[i], success[i] = True, bool(ok)
@@ -166,17 +183,21 @@ def evaluate(policy, suite: str = "builtin_all", episodes: int | None = None, ex
         print(file=sys.stderr)
     per_task_ok: dict[str, list[bool]] = defaultdict(list)
     per_family: dict[str, list[bool]] = defaultdict(list)
-    for env, s in zip(envs, success):
+    target_first: dict[str, list[bool]] = defaultdict(list)
+    for env, s, m in zip(envs, success, first_moved):
         per_task_ok[env.task.name].append(s)
         per_family[env.task.family].append(s)
+        target_first[env.task.family].append(m == env.task.target)
     return {"episodes": n, "success_rate": float(np.mean(success)), "successes": int(sum(success)),
             "per_task": {t: float(np.mean(v)) for t, v in per_task_ok.items()},
             "per_family": {f: float(np.mean(v)) for f, v in per_family.items()},
+            "target_first": {f: float(np.mean(v)) for f, v in target_first.items()},
             "execute": 1 if aggregators is not None else execute, "temporal_agg": temporal_agg,
             "policy_calls": calls, "mean_steps": float(np.mean(steps)),
             "seconds": time.perf_counter() - t0,
-            "results": [{"task": t, "init": k, "success": s, "steps": st, "actions": np.asarray(a).tolist()}
-                        for (t, k), s, st, a in zip(plan, success, steps, actions)]}
+            "results": [{"task": t, "init": k, "success": s, "steps": st, "actions": np.asarray(a).tolist(),
+                         "first_moved": m, "target_first": m == env.task.target}
+                        for (t, k), s, st, a, m, env in zip(plan, success, steps, actions, first_moved, envs)]}
 
 
 def bundle_policy(model):
@@ -230,6 +251,10 @@ def format_report(results: dict[str, dict]) -> str:
         lines.append("  ".join(f"{results[lab]['per_family'][f]:8.0%}" for lab in labels) + f"  family {f}")
     lines.append("  ".join(f"{results[lab]['success_rate']:8.1%}" for lab in labels)
                  + f"  all ({first['episodes']} episodes)")
+    if all("target_first" in results[lab] for lab in labels):
+        for f in first["target_first"]:
+            lines.append("  ".join(f"{results[lab]['target_first'][f]:8.0%}" for lab in labels)
+                         + f"  family {f}: the first object moved is the one the instruction names")
     if "model" in results and "expert" in results and results["expert"]["success_rate"] > 0:
         lines.append(f"model / expert = {results['model']['success_rate'] / results['expert']['success_rate']:.2f}")
     return "\n".join(lines)

@@ -22,6 +22,9 @@ def test_expert_and_random_on_the_same_states(tmp_path):
     assert [(r["task"], r["init"]) for r in ex["results"]] == [(r["task"], r["init"]) for r in rnd["results"]]
     assert ex["success_rate"] == 1.0 and rnd["success_rate"] < 0.5
     assert set(ex["per_family"]) == {"lift"}
+    # the expert always moves the named object first; the first-moved record agrees with a replay
+    assert ex["target_first"] == {"lift": 1.0} and all(r["target_first"] for r in ex["results"])
+    assert 0.0 <= rnd["target_first"]["lift"] < 1.0
     # the recorded actions replay the episode: the expert's succeed from the benchmark state
     from world import BuiltinEnv
     r = ex["results"][1]
@@ -29,6 +32,13 @@ def test_expert_and_random_on_the_same_states(tmp_path):
     env.set_init_state(get_init_states(r["task"])[r["init"]])
     oks = [env.step(np.asarray(a))[2] for a in r["actions"]]
     assert oks[-1] and not any(oks[:-1]) and len(oks) == r["steps"]
+    from training.eval_world import moved_objects
+    env.set_init_state(get_init_states(r["task"])[r["init"]])
+    start, first = env.get_sim_state(), None
+    for a in r["actions"]:
+        env.step(np.asarray(a))
+        first = first if first is not None else (moved_objects(start, env.get_sim_state()) or [None])[0]
+    assert first == r["first_moved"] == env.task.target
     written = save_videos(ex, tmp_path, "expert")
     assert len(written) == len(SUITES[suite]) and all(p.endswith("_success.gif") for p in written)
     json.dumps(ex)  # results are plain JSON
