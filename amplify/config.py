@@ -169,6 +169,10 @@ class ForwardDynamicsConfig:
     # position, zero at init: the plain mean), so the instruction can pick which object's tokens the motion
     # follows (docs/training.md "Which object").
     text_select: int = 0
+    # With text_select: choose only among the last that many image tokens of each view (0: all of them).
+    # An encoder with keypoint tokens ends each view with them (amplify/models/vision.py), so its K * levels
+    # keypoints make the instruction pick an object's position, not a patch.
+    text_select_last: int = 0
 
     def __post_init__(self) -> None:
         fsq_levels(self.codebook_size)
@@ -176,6 +180,14 @@ class ForwardDynamicsConfig:
             raise ConfigError(f"sampling must be 'argmax' or 'topk', got {self.sampling!r}")
         if self.text_select < 0:
             raise ConfigError(f"text_select must be >= 0, got {self.text_select}")
+        if not 0 <= self.text_select_last <= self.img_tokens_per_view:
+            raise ConfigError(f"text_select_last must be in 0..img_tokens_per_view ({self.img_tokens_per_view}), "
+                              f"got {self.text_select_last}")
+
+    @property
+    def select_candidates(self) -> int:
+        """How many image tokens of each view ``text_select`` chooses among."""
+        return self.text_select_last or self.img_tokens_per_view
 
     @property
     def cond_seq_len(self) -> int:

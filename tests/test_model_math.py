@@ -202,6 +202,17 @@ def test_fd_text_select_adds_tokens_the_instruction_chooses_and_defaults_to_the_
     assert torch.equal(idx, model.predict_codes(images, text_emb=text, cached=False)[0])  # the KV cache holds
     with pytest.raises(Exception, match="text_select"):
         apply_overrides(small(), ["forward_dynamics.text_select=-1"])
+    # text_select_last=n: only the last n tokens of each view are candidates
+    last = AMPLIFY(apply_overrides(small(), ["forward_dynamics.text_select=2", "forward_dynamics.text_select_last=5"])).eval()
+    fd = last.forward_dynamics
+    with torch.no_grad():
+        fd.select_logits.weight.normal_(0, 1.0)
+        img = fd.img_proj(tokens)  # (2, 98, h): view 0 tokens 0..48, view 1 49..97
+        weights = torch.softmax(fd.select_logits(text).reshape(2, 2, 10), -1)
+        candidates = torch.cat([img[:, 44:49], img[:, 93:98]], dim=1)
+        torch.testing.assert_close(fd.get_cond_tokens(tokens, text)[:, -2:], weights @ candidates)
+    with pytest.raises(Exception, match="text_select_last"):
+        apply_overrides(small(), ["forward_dynamics.text_select_last=50"])
 
 
 def test_text_table_and_uint8_images(small_bundle):

@@ -3,9 +3,10 @@
 Shapes: b batch, C = v*49 + 1 condition tokens, S code tokens, h hidden, K = codebook_size.
 
     cond = [img_proj(image tokens (b, v*49, 512)), text_proj(text_scale * text_emb (b, 1, E))]   (b, C, h)
-    with text_select = K > 0 (opt-in), K more condition tokens chosen by the instruction:
-        weights = softmax over positions of select_logits(text_scale * text_emb)         (b, K, v*49)
-        cond += weights @ img_proj(image tokens)                                         (b, K, h)
+    with text_select = K > 0 (opt-in), K more condition tokens chosen by the instruction among the
+    last n = text_select_last (0: all 49) image tokens of each view:
+        weights = softmax over positions of select_logits(text_scale * text_emb)         (b, K, v*n)
+        cond += weights @ img_proj(those image tokens)                                   (b, K, h)
     training:   trunk([cond, sos, codes[:, :-1]]) -> logits at C..C+S-1               (b, S, K)
     prediction: from [cond, sos], S steps of: last logits -> index -> append its code
 
@@ -56,7 +57,7 @@ class ForwardDynamics(nn.Module):
         self.img_proj = nn.Linear(cfg.img_embed_dim, h)
         self.text_proj = nn.Linear(cfg.text_embed_dim, h)
         if cfg.text_select:  # one logit per (selected token, image-token position)
-            self.select_logits = nn.Linear(cfg.text_embed_dim, cfg.text_select * cfg.num_views * cfg.img_tokens_per_view)
+            self.select_logits = nn.Linear(cfg.text_embed_dim, cfg.text_select * cfg.num_views * cfg.select_candidates)
         self.unembed = nn.Linear(h, cfg.codebook_size)
         num_codes = 1
         for level in fsq_levels(cfg.codebook_size):
@@ -85,8 +86,10 @@ class ForwardDynamics(nn.Module):
         img = self.img_proj(img_tokens)  # (b, v*49, h)
         parts = [img, self.text_proj(text_emb)]
         if self.cfg.text_select:
-            logits = self.select_logits(text_emb[:, 0]).reshape(img.shape[0], self.cfg.text_select, img.shape[1])
-            parts.append(torch.softmax(logits, dim=-1) @ img)  # (b, K, v*49) @ (b, v*49, h) -> (b, K, h)
+            v, n = self.cfg.num_views, self.cfg.select_candidates
+            candidates = img.reshape(img.shape[0], v, -1, img.shape[-1])[:, :, -n:].flatten(1, 2)  # (b, v*n, h)
+            logits = self.select_logits(text_emb[:, 0]).reshape(img.shape[0], self.cfg.text_select, v * n)
+            parts.append(torch.softmax(logits, dim=-1) @ candidates)  # (b, K, v*n) @ (b, v*n, h) -> (b, K, h)
         return torch.cat(parts, dim=1)
 
     def _logits(self, hidden: torch.Tensor) -> torch.Tensor:

@@ -11,7 +11,8 @@ from exporters.runtime import load_exported
 OVERRIDES = ["motion_tokenizer.per_view=true", "forward_dynamics.pred_seq_len=30", "inverse_dynamics.num_code_tokens=30",
              "motion_tokenizer.codebook_size=2048", "forward_dynamics.codebook_size=2048",
              "forward_dynamics.mask_unused_logits=true", "inverse_dynamics.cond_on_text=true",
-             "inverse_dynamics.cond_on_proprio=false", "forward_dynamics.text_select=2"]
+             "inverse_dynamics.cond_on_proprio=false", "forward_dynamics.text_select=2",
+             "forward_dynamics.text_select_last=5"]
 
 
 def test_variant_bundle(tmp_path, exports):
