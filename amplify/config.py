@@ -167,7 +167,8 @@ class ForwardDynamicsConfig:
     # extra condition tokens, each a softmax-weighted sum of the projected image tokens whose weights come
     # from the instruction alone (a linear map from the text embedding to one logit per image-token
     # position, zero at init: the plain mean), so the instruction can pick which object's tokens the motion
-    # follows (docs/training.md "Which object").
+    # follows (docs/training.md "The instruction picks the object": 43 -> 102 of 110 held-out episodes with
+    # text_select=4 text_select_last=8 on keypoint tokens).
     text_select: int = 0
     # With text_select: choose only among the last that many image tokens of each view (0: all of them).
     # An encoder with keypoint tokens ends each view with them (amplify/models/vision.py), so its K * levels

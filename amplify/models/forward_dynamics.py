@@ -1,12 +1,12 @@
 """Forward dynamics (FD): image and text condition tokens -> S motion-token indices.
 
-Shapes: b batch, C = v*49 + 1 condition tokens, S code tokens, h hidden, K = codebook_size.
+Shapes: b batch, C = v*49 + 1 (+ text_select) condition tokens, S code tokens, h hidden, K = codebook_size.
 
     cond = [img_proj(image tokens (b, v*49, 512)), text_proj(text_scale * text_emb (b, 1, E))]   (b, C, h)
-    with text_select = K > 0 (opt-in), K more condition tokens chosen by the instruction among the
+    with text_select = T > 0 (opt-in), T more condition tokens chosen by the instruction among the
     last n = text_select_last (0: all 49) image tokens of each view:
-        weights = softmax over positions of select_logits(text_scale * text_emb)         (b, K, v*n)
-        cond += weights @ img_proj(those image tokens)                                   (b, K, h)
+        weights = softmax over positions of select_logits(text_scale * text_emb)         (b, T, v*n)
+        cond += weights @ img_proj(those image tokens)                                   (b, T, h)
     training:   trunk([cond, sos, codes[:, :-1]]) -> logits at C..C+S-1               (b, S, K)
     prediction: from [cond, sos], S steps of: last logits -> index -> append its code
 
@@ -89,7 +89,7 @@ class ForwardDynamics(nn.Module):
             v, n = self.cfg.num_views, self.cfg.select_candidates
             candidates = img.reshape(img.shape[0], v, -1, img.shape[-1])[:, :, -n:].flatten(1, 2)  # (b, v*n, h)
             logits = self.select_logits(text_emb[:, 0]).reshape(img.shape[0], self.cfg.text_select, v * n)
-            parts.append(torch.softmax(logits, dim=-1) @ candidates)  # (b, K, v*n) @ (b, v*n, h) -> (b, K, h)
+            parts.append(torch.softmax(logits, dim=-1) @ candidates)  # (b, T, v*n) @ (b, v*n, h) -> (b, T, h)
         return torch.cat(parts, dim=1)
 
     def _logits(self, hidden: torch.Tensor) -> torch.Tensor:
