@@ -46,7 +46,9 @@ class TrainConfig:
     stop_after: int = 0  # leave after this many epochs in this invocation (a time-limited job); resume later
     resume: bool = False  # continue from <out>/latest when it exists
     progress: bool = True  # tqdm progress bars
-    plots: bool = True  # write <out>/plots/*.png (needs matplotlib)
+    plots: bool = True  # write <out>/plots/*.png (needs matplotlib) after the last epoch
+    # and every plot_every epochs; 0: only after the last (a curves figure of ~60 metrics takes ~5 s to draw)
+    plot_every: int = 0
     cache_dir: str = ""  # image-token cache; '' = <data.root>/.amplify_cache
     optim: OptimConfig = field(default_factory=OptimConfig)
     data: DataConfig = field(default_factory=DataConfig)

@@ -352,7 +352,8 @@ def fit(task: TrainTask, cfg: TrainConfig) -> dict[str, Any]:
                 "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(), "rng": rng_state()})
             if cfg.save_every and (epoch + 1) % cfg.save_every == 0:
                 _save_checkpoint(task, out / f"epoch_{epoch + 1:04d}", meta, cfg, None)
-            if cfg.plots:
+            stopping = last_epoch or bool(cfg.stop_after and epochs_run >= cfg.stop_after)
+            if cfg.plots and (stopping or (cfg.plot_every and (epoch + 1) % cfg.plot_every == 0)):
                 _plots(task, out, epoch + 1)
         rt.barrier()
     summary.update(step=step, seconds=time.perf_counter() - t0)

@@ -137,14 +137,18 @@ def render_scenes(suite: str, count: int, seed: int = 0) -> tuple[torch.Tensor, 
     return torch.from_numpy(np.stack(imgs)[order]), np.stack(states)[order], [objects[i] for i in order]
 
 
-def _resize(images: torch.Tensor, size: int) -> torch.Tensor:
+def _resize(images: torch.Tensor, size: int, chunk: int = 1024) -> torch.Tensor:
     """(N, v, S, S, 3) uint8 -> (N, v, size, size, 3) uint8, the encoder's own resize (bilinear, no antialias)."""
     if images.shape[2] == size:
         return images
     n, v = images.shape[:2]
-    x = images.reshape(n * v, *images.shape[2:]).permute(0, 3, 1, 2).float()
-    x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False, antialias=False)
-    return x.round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).reshape(n, v, size, size, 3)
+    flat = images.reshape(n * v, *images.shape[2:])
+    out = torch.empty(n * v, size, size, 3, dtype=torch.uint8)
+    for i in range(0, n * v, chunk):  # in chunks: float copies of 24,000 128 px images would be 4.7 GB
+        x = flat[i:i + chunk].permute(0, 3, 1, 2).float()
+        x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False, antialias=False)
+        out[i:i + chunk] = x.round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1)
+    return out.reshape(n, v, size, size, 3)
 
 
 @torch.no_grad()
@@ -169,18 +173,23 @@ def position_probe(train_feats: torch.Tensor, train_states: np.ndarray, val_feat
     mu = x.mean(0)
     sd = (x - mu).pow(2).mean().sqrt().clamp_min(1e-12)  # one global scale: near-constant features stay small
     x, xv = (x - mu) / sd, (xv - mu) / sd
+    groups = [("ee", [c for c in PROBE_EE if c < train_states.shape[1]]),
+              ("objects", [c for c in PROBE_OBJECTS if c < train_states.shape[1]])]
+    cols = [c for _, g in groups for c in g]
+    y = torch.from_numpy(train_states[:, cols]).double()
+    yv = torch.from_numpy(val_states[:, cols]).double()
+    ym = y.mean(0)
+    # dual form: (X X^T + a I)^-1 y, cheap when samples < features; one solve for every target column
+    k = x @ x.T
+    w = x.T @ torch.linalg.solve(k + alpha * x.shape[1] / 100 * torch.eye(len(k), dtype=k.dtype), y - ym)
+    err, err_mean = (xv @ w + ym - yv).abs(), (ym - yv).abs()
     out: dict[str, float] = {}
-    for name, cols in (("ee", PROBE_EE), ("objects", PROBE_OBJECTS)):
-        cols = [c for c in cols if c < train_states.shape[1]]
-        y = torch.from_numpy(train_states[:, cols]).double()
-        yv = torch.from_numpy(val_states[:, cols]).double()
-        ym = y.mean(0)
-        # dual form: (X X^T + a I)^-1 y, cheap when samples < features
-        k = x @ x.T
-        w = x.T @ torch.linalg.solve(k + alpha * x.shape[1] / 100 * torch.eye(len(k), dtype=k.dtype), y - ym)
-        pred = xv @ w + ym
-        out[f"probe_{name}_l1"] = float((pred - yv).abs().mean())
-        out[f"probe_{name}_l1_no_image"] = float((ym - yv).abs().mean())
+    start = 0
+    for name, g in groups:
+        part = slice(start, start + len(g))
+        start += len(g)
+        out[f"probe_{name}_l1"] = float(err[:, part].mean())
+        out[f"probe_{name}_l1_no_image"] = float(err_mean[:, part].mean())
     return out
 
 

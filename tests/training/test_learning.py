@@ -383,3 +383,26 @@ def test_pixel_supervised_keypoints_become_the_encoders_keypoint_tokens(world_ro
     assert torch.equal(load_vision(path)(x), tokens)
     imgs, states = load_frames(val)
     assert StateEstimator(path).estimate(imgs.numpy()).shape == states.shape
+
+
+def test_resize_in_chunks_matches_one_pass():
+    from training.vision_pretrain import _resize
+
+    imgs = torch.randint(0, 256, (5, 2, 32, 32, 3), dtype=torch.uint8)
+    assert torch.equal(_resize(imgs, 16, chunk=3), _resize(imgs, 16, chunk=1000))
+    assert _resize(imgs, 16).shape == (5, 2, 16, 16, 3)
+
+
+def test_position_probe_recovers_a_linear_map_and_beats_the_mean():
+    import numpy as np
+
+    from training.vision_pretrain import PROBE_EE, PROBE_OBJECTS, position_probe
+
+    g = torch.Generator().manual_seed(0)
+    feats, vfeats = torch.randn(300, 40, generator=g), torch.randn(100, 40, generator=g)
+    mix = torch.randn(40, 20, generator=g)
+    states, vstates = (feats @ mix).numpy().astype(np.float32), (vfeats @ mix).numpy().astype(np.float32)
+    out = position_probe(feats, states, vfeats, vstates, alpha=0.01)
+    for name in ("ee", "objects"):
+        assert out[f"probe_{name}_l1"] < 0.05 * out[f"probe_{name}_l1_no_image"]
+    assert max(PROBE_OBJECTS) < states.shape[1] and max(PROBE_EE) < states.shape[1]
