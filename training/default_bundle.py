@@ -6,8 +6,9 @@ Steps: generate demonstrations, tracks and text embeddings with the built-in wor
 layouts) -> train the motion tokenizer -> train forward dynamics (frozen MT targets; a frozen
 ResNet-18 pretrained on the world's images, seeded random with ``vision.steps=0``; tokens cached) -> train inverse dynamics on the
 tokenized true future tracks (``codes=gt``; ``--set id.codes=fd`` trains it on FD's predicted codes
-instead) -> bundle with the instruction table -> ``--out`` (default ``amplify.defaults.default_bundle_dir()``). Sizes are chosen
-to finish in minutes on a small CPU; ``--set part.key=value`` changes any of them (e.g.
+instead) -> bundle with the instruction table -> ``--out`` (default ``amplify.defaults.default_bundle_dir()``). The recipe
+builds in about 16 minutes on 2 cores and serves 75-81 % of the scripted expert's success on held-out states
+(docs/training.md "The default bundle"); ``--set part.key=value`` changes any of its settings (e.g.
 ``--set mt.epochs=8``, ``--set id.codes=fd``).
 """
 from __future__ import annotations
@@ -26,25 +27,25 @@ HORIZON = 16
 
 # part -> key=value overrides of that trainer's config (see training/config.py)
 RECIPE: dict[str, dict[str, object]] = {
-    # dart/dart_tracks (--set data.dart=0.3 --set data.dart_tracks=expert): DART demonstrations with the expert's
-    # tracks; with them the ID acts on the true motion in 55/55, but the served policy does not move (0/55,
-    # docs/training.md "The first token decides"), so the recipe keeps plain demonstrations
-    "data": {"demos_per_task": 20, "val_fraction": 0.15, "frame_stride": 2},
+    # 40 DART demonstrations per task (dart=0.3: the expert's actions perturbed, its corrections recorded, with the
+    # expert's tracks), a third of them starting the gripper above an object the task does not move: with the
+    # keypoint tokens and the instruction's selection below they serve 80.9 % of the expert on held-out states,
+    # 20 plain demonstrations 10/110 (docs/training.md "The default bundle")
+    "data": {"demos_per_task": 40, "val_fraction": 0.15, "frame_stride": 2, "dart": 0.3, "dart_tracks": "expert",
+             "distractor_starts": 0.33},
     # the vision trunk, pretrained to regress the scene state from both views of the demonstrations and
     # of `scenes` freshly rendered layouts (training/vision_pretrain.py); its state head is saved beside
     # the trunk for `python -m training.perception_bound`; steps=0 keeps the seeded random trunk with
-    # calibrated BatchNorm. probe_random=false: the random trunk's probe is a fixed reference
-    # (docs/training.md), not recomputed (it costs ~15 % of this step's CPU, spent on 480 steps instead of 300)
+    # calibrated BatchNorm. probe=false / probe_random=false: the ridge probes of the trained and the random
+    # trunk encode every demonstration frame (~110 s of this step); `python -m training.vision_pretrain` reports them
     # amp=auto: bfloat16 autocast where the CPU has it natively (AVX512-BF16/AMX: 1.7x less CPU per step, the same
     # held-out error at 480 steps; float32, ~1.7x this step's time, elsewhere), spent on 1200 steps over 12000 scenes
-    # (longer runs over 3000 stop improving: they fit the images): objects 0.036 -> 0.022 (docs/training.md)
-    # head/levels (--set vision.head=spatial --set vision.levels=[1,2]): a state head on layer1's and layer2's maps
-    # lowers the head's error and lifts the perception bound (30 -> 44/154) at the same cost, but not FD, ID or the
-    # served policy, and the tokens' linear probe gets worse (docs/training.md): the recipe keeps the linear head
-    "vision": {"steps": 1200, "image_size": 64, "batch_size": 32, "lr": 1e-3, "scenes": 12000, "probe_random": False,
-               "amp": "auto"},
+    # head=spatial/levels/pixel_weight: a state head on layer1's and layer2's maps whose first keypoints are fitted
+    # to the objects' pixels; they become the encoder's keypoint tokens, which FD and ID read (docs/training.md)
+    "vision": {"steps": 1200, "image_size": 64, "batch_size": 32, "lr": 1e-3, "scenes": 12000, "probe": False,
+               "probe_random": False, "amp": "auto", "head": "spatial", "levels": [1, 2], "pixel_weight": 5.0},
     "mt": {
-        "epochs": 12, "batch_size": 8, "optim.lr": 2e-3, "optim.warmup_steps": 10,
+        "epochs": 6, "batch_size": 8, "optim.lr": 2e-3, "optim.warmup_steps": 10, "val_every": 2,  # val: ~6 s each
         "model.num_tracks": NUM_POINTS, "model.hidden_dim": 128, "model.num_heads": 4, "model.num_layers": 2,
         "model.codebook_size": 1024, "model.decoder_mlp_hidden_dim": 64, "model.dropout": 0.0,
         "model.loss_weights": {"agentview": 0.5, "eye_in_hand": 0.5},
@@ -55,6 +56,9 @@ RECIPE: dict[str, dict[str, object]] = {
         "epochs": 10, "batch_size": 32, "optim.lr": 1e-3, "optim.warmup_steps": 20,
         "model.num_heads": 4, "model.num_layers": 3, "model.dropout": 0.0, "model.mask_unused_logits": True,
         "vision.image_size": 128, "val_max_batches": 4,  # image size: only for a random trunk (vision.steps=0)
+        # text_select: 4 condition tokens whose weights over the image tokens depend on the instruction alone,
+        # restricted to the last 8 tokens of each view (the keypoint tokens): the instruction picks the object
+        "model.text_select": 4, "model.text_select_last": 8,
     },
     # codes=gt: an ID trained on FD's codes learnt to ignore them (oracle motion 1/55), one trained on the true
     # codes uses them (oracle 17-23/55); as served both were 0-1/55 after the FD quantizer fix (docs/training.md)
@@ -122,6 +126,29 @@ def build_default(out: str | Path, work: str | Path, quick: bool = False, sets: 
               f"data.train=[{SUITE}:traj{1 - frac:g}]", f"data.val=[{SUITE}:traj-{frac:g}]",
               f"progress={str(progress).lower()}", "save_every=0"]
     runs = work / "runs"
+
+    def stage_args(part: str) -> list[str]:
+        """``amplify train <part>`` arguments: the recipe's settings and the earlier stages' outputs."""
+        extra = [f"out={runs / part}"]
+        if part in ("fd", "id"):
+            extra.append(f"mt={runs / 'mt' / 'latest'}")
+        if part == "fd" and vision_file is not None:
+            extra.append(f"vision.weights={vision_file}")
+        if part == "id":
+            extra.append(f"vision.weights={runs / 'fd' / 'vision.safetensors'}")
+            extra.append(f"fd={runs / 'fd' / 'latest'}")  # used when codes=fd (ID on FD's predicted codes)
+        args = [a.replace(":traj", ":action") if part == "id" else a for a in common]  # ID needs actions
+        sets_ = {k: v for k, v in recipe[part].items() if k != "val_fraction"}
+        if part == "fd" and vision_file is not None:
+            # a vision file brings its own input size (training.vision.load_vision): record that one
+            sets_["vision.image_size"] = int(vis.get("image_size", 64))
+        return args + extra + [_as_override(k, v) for k, v in sets_.items()]
+
+    def record(part: str, summary: dict, seconds: float) -> None:
+        report[part] = {"val": summary.get("val", {}), "train": summary.get("train", {}), "steps": summary["step"],
+                        "train_seconds": summary.get("seconds")}
+        report["seconds"][part] = seconds
+
     vision_file = None
     vis = recipe["vision"]
     if int(vis.get("steps", 0)) > 0:
@@ -140,11 +167,13 @@ def build_default(out: str | Path, work: str | Path, quick: bool = False, sets: 
                                        extra=scenes, head=str(vis.get("head", "linear")),
                                        frame=str(vis.get("frame", "absolute")), keypoints=int(vis.get("keypoints", 32)),
                                        position_weight=float(vis.get("position_weight", 1.0)),
+                                       probe=bool(vis.get("probe", True)),
                                        probe_random=bool(vis.get("probe_random", True)),
                                        objects=str(vis.get("objects", "slot")), amp=str(vis.get("amp", "off")),
                                        levels=[int(x) for x in vis.get("levels", SPATIAL_LEVELS)],
                                        pixel_weight=float(vis.get("pixel_weight", 0.0)),
                                        pixel_effector=bool(vis.get("pixel_effector", False)))
+        del scenes
         # the trunk and its state head (for python -m training.perception_bound); FD/ID read the trunk only
         vision_file = save_pretrained(enc, runs / "vision" / "vision.safetensors")
         report["vision"] = vreport
@@ -152,22 +181,7 @@ def build_default(out: str | Path, work: str | Path, quick: bool = False, sets: 
     for part in ("mt", "fd", "id"):
         t = time.perf_counter()
         report["threads"][part] = apply_threads(own_load=meter.cores())
-        extra = [f"out={runs / part}"]
-        if part in ("fd", "id"):
-            extra.append(f"mt={runs / 'mt' / 'latest'}")
-        if part == "fd" and vision_file is not None:
-            extra.append(f"vision.weights={vision_file}")
-        if part == "id":
-            extra.append(f"vision.weights={runs / 'fd' / 'vision.safetensors'}")
-            extra.append(f"fd={runs / 'fd' / 'latest'}")  # used when codes=fd (ID on FD's predicted codes)
-        args = [a.replace(":traj", ":action") if part == "id" else a for a in common]  # ID needs actions
-        sets_ = {k: v for k, v in recipe[part].items() if k != "val_fraction"}
-        if part == "fd" and vision_file is not None:
-            # a vision file brings its own input size (training.vision.load_vision): record that one
-            sets_["vision.image_size"] = int(vis.get("image_size", 64))
-        summary = train(part, args + extra + [_as_override(k, v) for k, v in sets_.items()])
-        report[part] = {"val": summary.get("val", {}), "train": summary.get("train", {}), "steps": summary["step"]}
-        report["seconds"][part] = time.perf_counter() - t
+        record(part, train(part, stage_args(part)), time.perf_counter() - t)
 
     t = time.perf_counter()
     model = build_bundle(runs / "mt" / "latest", runs / "fd" / "latest", runs / "id" / "latest",
@@ -193,9 +207,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--eval-per-task", type=int, default=0,
                         help="then evaluate closed loop on this many held-out benchmark states per task, beside the "
                              "expert and a random policy, and record the figures in the bundle's metadata")
-    parser.add_argument("--eval-execute", type=int, default=8,
+    parser.add_argument("--eval-execute", type=int, default=1,
                         help="with --eval-per-task: actions run from each predicted chunk before the policy is asked "
-                             "again (the keypoint-token bundles of docs/training.md do best at 1)")
+                             "again (the recipe's keypoint-token bundles do best at 1; recorded in the metadata, "
+                             "where `amplify eval-world` takes its default from)")
     parser.add_argument("--videos", default=None, help="with --eval-per-task: GIFs of a success and a failure per task")
     parser.add_argument("--no-progress", action="store_true")
     parser.add_argument("--if-missing", action="store_true", help="do nothing when the bundle already exists")
@@ -222,7 +237,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def evaluate_default(out: Path, per_task: int, progress: bool = True, videos: str | None = None,
-                     execute: int = 8) -> dict:
+                     execute: int = 1) -> dict:
     """Closed loop on the benchmark's held-out initial states (every task, ``per_task`` states each),
     beside the scripted expert and a random policy on the same episodes; writes
     ``<out>/eval_world.json`` and puts the summary into the bundle's metadata (so ``/metadata``

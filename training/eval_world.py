@@ -45,6 +45,7 @@ import numpy as np
 
 VIEW_KEYS = {"agentview": "agentview_image", "eye_in_hand": "robot0_eye_in_hand_image"}
 DEFAULT_PER_TASK = 10
+DEFAULT_EXECUTE = 8  # actions run per predicted chunk, for a model whose bundle does not say (the baselines too)
 MOVED = 0.01  # table units: an object has moved once its position changed by more than this (1 cm)
 
 
@@ -271,7 +272,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--episodes", type=int, default=None,
                         help="instead of --per-task: episode e runs task e %% num_tasks from init e // num_tasks")
     parser.add_argument("--first-init", type=int, default=0, help="first benchmark init state index")
-    parser.add_argument("--execute", type=int, default=8, help="actions run from each predicted chunk")
+    parser.add_argument("--execute", type=int, default=None,
+                        help="actions run from each predicted chunk (default: what the bundle was evaluated with at "
+                             "build time, its metadata's evaluation.execute, else 8)")
     parser.add_argument("--temporal-agg", type=float, default=None, metavar="M",
                         help="query the model every step and run the exp(-M i)-weighted mean of the overlapping "
                              "chunks' actions (ACT's temporal ensembling; i = 0 the oldest) instead of chunking")
@@ -305,7 +308,7 @@ def run(args: argparse.Namespace) -> int:
             return 2
     if args.random and "random" not in baselines:
         baselines.append("random")
-    kw = dict(suite=args.suite, episodes=args.episodes, execute=args.execute, per_task=args.per_task,
+    kw = dict(suite=args.suite, episodes=args.episodes, execute=DEFAULT_EXECUTE if args.execute is None else args.execute, per_task=args.per_task,
               first_init=args.first_init, progress=not args.no_progress)
     results: dict[str, dict] = {}
     meta: dict = {}
@@ -319,6 +322,8 @@ def run(args: argparse.Namespace) -> int:
         path = Path(args.model) if args.model else default_bundle_dir()
         model = AMPLIFY.load(path)
         meta["model"] = str(path)
+        if args.execute is None:
+            kw["execute"] = int(model.metadata.get("evaluation", {}).get("execute", DEFAULT_EXECUTE))
         if args.precision is not None:
             from amplify.inference import precision_name
 

@@ -50,7 +50,7 @@ def test_build_evaluation_runs_the_model_with_the_chunk_length_it_is_given(quick
     assert AMPLIFY.load(tmp_path / "out").metadata["evaluation"]["execute"] == 1
 
 
-def test_build_passes_the_dart_settings_to_the_demonstrations(tmp_path: Path, monkeypatch):
+def test_build_passes_the_data_settings_to_the_demonstrations(tmp_path: Path, monkeypatch):
     import world.generate
 
     seen = {}
@@ -70,4 +70,8 @@ def test_build_passes_the_dart_settings_to_the_demonstrations(tmp_path: Path, mo
     seen.clear()
     with pytest.raises(Stop):
         build_default(tmp_path / "out", tmp_path / "work", quick=True, workers=1, progress=False)
-    assert seen["dart"] == 0.0 and seen["dart_tracks"] == "executed"  # the recipe: plain demonstrations
+    assert seen["dart"] == 0.3 and seen["dart_tracks"] == "expert" and seen["distractor_starts"] == 0.33  # the recipe
+    seen.clear()
+    with pytest.raises(Stop):
+        build_default(tmp_path / "out", tmp_path / "work", quick=True, workers=1, progress=False, sets=["data.dart=0"])
+    assert seen["dart"] == 0.0

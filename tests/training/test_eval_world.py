@@ -89,6 +89,27 @@ def test_eval_world_runs_the_model_in_the_precision_asked(tmp_path, small_bundle
     assert main(["eval-world", "--model", str(path), "--suite", "builtin_push", "--episodes", "1", "--baselines",
                  "none", "--json", str(out), "--no-progress"]) == 0
     assert prepared == [] and "precision" not in json.loads(out.read_text())  # default: as loaded
+    assert json.loads(out.read_text())["model"]["execute"] == 8  # the bundle records no evaluation: 8 per chunk
+
+
+def test_eval_world_executes_what_the_bundle_was_evaluated_with(tmp_path, small_bundle):
+    import copy
+
+    import torch
+
+    from amplify_cli.main import main
+    from world import get_suite
+
+    model = copy.deepcopy(small_bundle)
+    names = [t.instruction for t in get_suite("builtin_push")]
+    model.set_instructions(names, torch.randn(len(names), model.cfg.forward_dynamics.text_embed_dim))
+    model.metadata["evaluation"] = {"execute": 2}  # as `build-default --eval-per-task K --eval-execute 2` records
+    path = model.save(tmp_path / "bundle")
+    out = tmp_path / "r.json"
+    common = ["eval-world", "--model", str(path), "--suite", "builtin_push", "--episodes", "1", "--baselines", "none",
+              "--json", str(out), "--no-progress"]
+    assert main(common) == 0 and json.loads(out.read_text())["model"]["execute"] == 2
+    assert main(common + ["--execute", "4"]) == 0 and json.loads(out.read_text())["model"]["execute"] == 4
 
 
 def test_evaluate_with_temporal_aggregation_runs_the_weighted_mean_of_overlapping_chunks():
