@@ -7,7 +7,7 @@ layouts) -> train the motion tokenizer -> train forward dynamics (frozen MT targ
 ResNet-18 pretrained on the world's images, seeded random with ``vision.steps=0``; tokens cached) -> train inverse dynamics on the
 tokenized true future tracks (``codes=gt``; ``--set id.codes=fd`` trains it on FD's predicted codes
 instead) -> bundle with the instruction table -> ``--out`` (default ``amplify.defaults.default_bundle_dir()``). The recipe
-builds in about 16 minutes on 2 cores and serves 75-81 % of the scripted expert's success on held-out states
+builds in about 16 minutes on 2 cores and serves 75-83 % of the scripted expert's success on held-out states
 (docs/training.md "The default bundle"); ``--set part.key=value`` changes any of its settings (e.g.
 ``--set mt.epochs=8``, ``--set id.codes=fd``).
 """
@@ -29,7 +29,7 @@ HORIZON = 16
 RECIPE: dict[str, dict[str, object]] = {
     # 40 DART demonstrations per task (dart=0.3: the expert's actions perturbed, its corrections recorded, with the
     # expert's tracks), a third of them starting the gripper above an object the task does not move: with the
-    # keypoint tokens and the instruction's selection below they serve 80.9 % of the expert on held-out states,
+    # keypoint tokens and the instruction's selection below they serve 75-83 % of the expert on held-out states,
     # 20 plain demonstrations 10/110 (docs/training.md "The default bundle")
     "data": {"demos_per_task": 40, "val_fraction": 0.15, "frame_stride": 2, "dart": 0.3, "dart_tracks": "expert",
              "distractor_starts": 0.33},
