@@ -308,7 +308,8 @@ def run(args: argparse.Namespace) -> int:
             return 2
     if args.random and "random" not in baselines:
         baselines.append("random")
-    kw = dict(suite=args.suite, episodes=args.episodes, execute=DEFAULT_EXECUTE if args.execute is None else args.execute, per_task=args.per_task,
+    execute = DEFAULT_EXECUTE if args.execute is None else args.execute  # a bundle's own setting replaces the default
+    kw = dict(suite=args.suite, episodes=args.episodes, execute=execute, per_task=args.per_task,
               first_init=args.first_init, progress=not args.no_progress)
     results: dict[str, dict] = {}
     meta: dict = {}
