@@ -68,6 +68,7 @@ RECIPE: dict[str, dict[str, object]] = {
         "val_max_batches": 8,
     },
 }
+EXECUTE = 1  # actions run from each predicted chunk: the recipe's keypoint-token bundles do best at 1 (docs/training.md)
 QUICK = {  # a smoke run for tests: tiny data, one short epoch each
     "data": {"demos_per_task": 2},
     "vision": {"steps": 0},  # the seeded random trunk (pretraining is tested in tests/training/test_learning.py)
@@ -189,6 +190,7 @@ def build_default(out: str | Path, work: str | Path, quick: bool = False, sets: 
     report["seconds"]["bundle"] = time.perf_counter() - t
     report["seconds"]["total"] = time.perf_counter() - t_all
     model.metadata["build_report"] = report
+    model.metadata["execute"] = EXECUTE  # what `amplify eval-world` runs per chunk unless told
     if out.exists():
         shutil.rmtree(out)
     model.save(out)
@@ -207,10 +209,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--eval-per-task", type=int, default=0,
                         help="then evaluate closed loop on this many held-out benchmark states per task, beside the "
                              "expert and a random policy, and record the figures in the bundle's metadata")
-    parser.add_argument("--eval-execute", type=int, default=1,
+    parser.add_argument("--eval-execute", type=int, default=EXECUTE,
                         help="with --eval-per-task: actions run from each predicted chunk before the policy is asked "
-                             "again (the recipe's keypoint-token bundles do best at 1; recorded in the metadata, "
-                             "where `amplify eval-world` takes its default from)")
+                             "again (the recipe's keypoint-token bundles do best at 1; recorded in the metadata)")
     parser.add_argument("--videos", default=None, help="with --eval-per-task: GIFs of a success and a failure per task")
     parser.add_argument("--no-progress", action="store_true")
     parser.add_argument("--if-missing", action="store_true", help="do nothing when the bundle already exists")
@@ -237,7 +238,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def evaluate_default(out: Path, per_task: int, progress: bool = True, videos: str | None = None,
-                     execute: int = 1) -> dict:
+                     execute: int = EXECUTE) -> dict:
     """Closed loop on the benchmark's held-out initial states (every task, ``per_task`` states each),
     beside the scripted expert and a random policy on the same episodes; writes
     ``<out>/eval_world.json`` and puts the summary into the bundle's metadata (so ``/metadata``

@@ -273,8 +273,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="instead of --per-task: episode e runs task e %% num_tasks from init e // num_tasks")
     parser.add_argument("--first-init", type=int, default=0, help="first benchmark init state index")
     parser.add_argument("--execute", type=int, default=None,
-                        help="actions run from each predicted chunk (default: what the bundle was evaluated with at "
-                             "build time, its metadata's evaluation.execute, else 8)")
+                        help="actions run from each predicted chunk (default: the bundle's metadata, what it was evaluated "
+                             "with (evaluation.execute) or what its recipe runs (execute), else 8)")
     parser.add_argument("--temporal-agg", type=float, default=None, metavar="M",
                         help="query the model every step and run the exp(-M i)-weighted mean of the overlapping "
                              "chunks' actions (ACT's temporal ensembling; i = 0 the oldest) instead of chunking")
@@ -324,7 +324,8 @@ def run(args: argparse.Namespace) -> int:
         model = AMPLIFY.load(path)
         meta["model"] = str(path)
         if args.execute is None:
-            kw["execute"] = int(model.metadata.get("evaluation", {}).get("execute", DEFAULT_EXECUTE))
+            recipe_execute = model.metadata.get("execute", DEFAULT_EXECUTE)
+            kw["execute"] = int(model.metadata.get("evaluation", {}).get("execute", recipe_execute))
         if args.precision is not None:
             from amplify.inference import precision_name
 

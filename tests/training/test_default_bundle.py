@@ -29,6 +29,13 @@ def test_quick_build_pretrains_the_vision_head_it_is_set_to(quick_build: tuple[P
     assert (tmp_path / "out" / "config.json").is_file() and report["seconds"]["total"] > 0
 
 
+def test_the_bundle_records_the_chunk_length_its_recipe_runs(quick_build: tuple[Path, dict]):
+    from amplify.policy import AMPLIFY
+    from training.default_bundle import EXECUTE
+
+    assert AMPLIFY.load(quick_build[0] / "out").metadata["execute"] == EXECUTE == 1  # eval-world's default for it
+
+
 def test_build_evaluation_runs_the_model_with_the_chunk_length_it_is_given(quick_build: tuple[Path, dict], monkeypatch):
     """``--eval-execute`` reaches the model's closed loop (not the expert's) and is recorded in the metadata."""
     import training.eval_world as eval_world
