@@ -139,6 +139,8 @@ class Metadata(BaseModel):
     trained: bool | None = Field(description="false for the untrained bundle served when no model exists; "
                                  "null when the model does not say")
     sampling: list[str] = Field(description="sampling modes this back end implements")
+    execute: int | None = Field(None, description="actions to run from each returned chunk before asking again, as "
+                                "the model's recipe does (`amplify build-default` bundles: 1); absent when it does not say")
 
 
 class Status(BaseModel):

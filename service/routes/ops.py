@@ -29,7 +29,8 @@ def metadata_object(state: ServiceState) -> dict:
     engine = state.ready_engine()
     backend, s = engine.backend, state.settings
     meta = backend.model_metadata()
-    extra = {"evaluation": meta["evaluation"]} if meta.get("evaluation") else {}  # closed-loop figures, when recorded
+    # closed-loop figures and the actions to run per chunk, when the model records them
+    extra = {key: meta[key] for key in ("evaluation", "execute") if meta.get(key)}
     return {
         **extra,
         "model": {"name": meta["name"], "version": meta["version"], "format": meta["format"]},
