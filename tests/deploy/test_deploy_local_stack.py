@@ -148,7 +148,10 @@ def test_batch_client_through_balancer_matches_in_process_encoding(stack, model_
     output, _ = proc.communicate(timeout=120)
     assert proc.returncode == 0, output
     log = [e for e in stack.access_log()[before:] if e["uri"] == "/encode"]
-    assert len(log) == 6 * 4 and all(e["status"] == 200 for e in log), output
+    # every batch got its 200; one caught by the kill may show once more as a retried 502/503/504 (a CI run saw one)
+    statuses = [e["status"] for e in log]
+    assert sum(s == 200 for s in statuses) == 6 * 4, (statuses, output)
+    assert all(s in (200, 502, 503, 504) for s in statuses) and len(log) <= 6 * 4 + 4, (statuses, output)
 
     policy = AMPLIFY.load(model_dir)
     with h5py.File(out, "r") as f, torch.no_grad():
