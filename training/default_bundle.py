@@ -127,29 +127,6 @@ def build_default(out: str | Path, work: str | Path, quick: bool = False, sets: 
               f"data.train=[{SUITE}:traj{1 - frac:g}]", f"data.val=[{SUITE}:traj-{frac:g}]",
               f"progress={str(progress).lower()}", "save_every=0"]
     runs = work / "runs"
-
-    def stage_args(part: str) -> list[str]:
-        """``amplify train <part>`` arguments: the recipe's settings and the earlier stages' outputs."""
-        extra = [f"out={runs / part}"]
-        if part in ("fd", "id"):
-            extra.append(f"mt={runs / 'mt' / 'latest'}")
-        if part == "fd" and vision_file is not None:
-            extra.append(f"vision.weights={vision_file}")
-        if part == "id":
-            extra.append(f"vision.weights={runs / 'fd' / 'vision.safetensors'}")
-            extra.append(f"fd={runs / 'fd' / 'latest'}")  # used when codes=fd (ID on FD's predicted codes)
-        args = [a.replace(":traj", ":action") if part == "id" else a for a in common]  # ID needs actions
-        sets_ = {k: v for k, v in recipe[part].items() if k != "val_fraction"}
-        if part == "fd" and vision_file is not None:
-            # a vision file brings its own input size (training.vision.load_vision): record that one
-            sets_["vision.image_size"] = int(vis.get("image_size", 64))
-        return args + extra + [_as_override(k, v) for k, v in sets_.items()]
-
-    def record(part: str, summary: dict, seconds: float) -> None:
-        report[part] = {"val": summary.get("val", {}), "train": summary.get("train", {}), "steps": summary["step"],
-                        "train_seconds": summary.get("seconds")}
-        report["seconds"][part] = seconds
-
     vision_file = None
     vis = recipe["vision"]
     if int(vis.get("steps", 0)) > 0:
@@ -182,7 +159,23 @@ def build_default(out: str | Path, work: str | Path, quick: bool = False, sets: 
     for part in ("mt", "fd", "id"):
         t = time.perf_counter()
         report["threads"][part] = apply_threads(own_load=meter.cores())
-        record(part, train(part, stage_args(part)), time.perf_counter() - t)
+        extra = [f"out={runs / part}"]
+        if part in ("fd", "id"):
+            extra.append(f"mt={runs / 'mt' / 'latest'}")
+        if part == "fd" and vision_file is not None:
+            extra.append(f"vision.weights={vision_file}")
+        if part == "id":
+            extra.append(f"vision.weights={runs / 'fd' / 'vision.safetensors'}")
+            extra.append(f"fd={runs / 'fd' / 'latest'}")  # used when codes=fd (ID on FD's predicted codes)
+        args = [a.replace(":traj", ":action") if part == "id" else a for a in common]  # ID needs actions
+        sets_ = {k: v for k, v in recipe[part].items() if k != "val_fraction"}
+        if part == "fd" and vision_file is not None:
+            # a vision file brings its own input size (training.vision.load_vision): record that one
+            sets_["vision.image_size"] = int(vis.get("image_size", 64))
+        summary = train(part, args + extra + [_as_override(k, v) for k, v in sets_.items()])
+        report[part] = {"val": summary.get("val", {}), "train": summary.get("train", {}), "steps": summary["step"],
+                        "train_seconds": summary.get("seconds")}
+        report["seconds"][part] = time.perf_counter() - t
 
     t = time.perf_counter()
     model = build_bundle(runs / "mt" / "latest", runs / "fd" / "latest", runs / "id" / "latest",
