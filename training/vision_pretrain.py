@@ -485,8 +485,11 @@ def pretrain_vision(train_set, val_set, image_size: int = 64, steps: int = 400, 
     state_head = StateHead(v, cfg.num_tokens, cfg.embed_dim, len(cols), head, keypoints, levels)
     head_info = {"head": state_head, "cols": cols, "mean": mu, "std": sd, "frame": frame, "names": names}  # how to decode it
     trunk = enc.model
+    # channels-last convolutions train ~10 % faster on the CPU (oneDNN); the trunk goes back to the
+    # default layout below, before it is calibrated, saved or served
+    trunk.to(memory_format=torch.channels_last)
     params = list(trunk.parameters()) + list(state_head.parameters())
-    opt = torch.optim.AdamW(params, lr=lr, weight_decay=1e-4)
+    opt = torch.optim.AdamW(params, lr=lr, weight_decay=1e-4, fused=True)  # one pass over all parameters
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=max(steps, 1), pct_start=0.1)
     gen = torch.Generator().manual_seed(seed)
     trunk.train()
@@ -505,6 +508,7 @@ def pretrain_vision(train_set, val_set, image_size: int = 64, steps: int = 400, 
     for step in range(steps):
         idx = torch.randint(0, len(imgs), (batch_size,), generator=gen)
         x = imgs[idx].reshape(batch_size * v, image_size, image_size, 3).permute(0, 3, 1, 2).float() / 255.0
+        x = x.contiguous(memory_format=torch.channels_last)
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=amp_dtype is not None):
             feats, maps = trunk_features(trunk, x, state_head.levels)
         tok = feats.float().flatten(2).transpose(1, 2).reshape(batch_size, v, cfg.num_tokens, -1)  # as the encoder's tokens
@@ -526,6 +530,7 @@ def pretrain_vision(train_set, val_set, image_size: int = 64, steps: int = 400, 
                 f"({time.perf_counter() - t1:.0f} s)")
         if eval_every > 0 and len(vimgs) and ((step + 1) % eval_every == 0 or step == steps - 1):
             evaluate(step + 1)
+    trunk.to(memory_format=torch.contiguous_format)
     for p in list(trunk.parameters()) + list(state_head.parameters()):
         p.requires_grad_(False)
     calibrate_batchnorm(enc, calib)

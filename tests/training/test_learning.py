@@ -164,6 +164,8 @@ def test_vision_pretraining_learns_and_probes(world_root, tmp_path):
                                      "probe_objects_l1_no_image"}
     assert report["steps"] == 3 and report["final_loss"] > 0
     assert all(not p.requires_grad for p in enc.parameters())
+    # trained channels-last, returned in the default layout (saved, exported and served as such)
+    assert all(p.is_contiguous() for p in enc.parameters())
     path = save_vision(enc, tmp_path / "vision.safetensors")
     again = load_vision(path)
     x = torch.rand(2, 64, 64, 3)
