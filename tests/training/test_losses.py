@@ -147,25 +147,3 @@ def test_bundle_acts_with_sampling_head(head):
     a = model.act(images, torch.zeros(1, 9), text_emb=torch.zeros(1, 512))
     assert a.shape == (1, 16, 7) and torch.equal(a, model.act(images, torch.zeros(1, 9), text_emb=torch.zeros(1, 512)))
 
-
-def test_trainers_optimizer_is_fused_and_steps_as_adamw():
-    """The loop's AdamW runs the fused kernel and takes the reference (per-tensor) AdamW's step."""
-    from training.config import MTTrainConfig
-    from training.loop import build_optimizer
-
-    cfg = MTTrainConfig()
-    mt, ref = tiny_mt(), tiny_mt()
-    opt = build_optimizer(mt, cfg)
-    assert opt.defaults["fused"]
-    ref_params = dict(ref.named_parameters())
-    groups = [{"params": [ref_params[n] for n, p in mt.named_parameters() if any(p is q for q in g["params"])],
-               "weight_decay": g["weight_decay"], "lr": g["lr"]} for g in opt.param_groups]
-    ref_opt = torch.optim.AdamW(groups, lr=cfg.optim.lr, betas=tuple(cfg.optim.betas), foreach=False)
-    for _ in range(3):
-        for model, o in ((mt, opt), (ref, ref_opt)):
-            o.zero_grad()
-            sum(p.pow(2).sum() for p in model.parameters()).backward()
-            o.step()
-    for (name, p), q in zip(mt.named_parameters(), ref.parameters()):
-        assert torch.allclose(p, q, atol=1e-6), name
-
