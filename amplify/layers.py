@@ -17,12 +17,6 @@ import torch.nn.functional as F
 MaskKind = Literal["causal", "diag", "causal_cond", "full"]
 
 
-def dropout_layer(p: float) -> nn.Module:
-    """``nn.Dropout(p)``, or the identity when ``p`` is 0 (a zero dropout still runs a kernel per call in
-    training mode: about 4 % of a small model's training step). Neither has weights: checkpoints match."""
-    return nn.Dropout(p) if p > 0 else nn.Identity()
-
-
 class KVBuffer:
     """One layer's keys and values, written in place into (B, heads, max_len, head_dim) tensors made on
     the first write; ``length`` tokens are filled. Appending copies only the new tokens, where
@@ -107,7 +101,7 @@ class SelfAttention(nn.Module):
         self.c_attn = nn.Linear(hidden_dim, 3 * hidden_dim, bias=bias)
         self.c_proj = nn.Linear(hidden_dim, hidden_dim, bias=bias)
         self.dropout = dropout
-        self.resid_dropout = dropout_layer(dropout)
+        self.resid_dropout = nn.Dropout(dropout)
 
     def _heads(self, x: torch.Tensor) -> torch.Tensor:
         b, t, h = x.shape
@@ -146,7 +140,7 @@ class CrossAttention(nn.Module):
         self.kv_proj = nn.Linear(hidden_dim, 2 * hidden_dim, bias=bias)
         self.c_proj = nn.Linear(hidden_dim, hidden_dim, bias=bias)
         self.dropout = dropout
-        self.resid_dropout = dropout_layer(dropout)
+        self.resid_dropout = nn.Dropout(dropout)
 
     def forward(self, x: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
         b, t, h = x.shape
@@ -167,7 +161,7 @@ class MLP(nn.Module):
         super().__init__()
         self.c_fc = nn.Linear(hidden_dim, 4 * hidden_dim, bias=bias)
         self.c_proj = nn.Linear(4 * hidden_dim, hidden_dim, bias=bias)
-        self.dropout = dropout_layer(dropout)
+        self.dropout = nn.Dropout(dropout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.dropout(self.c_proj(F.gelu(self.c_fc(x))))
@@ -228,7 +222,7 @@ class TransformerEncoder(nn.Module):
         self.seq_len, self.mask_kind, self.num_cond = seq_len, mask, num_cond
         self.transformer = nn.ModuleDict(dict(
             pos_emb=nn.Embedding(seq_len, hidden_dim),
-            drop=dropout_layer(dropout),
+            drop=nn.Dropout(dropout),
             h=nn.ModuleList([EncoderBlock(hidden_dim, num_heads, dropout, bias) for _ in range(num_layers)]),
             ln_f=nn.LayerNorm(hidden_dim, bias=bias),
         ))
@@ -282,7 +276,7 @@ class TransformerDecoder(nn.Module):
         self.seq_len = seq_len
         self.transformer = nn.ModuleDict(dict(
             pos_emb=nn.Embedding(seq_len, hidden_dim),
-            drop=dropout_layer(dropout),
+            drop=nn.Dropout(dropout),
             h=nn.ModuleList([DecoderBlock(hidden_dim, num_heads, dropout, bias) for _ in range(num_layers)]),
             ln_f=nn.LayerNorm(hidden_dim, bias=bias),
         ))

@@ -297,17 +297,3 @@ def test_vision_keypoint_tokens_follow_the_soft_argmax():
     cfg.forward_dynamics.img_tokens_per_view = 4
     with pytest.raises(ConfigError, match="img_tokens_per_view 4 != vision.num_tokens 8"):
         BundleConfig(cfg.motion_tokenizer, cfg.forward_dynamics, cfg.inverse_dynamics, cfg.vision).check()
-
-
-def test_zero_dropout_is_no_module_and_keeps_the_checkpoint_keys():
-    """A zero dropout is the identity (no kernel per call in training); the weights' names are the same."""
-    from amplify.layers import dropout_layer
-
-    assert isinstance(dropout_layer(0.0), torch.nn.Identity) and isinstance(dropout_layer(0.1), torch.nn.Dropout)
-    cfg = dict(num_tracks=6, true_horizon=8, track_pred_horizon=8, hidden_dim=32, num_heads=2, codebook_size=64,
-               decoder_mlp_hidden_dim=16)
-    plain = MotionTokenizer(MotionTokenizerConfig(**cfg, dropout=0.0))
-    dropped = MotionTokenizer(MotionTokenizerConfig(**cfg, dropout=0.1))
-    assert not any(isinstance(m, torch.nn.Dropout) for m in plain.modules())
-    assert any(isinstance(m, torch.nn.Dropout) for m in dropped.modules())
-    assert plain.state_dict().keys() == dropped.state_dict().keys()
