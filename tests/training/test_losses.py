@@ -146,4 +146,3 @@ def test_bundle_acts_with_sampling_head(head):
     images = torch.rand(1, 2, 128, 128, 3)
     a = model.act(images, torch.zeros(1, 9), text_emb=torch.zeros(1, 512))
     assert a.shape == (1, 16, 7) and torch.equal(a, model.act(images, torch.zeros(1, 9), text_emb=torch.zeros(1, 512)))
-
