@@ -7,7 +7,7 @@ layouts) -> train the motion tokenizer -> train forward dynamics (frozen MT targ
 ResNet-18 pretrained on the world's images, seeded random with ``vision.steps=0``; tokens cached) -> train inverse dynamics on the
 tokenized true future tracks (``codes=gt``; ``--set id.codes=fd`` trains it on FD's predicted codes
 instead) -> bundle with the instruction table -> ``--out`` (default ``amplify.defaults.default_bundle_dir()``). The recipe
-builds in about 16 minutes on 2 cores and serves 75-83 % of the scripted expert's success on held-out states
+builds in about 16 minutes on 2 cores and serves 80-84 % of the scripted expert's success on held-out states
 (docs/training.md "The default bundle"); ``--set part.key=value`` changes any of its settings (e.g.
 ``--set mt.epochs=8``, ``--set id.codes=fd``).
 """

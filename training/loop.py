@@ -140,7 +140,7 @@ def build_optimizer(module: nn.Module, cfg: TrainConfig,
         groups += [{"params": [p for p in mine if p.dim() >= 2], "weight_decay": cfg.optim.weight_decay, "lr": lr},
                    {"params": [p for p in mine if p.dim() < 2], "weight_decay": 0.0, "lr": lr}]
     # not fused: the fused kernel's rounding sent the recipe's MT elsewhere (seed 0, 6 epochs: wrist moving points
-    # 1.37 px against 0.96 per-tensor; docs/training.md, "Build time"), for ~4 % of its step
+    # 1.37 px against 0.95 per-tensor; docs/training.md, "Build time"), to save ~1.5 ms of a ~30 ms MT step
     return torch.optim.AdamW(groups, lr=cfg.optim.lr, betas=tuple(cfg.optim.betas))
 
 
