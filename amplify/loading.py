@@ -263,16 +263,18 @@ class LoadedModel:
     metadata: dict[str, Any] = field(default_factory=dict)
 
     def describe(self) -> dict[str, Any]:
-        """{"name", "version", "format", "trained"[, "path"][, "evaluation"][, "execute"]}; ``evaluation`` is the
-        closed-loop summary that ``amplify build-default --eval-per-task`` records in a bundle, ``execute`` the
-        actions its recipe runs from each predicted chunk."""
+        """{"name", "version", "format", "trained"[, "path"][, "evaluation"][, "execute"][, "gripper_hold"]};
+        ``evaluation`` is the closed-loop summary that ``amplify build-default --eval-per-task`` records in a
+        bundle, ``execute`` the actions its recipe runs from each predicted chunk, ``gripper_hold`` the steps a
+        changed gripper command is kept (``clients.libero.execution.GripperLatch``)."""
         out = {"name": self.name, "version": self.version, "format": self.format, "trained": self.trained}
         if self.path is not None:
             out["path"] = str(self.path)
         if isinstance(self.metadata.get("evaluation"), dict):
             out["evaluation"] = self.metadata["evaluation"]
-        if isinstance(self.metadata.get("execute"), int):
-            out["execute"] = self.metadata["execute"]
+        for key in ("execute", "gripper_hold"):
+            if isinstance(self.metadata.get(key), int):
+                out[key] = self.metadata[key]
         return out
 
 

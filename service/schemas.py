@@ -141,6 +141,10 @@ class Metadata(BaseModel):
     sampling: list[str] = Field(description="sampling modes this back end implements")
     execute: int | None = Field(None, description="actions to run from each returned chunk before asking again, as "
                                 "the model's recipe does (`amplify build-default` bundles: 1); absent when it does not say")
+    gripper_hold: int | None = Field(None, description="steps to keep a changed gripper command (the last action "
+                                     "dimension, > 0 close) whatever later chunks predict, a sticky gripper the "
+                                     "robot applies (`amplify build-default` bundles: 4); absent when the model "
+                                     "does not say")
 
 
 class Status(BaseModel):

@@ -71,6 +71,9 @@ RECIPE: dict[str, dict[str, object]] = {
     },
 }
 EXECUTE = 1  # actions run from each predicted chunk: the recipe's keypoint-token bundles do best at 1 (docs/training.md)
+# a changed gripper command kept 4 steps (a sticky gripper, clients.libero.execution.GripperLatch): on four bundles of
+# the recipe 185->193, 170->177, 177->186, ... of 220 held-out episodes; 2, 3, 5, 6, 8 gained less (docs/training.md)
+GRIPPER_HOLD = 4
 QUICK = {  # a smoke run for tests: tiny data, one short epoch each
     "data": {"demos_per_task": 2},
     "vision": {"steps": 0},  # the seeded random trunk (pretraining is tested in tests/training/test_learning.py)
@@ -186,6 +189,7 @@ def build_default(out: str | Path, work: str | Path, quick: bool = False, sets: 
     report["seconds"]["total"] = time.perf_counter() - t_all
     model.metadata["build_report"] = report
     model.metadata["execute"] = EXECUTE  # what `amplify eval-world` runs per chunk unless told
+    model.metadata["gripper_hold"] = GRIPPER_HOLD  # and the gripper latch it applies unless told
     if out.exists():
         shutil.rmtree(out)
     model.save(out)
@@ -207,6 +211,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--eval-execute", type=int, default=EXECUTE,
                         help="with --eval-per-task: actions run from each predicted chunk before the policy is asked "
                              "again (the recipe's keypoint-token bundles do best at 1; recorded in the metadata)")
+    parser.add_argument("--eval-gripper-hold", type=int, default=GRIPPER_HOLD,
+                        help="with --eval-per-task: steps a changed gripper command is kept (a sticky gripper; the "
+                             "recipe's bundles record 4 and do best with it; 0: off)")
     parser.add_argument("--videos", default=None, help="with --eval-per-task: GIFs of a success and a failure per task")
     parser.add_argument("--no-progress", action="store_true")
     parser.add_argument("--if-missing", action="store_true", help="do nothing when the bundle already exists")
@@ -227,32 +234,35 @@ def run(args: argparse.Namespace) -> int:
         print(f"  {part}: " + " ".join(f"{k}={v:.4g}" for k, v in report[part]["val"].items()))
     if args.eval_per_task:
         summary = evaluate_default(out, args.eval_per_task, progress=not args.no_progress, videos=args.videos,
-                                   execute=args.eval_execute)
+                                   execute=args.eval_execute, gripper_hold=args.eval_gripper_hold)
         print(summary["table"])
     return 0
 
 
 def evaluate_default(out: Path, per_task: int, progress: bool = True, videos: str | None = None,
-                     execute: int = EXECUTE) -> dict:
+                     execute: int = EXECUTE, gripper_hold: int = GRIPPER_HOLD) -> dict:
     """Closed loop on the benchmark's held-out initial states (every task, ``per_task`` states each),
     beside the scripted expert and a random policy on the same episodes; writes
     ``<out>/eval_world.json`` and puts the summary into the bundle's metadata (so ``/metadata``
-    serves it). ``execute``: actions run from each predicted chunk. Returns the summary."""
+    serves it). ``execute``: actions run from each predicted chunk; ``gripper_hold``: the model's
+    gripper latch (the baselines run without one). Returns the summary."""
     from amplify.policy import AMPLIFY
     from training.eval_world import ExpertPolicy, bundle_policy, evaluate, format_report, random_policy, save_videos
 
     model = AMPLIFY.load(out)
     torch.manual_seed(0)
     kw = dict(suite=SUITE, per_task=per_task, progress=progress)
-    results = {"model": evaluate(bundle_policy(model), views=tuple(model.views), name="model", execute=execute, **kw),
+    results = {"model": evaluate(bundle_policy(model), views=tuple(model.views), name="model", execute=execute,
+                                 gripper_hold=gripper_hold, **kw),
                "expert": evaluate(ExpertPolicy(), name="expert", **kw),
                "random": evaluate(random_policy(0), name="random", **kw)}
     (out / "eval_world.json").write_text(json.dumps(results, indent=1))
     if videos:
         save_videos(results["model"], videos, "model")
     summary = {
-        "command": f"amplify eval-world --model {out} --per-task {per_task} --execute {execute}",
-        "episodes_per_task": per_task, "execute": execute, "init_states": "benchmark states 0..%d of each task (never used by demonstrations)" % (per_task - 1),
+        "command": f"amplify eval-world --model {out} --per-task {per_task} --execute {execute} "
+                   f"--gripper-hold {gripper_hold}",
+        "episodes_per_task": per_task, "execute": execute, "gripper_hold": gripper_hold, "init_states": "benchmark states 0..%d of each task (never used by demonstrations)" % (per_task - 1),
         **{name: {"success_rate": r["success_rate"], "per_family": r["per_family"], "per_task": r["per_task"]}
            for name, r in results.items()},
     }

@@ -2,7 +2,7 @@
 
     amplify eval-world [--model DIR] [--suite builtin_all] [--per-task 10] [--execute 8]
                        [--baselines expert,random] [--videos DIR] [--json FILE] [--no-model]
-                       [--temporal-agg M] [--precision fp32|bf16] [--id-codes fd|oracle|zero]
+                       [--temporal-agg M] [--gripper-hold H] [--precision fp32|bf16] [--id-codes fd|oracle|zero]
                        [--oracle-tokens K] [--id-no-images]
 
 The benchmark is each task's 50 fixed initial states (``world.get_init_states``, like LIBERO's).
@@ -16,7 +16,9 @@ The model gets, every ``execute`` steps, the upright images of its views, the pr
 (7 joints + 2 gripper) and the task's instruction as text, and returns an action chunk of which the
 first ``execute`` actions run (action chunking), or, with ``--temporal-agg M``, queries it every step
 and runs the exp(-M i)-weighted mean of the chunks that cover the step (ACT's temporal ensembling, as the
-LIBERO robot client does). All unfinished episodes query the model as one batch.
+LIBERO robot client does). ``--gripper-hold H`` keeps a changed gripper command H steps whatever the model
+predicts (a sticky gripper; the default bundle records H = 4 in its metadata, which is the default here).
+All unfinished episodes query the model as one batch.
 ``--videos DIR`` replays one success and one failure per task and policy (when there is one) into
 GIFs: agentview | eye_in_hand, upright.
 
@@ -111,7 +113,7 @@ class ExpertPolicy:
 def evaluate(policy, suite: str = "builtin_all", episodes: int | None = None, execute: int = 8,
              views: tuple[str, ...] = ("agentview", "eye_in_hand"), max_steps: int | None = None,
              progress: bool = True, per_task: int | None = None, first_init: int = 0, name: str = "policy",
-             temporal_agg: float | None = None) -> dict:
+             temporal_agg: float | None = None, gripper_hold: int = 0) -> dict:
     """Closed-loop episodes on benchmark init states (see :func:`benchmark_episodes`).
 
     ``policy(images (b, v, H, W, 3) uint8 upright, proprio (b, 9), instructions list[str]) -> actions (b, A, 7)``;
@@ -120,11 +122,13 @@ def evaluate(policy, suite: str = "builtin_all", episodes: int | None = None, ex
     ``temporal_agg`` = m the policy is queried every step instead and the action run is the
     ``exp(-m i)``-weighted mean of every chunk covering that step, i = 0 the oldest (ACT's temporal
     ensembling, ``clients.libero.execution.TemporalAggregator``, as the LIBERO robot client runs).
+    ``gripper_hold`` = h > 0: a sticky gripper (``clients.libero.execution.GripperLatch``): a changed gripper
+    command is kept h steps whatever the policy predicts.
     Returns success overall, per task and per family, and per episode (task, init, success, steps, the
     actions run, so that episodes can be replayed; ``first_moved``: the index of the first object the policy
     moved, None if it moved none, and whether that was the one the instruction names); ``target_first`` per
     family: the fraction of episodes whose first moved object is the named one (a wrong-object diagnostic)."""
-    from clients.libero.execution import TemporalAggregator
+    from clients.libero.execution import GripperLatch, TemporalAggregator
     from world import BuiltinEnv
 
     plan = benchmark_episodes(suite, per_task, episodes, first_init)
@@ -143,6 +147,7 @@ def evaluate(policy, suite: str = "builtin_all", episodes: int | None = None, ex
     done, success, steps = [False] * n, [False] * n, [0] * n
     actions: list[list[np.ndarray]] = [[] for _ in range(n)]
     aggregators = None if temporal_agg is None else [TemporalAggregator(temporal_agg) for _ in range(n)]
+    latches = [GripperLatch(gripper_hold) for _ in range(n)]
     t0 = last = time.perf_counter()
     calls = 0
     while not all(done):
@@ -165,7 +170,7 @@ def evaluate(policy, suite: str = "builtin_all", episodes: int | None = None, ex
                 aggregators[i].add(steps[i], chunk[j])
                 run = [aggregators[i].action(steps[i])]
             for a in run:
-                a = np.asarray(a, np.float64)
+                a = latches[i](a)
                 envs[i].scene.step(a)
                 actions[i].append(a)
                 steps[i] += 1
@@ -194,6 +199,7 @@ def evaluate(policy, suite: str = "builtin_all", episodes: int | None = None, ex
             "per_family": {f: float(np.mean(v)) for f, v in per_family.items()},
             "target_first": {f: float(np.mean(v)) for f, v in target_first.items()},
             "execute": 1 if aggregators is not None else execute, "temporal_agg": temporal_agg,
+            "gripper_hold": gripper_hold,
             "policy_calls": calls, "mean_steps": float(np.mean(steps)),
             "seconds": time.perf_counter() - t0,
             "results": [{"task": t, "init": k, "success": s, "steps": st, "actions": np.asarray(a).tolist(),
@@ -278,6 +284,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--temporal-agg", type=float, default=None, metavar="M",
                         help="query the model every step and run the exp(-M i)-weighted mean of the overlapping "
                              "chunks' actions (ACT's temporal ensembling; i = 0 the oldest) instead of chunking")
+    parser.add_argument("--gripper-hold", type=int, default=None, metavar="H",
+                        help="keep a changed gripper command H steps whatever the model predicts (a sticky gripper; "
+                             "default: the bundle's metadata, what it was evaluated with (evaluation.gripper_hold) or "
+                             "what its recipe runs (gripper_hold), else 0: off); not applied to the baselines")
     parser.add_argument("--id-codes", choices=("fd", "oracle", "zero"), default="fd",
                         help="diagnostic: the codes the model's inverse dynamics gets: its forward dynamics' (the "
                              "bundle as served), 'oracle' (PRIVILEGED: the tokenized exact tracks of the scripted "
@@ -326,6 +336,12 @@ def run(args: argparse.Namespace) -> int:
         if args.execute is None:
             recipe_execute = model.metadata.get("execute", DEFAULT_EXECUTE)
             kw["execute"] = int(model.metadata.get("evaluation", {}).get("execute", recipe_execute))
+        hold = args.gripper_hold
+        if hold is None:  # what the bundle was evaluated with, else what its recipe runs, else off
+            hold = int(model.metadata.get("evaluation", {}).get("gripper_hold", model.metadata.get("gripper_hold", 0)))
+        if hold < 0:
+            print(f"--gripper-hold: expected a number of steps >= 0, got {hold}", file=sys.stderr)
+            return 2
         if args.precision is not None:
             from amplify.inference import precision_name
 
@@ -348,7 +364,7 @@ def run(args: argparse.Namespace) -> int:
             except ValueError as e:
                 print(f"--oracle-tokens: {e}", file=sys.stderr)
                 return 2
-            results["model"] = evaluate(policy, name="model", temporal_agg=args.temporal_agg, **kw)
+            results["model"] = evaluate(policy, name="model", temporal_agg=args.temporal_agg, gripper_hold=hold, **kw)
             if args.id_codes == "oracle":
                 meta["diagnostic"]["fd_agreement"] = policy.agreement()
                 agree = meta["diagnostic"]["fd_agreement"]["first_k_all_equal"]
@@ -356,7 +372,7 @@ def run(args: argparse.Namespace) -> int:
                       f"first two {agree[2]:.1%}, all {agree[-1]:.1%} of {policy.calls} calls", file=sys.stderr)
         else:
             results["model"] = evaluate(bundle_policy(model), views=tuple(model.views), name="model",
-                                        temporal_agg=args.temporal_agg, **kw)
+                                        temporal_agg=args.temporal_agg, gripper_hold=hold, **kw)
     if "expert" in baselines:
         results["expert"] = evaluate(ExpertPolicy(), name="expert", **kw)
     if "random" in baselines:

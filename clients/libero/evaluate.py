@@ -9,7 +9,8 @@ command re-runs itself with that venv's python, creating the venv on first use.
 Each step sends both cameras (flipped upright), proprioception (7 joint + 2 gripper positions) and
 the task's instruction; the returned chunk is executed by temporal aggregation (default; ACT's
 ``w_i = exp(-k i)``, oldest weighted most) or by chunked replanning (``--execution chunk
---replan-every N``). Episodes start from the task's fixed initial states (episode i uses state i).
+--replan-every N``), through a sticky gripper when the model's ``/metadata`` names ``gripper_hold`` (a
+changed gripper command kept that many steps; ``--gripper-hold H`` sets it, 0 turns it off). Episodes start from the task's fixed initial states (episode i uses state i).
 Reports success per task and suite, ``/act`` latency percentiles and the step rate as JSON.
 """
 from __future__ import annotations
@@ -33,7 +34,7 @@ from clients.client import AmplifyClient
 from clients.protocols import PROTOCOLS, client_class
 from clients.errors import AmplifyError, IncompatibleModelError, NotFoundError
 from clients.libero.envs import IMAGE_KEYS, TaskInfo, list_tasks, make_env, observe, start_episode
-from clients.libero.execution import ChunkedExecutor, TemporalAggregator
+from clients.libero.execution import ChunkedExecutor, GripperLatch, TemporalAggregator
 
 ACTION_DIM = 7   # LIBERO's OSC_POSE controller: 6 end-effector deltas + gripper
 PROPRIO_DIM = 9  # 7 joint positions + 2 gripper positions
@@ -49,6 +50,7 @@ class EvalConfig:
     execution: str = "temporal"      # "temporal" | "chunk"
     temporal_k: float = 0.01
     replan_every: int | None = None  # chunk mode; default the model's action horizon
+    gripper_hold: int | None = None  # sticky gripper steps; default the model's /metadata gripper_hold, else 0
     max_steps: int | None = None     # default: the suite's / task's limit
     settle_steps: int = 10
     text: str = "server"             # "server": send the instruction; "builtin": the world's embedding
@@ -82,6 +84,11 @@ def _executor(cfg: EvalConfig, meta: dict[str, Any]):
     raise ValueError(f"--execution: expected 'temporal' or 'chunk', got {cfg.execution!r}")
 
 
+def gripper_hold(cfg: EvalConfig, meta: dict[str, Any]) -> int:
+    """The sticky gripper's steps: ``cfg.gripper_hold``, else what the model's metadata names, else 0 (off)."""
+    return int(cfg.gripper_hold if cfg.gripper_hold is not None else meta.get("gripper_hold") or 0)
+
+
 def connect(cfg: EvalConfig) -> AmplifyClient:
     """A client of ``cfg.protocol`` checked against what the robot can feed: views it has cameras for,
     7-d actions, 9-d proprio."""
@@ -103,6 +110,7 @@ def run_episode(client: AmplifyClient, env: Any, init_state: np.ndarray, info: T
     meta = client.metadata()
     views = list(meta["views"])
     executor = _executor(cfg, meta)
+    latch = GripperLatch(gripper_hold(cfg, meta))
     text_kw: dict[str, Any] = {"text": info.instruction}
     if cfg.text == "builtin":
         import world
@@ -128,7 +136,7 @@ def run_episode(client: AmplifyClient, env: Any, init_state: np.ndarray, info: T
                 tracks = client.predict_traj(images, grid, sampling=cfg.sampling, seed=cfg.seed, **text_kw)
         if record:
             frames.append(frame(images, tracks, views))
-        action = executor.action(step)
+        action = latch(executor.action(step))
         if cfg.clip_actions:
             action = np.clip(action, -1.0, 1.0)
         t0 = time.perf_counter()
@@ -247,6 +255,7 @@ def report(cfg: EvalConfig, suite: str, tasks: list[TaskInfo], results: list[Epi
         "server": cfg.server, "model": meta.get("model"), "env": cfg.env,
         "execution": {"mode": cfg.execution, "temporal_k": cfg.temporal_k if cfg.execution == "temporal" else None,
                       "replan_every": (cfg.replan_every or meta.get("action_horizon")) if cfg.execution == "chunk" else None,
+                      "gripper_hold": gripper_hold(cfg, meta),
                       "max_steps": cfg.max_steps, "settle_steps": cfg.settle_steps if cfg.env == "libero" else 0,
                       "sampling": cfg.sampling, "num_envs": num_envs},
         "suites": {suite: {"episodes": n_eps, "successes": n_ok, "success_rate": n_ok / n_eps if n_eps else None}},
@@ -283,6 +292,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="temporal aggregation of overlapping chunks (query every step) or chunked replanning")
     p.add_argument("--temporal-k", type=float, default=0.01, help="temporal aggregation: w_i = exp(-k i)")
     p.add_argument("--replan-every", type=int, default=None, help="chunk mode: steps per query (default: the action horizon)")
+    p.add_argument("--gripper-hold", type=int, default=None, metavar="H",
+                   help="keep a changed gripper command H steps (a sticky gripper; default: the model's /metadata "
+                        "gripper_hold, else 0: off)")
     p.add_argument("--text", choices=["server", "builtin"], default="server",
                    help="'server': send the instruction text (the model or server must know it); "
                         "'builtin': send the built-in world's deterministic embedding of it")
@@ -313,10 +325,14 @@ def main(argv: list[str] | None = None) -> int:
     """``amplify-libero`` / ``python -m clients.libero``."""
     a = build_parser().parse_args(argv)
     os.environ.setdefault("MUJOCO_GL", "egl")
+    if a.gripper_hold is not None and a.gripper_hold < 0:
+        print(f"amplify-libero: --gripper-hold: expected a number of steps >= 0, got {a.gripper_hold}", file=sys.stderr)
+        return 2
     if a.env == "libero" and importlib.util.find_spec("libero") is None:
         return _run_in_libero_venv(sys.argv[1:] if argv is None else argv)
     cfg = EvalConfig(server=a.server, api_key=a.api_key, env=a.env, execution=a.execution, temporal_k=a.temporal_k,
-                     replan_every=a.replan_every, max_steps=a.max_steps, settle_steps=a.settle_steps, text=a.text,
+                     replan_every=a.replan_every, gripper_hold=a.gripper_hold,
+                     max_steps=a.max_steps, settle_steps=a.settle_steps, text=a.text,
                      sampling=a.sampling, seed=a.seed, timeout=a.timeout, video_dir=a.video_dir,
                      video_tracks=not a.no_video_tracks, clip_actions=not a.no_clip, protocol=a.protocol,
                      export_dir=a.export_dir)

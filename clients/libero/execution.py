@@ -53,3 +53,33 @@ class ChunkedExecutor:
 
     def action(self, step: int) -> np.ndarray:
         return self._chunk[step - self._start]
+
+
+class GripperLatch:
+    """A sticky gripper: once the gripper command (the last action dimension, > 0 close, else open)
+    changes, the new command is kept for ``hold`` steps whatever the policy predicts, so a grasp or a
+    release runs to completion instead of flipping every step. ``hold`` = 0 passes actions through."""
+
+    def __init__(self, hold: int, dim: int = -1):
+        if hold < 0:
+            raise ValueError(f"hold must be >= 0, got {hold}")
+        self.hold, self.dim = int(hold), dim
+        self.reset()
+
+    def reset(self) -> None:
+        self._command: float | None = None  # +1 close / -1 open, as run last
+        self._left = 0  # steps the current command is still held
+
+    def __call__(self, action: np.ndarray) -> np.ndarray:
+        """The action to run (a copy; its gripper entry set to +-1 while latched)."""
+        action = np.array(action, dtype=np.float64)
+        if self.hold == 0:
+            return action
+        want = 1.0 if action[self.dim] > 0 else -1.0
+        if self._command is None or (want != self._command and self._left <= 0):
+            if self._command is not None:
+                self._left = self.hold
+            self._command = want
+        self._left -= 1
+        action[self.dim] = self._command
+        return action

@@ -29,8 +29,8 @@ def metadata_object(state: ServiceState) -> dict:
     engine = state.ready_engine()
     backend, s = engine.backend, state.settings
     meta = backend.model_metadata()
-    # closed-loop figures and the actions to run per chunk, when the model records them
-    extra = {key: meta[key] for key in ("evaluation", "execute") if meta.get(key)}
+    # closed-loop figures, the actions to run per chunk and the gripper latch, when the model records them
+    extra = {key: meta[key] for key in ("evaluation", "execute", "gripper_hold") if meta.get(key)}
     return {
         **extra,
         "model": {"name": meta["name"], "version": meta["version"], "format": meta["format"]},

@@ -10,8 +10,8 @@ import sys
 import numpy as np
 import pytest
 
-from clients.libero.evaluate import EvalConfig, evaluate
-from clients.libero.execution import ChunkedExecutor, TemporalAggregator
+from clients.libero.evaluate import EvalConfig, evaluate, gripper_hold
+from clients.libero.execution import ChunkedExecutor, GripperLatch, TemporalAggregator
 from clients.libero.video import draw_tracks, query_grid
 
 
@@ -42,6 +42,28 @@ def test_chunked_replanning_queries_every_n_steps():
     long = ChunkedExecutor(replan_every=10)  # never past the chunk's end
     long.add(0, np.zeros((3, 1)))
     assert [long.needs_query(t) for t in range(4)] == [False, False, False, True]
+
+
+def test_gripper_latch_keeps_a_changed_command_for_hold_steps():
+    """A sticky gripper: the first command passes; a change is kept ``hold`` steps whatever comes next."""
+    wanted = [-1, 1, -1, 1, -1, -1, -1, 0.2, -0.3]  # a policy dithering at a grasp (> 0 close)
+    latch = GripperLatch(hold=3)
+    run = [latch(np.array([0.5, 0, 0, 0, 0, 0, g]))[6] for g in wanted]
+    assert run == [-1, 1, 1, 1, -1, -1, -1, 1, 1]
+    action = np.array([0.5, -0.2, 0.1, 0, 0, 0, -1.0])
+    assert np.array_equal(latch(action)[:6], action[:6])  # only the gripper entry is touched, the input kept
+    off = GripperLatch(hold=0)
+    assert [off(np.array([0.0] * 6 + [g]))[6] for g in (-1, 0.4, -0.2)] == [-1, 0.4, -0.2]  # passes through
+    latch.reset()
+    assert latch(np.array([0.0] * 6 + [0.7]))[6] == 1  # a new episode starts free
+    with pytest.raises(ValueError, match="hold"):
+        GripperLatch(hold=-1)
+
+
+def test_robot_client_takes_the_gripper_hold_the_model_names():
+    cfg = EvalConfig(server="http://unused")
+    assert gripper_hold(cfg, {"gripper_hold": 4}) == 4 and gripper_hold(cfg, {}) == 0
+    assert gripper_hold(EvalConfig(server="http://unused", gripper_hold=0), {"gripper_hold": 4}) == 0  # off by choice
 
 
 def test_track_overlay_draws_inside_the_image():

@@ -112,8 +112,8 @@ def test_metadata_carries_the_recorded_evaluation(tmp_path, random_bundle_dir, r
     assert "evaluation" not in random_server.client.get("/metadata").json()  # none recorded: none served
     model = AMPLIFY.load(random_bundle_dir)
     evaluation = {"command": "amplify eval-world --per-task 2", "model": {"success_rate": 0.5}}
-    path = model.save(tmp_path / "evaluated", {"evaluation": evaluation, "execute": 1})
+    path = model.save(tmp_path / "evaluated", {"evaluation": evaluation, "execute": 1, "gripper_hold": 4})
     assert TorchBackend.load(path).model_metadata()["evaluation"] == evaluation
     with live_server(model=str(path), max_wait_ms=1) as server:
         served = server.client.get("/metadata").json()
-        assert served["evaluation"] == evaluation and served["execute"] == 1
+        assert served["evaluation"] == evaluation and served["execute"] == 1 and served["gripper_hold"] == 4

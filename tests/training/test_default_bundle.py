@@ -33,7 +33,11 @@ def test_the_bundle_records_the_chunk_length_its_recipe_runs(quick_build: tuple[
     from amplify.policy import AMPLIFY
     from training.default_bundle import EXECUTE
 
-    assert AMPLIFY.load(quick_build[0] / "out").metadata["execute"] == EXECUTE == 1  # eval-world's default for it
+    from training.default_bundle import GRIPPER_HOLD
+
+    meta = AMPLIFY.load(quick_build[0] / "out").metadata
+    assert meta["execute"] == EXECUTE == 1  # eval-world's default for it
+    assert meta["gripper_hold"] == GRIPPER_HOLD == 4  # and the sticky gripper it applies
 
 
 def test_build_evaluation_runs_the_model_with_the_chunk_length_it_is_given(quick_build: tuple[Path, dict], monkeypatch):
@@ -43,18 +47,21 @@ def test_build_evaluation_runs_the_model_with_the_chunk_length_it_is_given(quick
     from training.default_bundle import evaluate_default
 
     tmp_path = quick_build[0]
-    calls = {}
+    calls, holds = {}, {}
 
-    def record(policy, name: str, execute: int = 8, **kwargs) -> dict:
+    def record(policy, name: str, execute: int = 8, gripper_hold: int = 0, **kwargs) -> dict:
         calls[name] = execute
+        holds[name] = gripper_hold
         return {"success_rate": 0.0, "per_family": {}, "per_task": {}}
 
     monkeypatch.setattr(eval_world, "evaluate", record)
     monkeypatch.setattr(eval_world, "format_report", lambda results: "table")
-    summary = evaluate_default(tmp_path / "out", 1, progress=False, execute=1)
+    summary = evaluate_default(tmp_path / "out", 1, progress=False, execute=1, gripper_hold=3)
     assert calls == {"model": 1, "expert": 8, "random": 8}
-    assert summary["execute"] == 1 and summary["command"].endswith("--execute 1")
-    assert AMPLIFY.load(tmp_path / "out").metadata["evaluation"]["execute"] == 1
+    assert holds == {"model": 3, "expert": 0, "random": 0}  # the latch is the model's only
+    assert summary["execute"] == 1 and summary["command"].endswith("--execute 1 --gripper-hold 3")
+    evaluation = AMPLIFY.load(tmp_path / "out").metadata["evaluation"]
+    assert evaluation["execute"] == 1 and evaluation["gripper_hold"] == 3
 
 
 def test_build_passes_the_data_settings_to_the_demonstrations(tmp_path: Path, monkeypatch):

@@ -110,6 +110,29 @@ def test_eval_world_executes_what_the_bundle_was_evaluated_with(tmp_path, small_
               "--json", str(out), "--no-progress"]
     assert main(common) == 0 and json.loads(out.read_text())["model"]["execute"] == 2
     assert main(common + ["--execute", "4"]) == 0 and json.loads(out.read_text())["model"]["execute"] == 4
+    assert json.loads(out.read_text())["model"]["gripper_hold"] == 0  # the bundle names no gripper latch: off
+    model.metadata["gripper_hold"] = 4  # as `build-default` records its recipe's
+    model.save(tmp_path / "bundle")
+    assert main(common) == 0 and json.loads(out.read_text())["model"]["gripper_hold"] == 4
+    assert main(common + ["--gripper-hold", "0"]) == 0 and json.loads(out.read_text())["model"]["gripper_hold"] == 0
+    assert main(common + ["--gripper-hold", "-1"]) == 2
+
+
+def test_evaluate_with_a_gripper_hold_runs_the_latched_gripper_command():
+    """``evaluate(gripper_hold=h)``: a policy whose gripper flips every call runs a command kept h steps."""
+    calls = []
+
+    def policy(images, proprio, instructions):  # gripper -1, +1, -1, ... (> 0 close) call after call
+        calls.append(1)
+        g = 1.0 if len(calls) % 2 == 0 else -1.0
+        return np.broadcast_to(np.array([0, 0, 0, 0, 0, 0, g], np.float32), (len(proprio), 4, 7))
+    policy.needs_images = False
+
+    r = evaluate(policy, episodes=1, max_steps=7, progress=False, execute=1, gripper_hold=3)
+    assert np.asarray(r["results"][0]["actions"])[:, 6].tolist() == [-1, 1, 1, 1, -1, -1, -1]
+    assert r["gripper_hold"] == 3
+    free = evaluate(policy, episodes=1, max_steps=4, progress=False, execute=1)
+    assert len(set(np.asarray(free["results"][0]["actions"])[:, 6].tolist())) == 2 and free["gripper_hold"] == 0
 
 
 def test_evaluate_with_temporal_aggregation_runs_the_weighted_mean_of_overlapping_chunks():
