@@ -10,7 +10,8 @@ Each step sends both cameras (flipped upright), proprioception (7 joint + 2 grip
 the task's instruction; the returned chunk is executed by temporal aggregation (default; ACT's
 ``w_i = exp(-k i)``, oldest weighted most) or by chunked replanning (``--execution chunk
 --replan-every N``), through a sticky gripper when the model's ``/metadata`` names ``gripper_hold`` (a
-changed gripper command kept that many steps; ``--gripper-hold H`` sets it, 0 turns it off). Episodes start from the task's fixed initial states (episode i uses state i).
+changed gripper command kept that many steps; ``--gripper-hold H`` sets it, 0 turns it off). Episodes
+start from the task's fixed initial states (episode i uses state i).
 Reports success per task and suite, ``/act`` latency percentiles and the step rate as JSON.
 """
 from __future__ import annotations

@@ -1,6 +1,7 @@
-"""How a robot executes action chunks: temporal aggregation (ACT) or chunked replanning.
+"""How a robot executes action chunks: temporal aggregation (ACT) or chunked replanning, and a sticky gripper.
 
-Both take a chunk (A, action_dim) predicted at step t and answer the action to run at each step.
+Both executors take a chunk (A, action_dim) predicted at step t and answer the action to run at each step;
+:class:`GripperLatch` then decides the gripper entry of the action that runs.
 """
 from __future__ import annotations
 
@@ -71,7 +72,7 @@ class GripperLatch:
         self._left = 0  # steps the current command is still held
 
     def __call__(self, action: np.ndarray) -> np.ndarray:
-        """The action to run (a copy; its gripper entry set to +-1 while latched)."""
+        """The action to run: a copy whose gripper entry is the command run, +1 or -1 (unless ``hold`` is 0)."""
         action = np.array(action, dtype=np.float64)
         if self.hold == 0:
             return action

@@ -31,9 +31,7 @@ def test_quick_build_pretrains_the_vision_head_it_is_set_to(quick_build: tuple[P
 
 def test_the_bundle_records_the_chunk_length_its_recipe_runs(quick_build: tuple[Path, dict]):
     from amplify.policy import AMPLIFY
-    from training.default_bundle import EXECUTE
-
-    from training.default_bundle import GRIPPER_HOLD
+    from training.default_bundle import EXECUTE, GRIPPER_HOLD
 
     meta = AMPLIFY.load(quick_build[0] / "out").metadata
     assert meta["execute"] == EXECUTE == 1  # eval-world's default for it
