@@ -8,7 +8,7 @@ ResNet-18 pretrained on the world's images, seeded random with ``vision.steps=0`
 tokenized true future tracks (``codes=gt``; ``--set id.codes=fd`` trains it on FD's predicted codes
 instead) -> bundle with the instruction table -> ``--out`` (default ``amplify.defaults.default_bundle_dir()``). The recipe
 builds in about 16 minutes on 2 cores and serves 79-88 % of the scripted expert's success on held-out states
-(five bundles, mean 83 %, run with the sticky gripper it records: ``gripper_hold`` 4)
+(six bundles, mean 84 %, run with the sticky gripper it records: ``gripper_hold`` 4)
 (docs/training.md "The default bundle"); ``--set part.key=value`` changes any of its settings (e.g.
 ``--set mt.epochs=8``, ``--set id.codes=fd``).
 """
@@ -72,9 +72,9 @@ RECIPE: dict[str, dict[str, object]] = {
     },
 }
 EXECUTE = 1  # actions run from each predicted chunk: the recipe's keypoint-token bundles do best at 1 (docs/training.md)
-# a changed gripper command kept 4 steps (a sticky gripper, clients.libero.execution.GripperLatch): five bundles of
-# the recipe served 174, 193, 177, 186, 187 of 220 held-out episodes with it against 154, 185, 170, 177, 178 without;
-# 2, 3, 5, 6, 8 and 12 steps gained less where measured (docs/training.md "A sticky gripper")
+# a changed gripper command kept 4 steps (a sticky gripper, clients.libero.execution.GripperLatch): six bundles of
+# the recipe served 174, 189, 193, 177, 186, 187 of 220 held-out episodes with it against 154, 170, 185, 170, 177,
+# 178 without; 2, 3, 5, 6, 8 and 12 steps gained less where measured (docs/training.md "A sticky gripper")
 GRIPPER_HOLD = 4
 QUICK = {  # a smoke run for tests: tiny data, one short epoch each
     "data": {"demos_per_task": 2},
