@@ -207,6 +207,12 @@ def evaluate(policy, suite: str = "builtin_all", episodes: int | None = None, ex
                         for (t, k), s, st, a, m, env in zip(plan, success, steps, actions, first_moved, envs)]}
 
 
+def recorded_setting(metadata: dict, key: str, default: int) -> int:
+    """An execution setting a bundle records: what it was evaluated with (``evaluation.<key>``), else what
+    its recipe runs (``<key>``), else ``default``."""
+    return int(metadata.get("evaluation", {}).get(key, metadata.get(key, default)))
+
+
 def bundle_policy(model):
     """A policy function over an AMPLIFY bundle (argmax FD decoding, instructions as text)."""
     import torch
@@ -334,11 +340,8 @@ def run(args: argparse.Namespace) -> int:
         model = AMPLIFY.load(path)
         meta["model"] = str(path)
         if args.execute is None:
-            recipe_execute = model.metadata.get("execute", DEFAULT_EXECUTE)
-            kw["execute"] = int(model.metadata.get("evaluation", {}).get("execute", recipe_execute))
-        hold = args.gripper_hold
-        if hold is None:  # what the bundle was evaluated with, else what its recipe runs, else off
-            hold = int(model.metadata.get("evaluation", {}).get("gripper_hold", model.metadata.get("gripper_hold", 0)))
+            kw["execute"] = recorded_setting(model.metadata, "execute", DEFAULT_EXECUTE)
+        hold = recorded_setting(model.metadata, "gripper_hold", 0) if args.gripper_hold is None else args.gripper_hold
         if hold < 0:
             print(f"--gripper-hold: expected a number of steps >= 0, got {hold}", file=sys.stderr)
             return 2
