@@ -28,7 +28,7 @@ from amplify.config import (
     BundleConfig, ConfigError, ForwardDynamicsConfig, InverseDynamicsConfig, MotionTokenizerConfig,
     VisionEncoderConfig, from_dict, from_original_fd, from_original_id, from_original_mt, to_dict,
 )
-from amplify.defaults import default_bundle_dir
+from amplify.defaults import default_bundle_dir, default_model_dir, shipped_bundle_dir
 from amplify.models.forward_dynamics import ForwardDynamics
 from amplify.models.inverse_dynamics import InverseDynamics
 from amplify.models.motion_tokenizer import MotionTokenizer
@@ -319,11 +319,13 @@ def load_model(path: str | Path, device: str | torch.device = "cpu", mt_path: st
 
 def load_servable(path: str | Path | None, device: str | torch.device = "cpu", seed: int = 0) -> LoadedModel:
     """The bundle a server serves: ``path`` (amplify.pt or a project directory); None: the default
-    bundle if it exists, else an UNTRAINED ``small`` bundle made with ``seed`` (logged as a warning)."""
-    if path is None and default_bundle_dir().is_dir():
-        path = default_bundle_dir()
+    model (the user's build, else the shipped bundle: ``amplify.defaults.default_model_dir``), else an
+    UNTRAINED ``small`` bundle made with ``seed`` (logged as a warning)."""
     if path is None:
-        log.warning("no model given and no default bundle at %s: serving an UNTRAINED small bundle", default_bundle_dir())
+        path = default_model_dir()
+    if path is None:
+        log.warning("no model given, no default bundle at %s and none shipped at %s: serving an UNTRAINED small "
+                    "bundle", default_bundle_dir(), shipped_bundle_dir())
         torch.manual_seed(seed)
         model = AMPLIFY(small()).to(device).eval()
         return LoadedModel(kind="bundle", model=model, name="untrained-small", version=f"seed-{seed}", format="random",

@@ -155,12 +155,16 @@ class AMPLIFY(nn.Module):
         weights (None: on unless ``AMPLIFY_ONEDNN_LINEAR=0``)."""
         return prepare_for_inference(self, precision, onednn)
 
-    def save(self, path: str | Path, metadata: dict[str, Any] | None = None) -> Path:
-        """Write the bundle in the project's format (a directory)."""
+    def save(self, path: str | Path, metadata: dict[str, Any] | None = None,
+             weights_dtype: torch.dtype | None = None) -> Path:
+        """Write the bundle in the project's format (a directory). ``weights_dtype`` (e.g. ``torch.float16``)
+        stores the modules' floating-point weights in that type; loading casts them back to float32."""
         if is_prepared(self):
             raise RuntimeError("this bundle was prepared for inference (prepare_for_inference) and cannot be saved; "
                                "save it before preparing, or load it again")
         state = {k: v for k, v in self.state_dict().items() if not k.startswith(_SHARED_PREFIX)}
+        if weights_dtype is not None:
+            state = {k: v.to(weights_dtype) if v.is_floating_point() else v for k, v in state.items()}
         meta = {**self.metadata, **(metadata or {}), "instructions": self.instructions}
         extra = {TEXT_TABLE_KEY: self.text_table} if self.instructions else None
         return save_dir(path, "bundle", to_dict(self.cfg), state, meta, extra)

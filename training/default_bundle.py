@@ -249,20 +249,33 @@ def evaluate_default(out: Path, per_task: int, progress: bool = True, videos: st
     serves it). ``execute``: actions run from each predicted chunk; ``gripper_hold``: the model's
     gripper latch (the baselines run without one). Returns the summary."""
     from amplify.policy import AMPLIFY
-    from training.eval_world import ExpertPolicy, bundle_policy, evaluate, format_report, random_policy, save_videos
 
     model = AMPLIFY.load(out)
+    summary, results = evaluate_bundle(model, per_task, f"--model {out} ", progress, execute, gripper_hold)
+    (out / "eval_world.json").write_text(json.dumps(results, indent=1))
+    if videos:
+        from training.eval_world import save_videos
+
+        save_videos(results["model"], videos, "model")
+    model.save(out)
+    return summary
+
+
+def evaluate_bundle(model, per_task: int, model_args: str = "", progress: bool = True, execute: int = EXECUTE,
+                    gripper_hold: int = GRIPPER_HOLD) -> tuple[dict, dict]:
+    """``evaluate_default``'s closed loop for a loaded bundle: sets ``model.metadata["evaluation"]`` to the
+    summary (``model_args`` is how the recorded command names the model) and returns (summary with the
+    printable ``table``, the full results of the model, the expert and the random policy)."""
+    from training.eval_world import ExpertPolicy, bundle_policy, evaluate, format_report, random_policy
+
     torch.manual_seed(0)
     kw = dict(suite=SUITE, per_task=per_task, progress=progress)
     results = {"model": evaluate(bundle_policy(model), views=tuple(model.views), name="model", execute=execute,
                                  gripper_hold=gripper_hold, **kw),
                "expert": evaluate(ExpertPolicy(), name="expert", **kw),
                "random": evaluate(random_policy(0), name="random", **kw)}
-    (out / "eval_world.json").write_text(json.dumps(results, indent=1))
-    if videos:
-        save_videos(results["model"], videos, "model")
     summary = {
-        "command": f"amplify eval-world --model {out} --per-task {per_task} --execute {execute} "
+        "command": f"amplify eval-world {model_args}--per-task {per_task} --execute {execute} "
                    f"--gripper-hold {gripper_hold}",
         "episodes_per_task": per_task, "execute": execute, "gripper_hold": gripper_hold, "init_states": "benchmark states 0..%d of each task (never used by demonstrations)" % (per_task - 1),
         **{name: {"success_rate": r["success_rate"], "per_family": r["per_family"], "per_task": r["per_task"]}
@@ -271,6 +284,4 @@ def evaluate_default(out: Path, per_task: int, progress: bool = True, videos: st
     if results["expert"]["success_rate"] > 0:
         summary["model_over_expert"] = results["model"]["success_rate"] / results["expert"]["success_rate"]
     model.metadata["evaluation"] = summary
-    model.save(out)
-    summary["table"] = format_report(results)
-    return summary
+    return {**summary, "table": format_report(results)}, results

@@ -276,7 +276,8 @@ def format_report(results: dict[str, dict]) -> str:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.description = __doc__
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
-    parser.add_argument("--model", default=None, help="bundle directory (default: the default bundle)")
+    parser.add_argument("--model", default=None, help="bundle directory (default: your build at $AMPLIFY_HOME/default, "
+                        "else the shipped amplify/default_model)")
     parser.add_argument("--no-model", action="store_true", help="evaluate only the baselines")
     parser.add_argument("--suite", default="builtin_all")
     parser.add_argument("--per-task", type=int, default=None,
@@ -332,11 +333,14 @@ def run(args: argparse.Namespace) -> int:
     if not args.no_model:
         import torch
 
-        from amplify.defaults import default_bundle_dir
+        from amplify.defaults import default_model_dir
         from amplify.policy import AMPLIFY
 
         torch.manual_seed(args.seed)
-        path = Path(args.model) if args.model else default_bundle_dir()
+        path = Path(args.model) if args.model else default_model_dir()
+        if path is None:
+            print("no model: name one with --model (no build at $AMPLIFY_HOME/default and none shipped)", file=sys.stderr)
+            return 2
         model = AMPLIFY.load(path)
         meta["model"] = str(path)
         if args.execute is None:

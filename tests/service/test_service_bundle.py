@@ -68,7 +68,7 @@ def test_metadata_lists_instructions_and_the_name(random_server):
 
 
 def test_text_encoder_of_another_size_is_refused_at_startup(tmp_path, monkeypatch):
-    monkeypatch.setenv("AMPLIFY_HOME", str(tmp_path / "home"))  # the untrained fallback, never the user's default
+    monkeypatch.setenv("AMPLIFY_HOME", str(tmp_path / "home"))  # never the user's default
     enc = tmp_path / "minilm"
     (enc / "1_Pooling").mkdir(parents=True)
     (enc / "1_Pooling" / "config.json").write_text(json.dumps({"word_embedding_dimension": 384}))
@@ -92,12 +92,18 @@ def test_settings_from_environment(monkeypatch):
         ServiceSettings()
 
 
-def test_no_model_serves_the_default_bundle_else_an_untrained_one(monkeypatch, tmp_path, random_bundle_dir):
+def test_no_model_serves_the_users_build_else_the_shipped_one_else_an_untrained_one(monkeypatch, tmp_path,
+                                                                                   random_bundle_dir):
     import shutil
 
+    import amplify.defaults
     from service.backends.torch_backend import TorchBackend
 
     monkeypatch.setenv("AMPLIFY_HOME", str(tmp_path))
+    shipped = amplify.defaults.shipped_bundle_dir()
+    if (shipped / "model.safetensors").is_file():
+        assert TorchBackend.load(None).model_metadata()["name"] == "default-shipped"
+    monkeypatch.setattr(amplify.defaults, "shipped_bundle_dir", lambda: tmp_path / "not-shipped")
     meta = TorchBackend.load(None).model_metadata()
     assert meta["name"] == "untrained-small" and meta["trained"] is False
     shutil.copytree(random_bundle_dir, tmp_path / "default")
