@@ -87,3 +87,39 @@ def test_build_passes_the_data_settings_to_the_demonstrations(tmp_path: Path, mo
     with pytest.raises(Stop):
         build_default(tmp_path / "out", tmp_path / "work", quick=True, workers=1, progress=False, sets=["data.dart=0"])
     assert seen["dart"] == 0.0
+
+
+def test_ship_writes_float16_weights_evaluated_as_stored_and_no_build_paths(quick_build: tuple[Path, dict], monkeypatch,
+                                                                            tmp_path):
+    """``python -m training.ship_default``: the evaluation runs the rounded weights the file stores, the metadata
+    keeps the build's record without its machine's paths, and says where the bundle came from."""
+    import training.eval_world as eval_world
+    from amplify.checkpoints import file_sha256
+    from amplify.policy import AMPLIFY
+    from training.ship_default import SHIPPED_NAME, ship
+
+    build = quick_build[0] / "out"
+    evaluated = {}
+
+    def capture(model):
+        evaluated.update({k: v.clone() for k, v in model.state_dict().items()})
+        return lambda images, proprio, instructions: None
+
+    def record(policy, name: str, **kwargs) -> dict:
+        return {"success_rate": 1.0 if name != "random" else 0.0, "per_family": {}, "per_task": {}}
+
+    monkeypatch.setattr(eval_world, "bundle_policy", capture)
+    monkeypatch.setattr(eval_world, "evaluate", record)
+    monkeypatch.setattr(eval_world, "format_report", lambda results: "table")
+    ship(build, tmp_path / "shipped", per_task=1, progress=False)
+
+    with safe_open(str(tmp_path / "shipped" / "model.safetensors"), "pt") as f:
+        assert f.get_tensor("motion_tokenizer.encoder.encoder.transformer.h.0.attn.c_attn.weight").dtype == torch.float16
+    shipped = AMPLIFY.load(tmp_path / "shipped")
+    assert all(torch.equal(v, evaluated[k]) for k, v in shipped.state_dict().items())  # evaluated what it stores
+    meta = shipped.metadata
+    assert meta["name"] == SHIPPED_NAME and meta["shipped"]["build_weights_sha256"] == file_sha256(build / "model.safetensors")
+    assert meta["evaluation"]["command"].startswith("amplify eval-world --model amplify/default_model --per-task 1")
+    assert meta["build_report"]["recipe"] == AMPLIFY.load(build).metadata["build_report"]["recipe"]
+    config = (tmp_path / "shipped" / "config.json").read_text()
+    assert str(quick_build[0] / "work") not in config and '"<work>/runs/mt/latest"' in config
