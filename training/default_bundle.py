@@ -6,7 +6,8 @@ Steps: generate demonstrations, tracks and text embeddings with the built-in wor
 layouts) -> train the motion tokenizer -> train forward dynamics (frozen MT targets; a frozen
 ResNet-18 pretrained on the world's images, seeded random with ``vision.steps=0``; tokens cached) -> train inverse dynamics on the
 tokenized true future tracks (``codes=gt``; ``--set id.codes=fd`` trains it on FD's predicted codes
-instead) -> bundle with the instruction table -> ``--out`` (default ``amplify.defaults.default_bundle_dir()``). The recipe
+instead) -> bundle with the instruction table -> ``--out`` (default ``amplify.defaults.default_bundle_dir()``, which
+``amplify serve`` then serves in place of the shipped build, ``amplify/default_model``). The recipe
 builds in about 16 minutes on 2 cores and serves 79-88 % of the scripted expert's success on held-out states
 (six bundles, mean 84 %, run with the sticky gripper it records: ``gripper_hold`` 4)
 (docs/training.md "The default bundle"); ``--set part.key=value`` changes any of its settings (e.g.
