@@ -120,3 +120,67 @@ def test_unknown_instruction_fails_before_any_environment_is_built(server):
     with pytest.raises(NotFoundError) as e:
         _check_instructions(cfg, meta, [known, TaskInfo("builtin", "s", 1, "u", "juggle three plates", 5, 1)])
     assert e.value.field == "text"
+
+
+class _FlipFlopClient:
+    """A stand-in for AmplifyClient whose chunks' gripper command flips sign on every call."""
+
+    def __init__(self, gripper_hold: int):
+        self.meta = {"views": ["agentview", "eye_in_hand"], "gripper_hold": gripper_hold, "action_horizon": 4}
+        self.calls = 0
+
+    def metadata(self) -> dict:
+        return self.meta
+
+    def act(self, images, proprio, **kwargs) -> np.ndarray:
+        chunk = np.zeros((4, 7), np.float32)
+        chunk[:, -1] = 1.0 if self.calls % 2 == 0 else -1.0
+        self.calls += 1
+        return chunk
+
+
+class _RecordingEnv:
+    """A stand-in LIBERO env: fixed observations; records the actions it is stepped with."""
+
+    def __init__(self):
+        self.actions: list[np.ndarray] = []
+
+    def _obs(self) -> dict:
+        img = np.zeros((16, 16, 3), np.uint8)
+        return {"agentview_image": img, "robot0_eye_in_hand_image": img,
+                "robot0_joint_pos": np.zeros(7), "robot0_gripper_qpos": np.zeros(2)}
+
+    def reset(self):
+        return self._obs()
+
+    def set_init_state(self, state):
+        return self._obs()
+
+    def step(self, action):
+        self.actions.append(np.asarray(action))
+        return self._obs(), 0.0, False, {}
+
+    def check_success(self) -> bool:
+        return False
+
+
+@pytest.mark.parametrize("hold, flag", [(4, None), (0, None), (4, 0)])
+def test_the_episode_loop_runs_the_gripper_through_the_latch_the_model_names(hold, flag):
+    """``amplify-libero``'s episode loop: with the model's ``gripper_hold`` (and no ``--gripper-hold``) a changed
+    gripper command runs ``hold`` steps although the policy flips it every step; 0 (the model's or the flag's)
+    runs the policy's commands as they come."""
+    from clients.libero.envs import TaskInfo
+    from clients.libero.evaluate import run_episode
+
+    client, env = _FlipFlopClient(hold), _RecordingEnv()
+    cfg = EvalConfig(server="http://unused", env="builtin", execution="chunk", replan_every=1, max_steps=12,
+                     gripper_hold=flag)
+    info = TaskInfo("builtin", "builtin_pick", 0, "t", "pick up the cube", 12, 1)
+    result = run_episode(client, env, np.zeros(1), info, cfg, 0)
+    ran = [float(a[-1]) for a in env.actions]
+    asked = [1.0 if k % 2 == 0 else -1.0 for k in range(12)]
+    assert result.steps == 12 and client.calls == 12
+    if hold and flag is None:
+        assert ran == [1.0] + [-1.0] * 5 + [1.0] * 5 + [-1.0]  # each change held 4 steps, then the next one
+    else:
+        assert ran == asked
