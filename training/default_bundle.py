@@ -20,8 +20,12 @@ import json
 import shutil
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
+
+if TYPE_CHECKING:
+    from amplify.policy import AMPLIFY
 
 SUITE = "builtin_all"
 NUM_POINTS = 36  # tracks per view (a 6x6 grid; the paper uses 400)
@@ -262,7 +266,7 @@ def evaluate_default(out: Path, per_task: int, progress: bool = True, videos: st
     return summary
 
 
-def evaluate_bundle(model, per_task: int, model_args: str = "", progress: bool = True, execute: int = EXECUTE,
+def evaluate_bundle(model: AMPLIFY, per_task: int, model_args: str = "", progress: bool = True, execute: int = EXECUTE,
                     gripper_hold: int = GRIPPER_HOLD) -> tuple[dict, dict]:
     """``evaluate_default``'s closed loop for a loaded bundle: sets ``model.metadata["evaluation"]`` to the
     summary (``model_args`` is how the recorded command names the model) and returns (summary with the
