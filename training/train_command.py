@@ -3,6 +3,7 @@
     amplify train mt data.root=DATA out=runs/mt epochs=20 model.num_tracks=64 model.hidden_dim=128
     amplify train fd data.root=DATA out=runs/fd mt=runs/mt/latest vision.image_size=64
     amplify train id data.root=DATA out=runs/id mt=runs/mt/latest vision.weights=runs/fd/vision.safetensors model.head=flow
+    amplify train mt out=runs/mt16 epochs=16 --from runs/mt   # a saved run's settings, some changed
     torchrun --nproc_per_node 2 -m amplify train mt ...      # DistributedDataParallel
 
 Keys: see training/config.py (``--show-config`` prints them with their values). Checkpoints:
@@ -12,8 +13,10 @@ from __future__ import annotations
 
 import argparse
 import json
+from pathlib import Path
+from typing import Any
 
-from amplify.config import ConfigError, apply_overrides, to_dict
+from amplify.config import ConfigError, apply_overrides, from_dict, to_dict
 from training.config import FDTrainConfig, IDTrainConfig, MTTrainConfig
 
 CONFIGS = {"mt": MTTrainConfig, "fd": FDTrainConfig, "id": IDTrainConfig}
@@ -30,6 +33,22 @@ def make_task(which: str, cfg):
     return IDTask(cfg)
 
 
+def base_config(which: str, source: str | Path | None = None) -> Any:
+    """The trainer's defaults, or the settings a run saved: ``source`` is its directory (which holds
+    ``train_config.json``) or that file."""
+    if source is None:
+        return CONFIGS[which]()
+    path = Path(source)
+    path = path / "train_config.json" if path.is_dir() else path
+    if not path.is_file():
+        raise ConfigError(f"--from {source}: no {path}")
+    try:
+        data = json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise ConfigError(f"--from {path}: not JSON ({e})") from None
+    return from_dict(CONFIGS[which], data)
+
+
 def train(which: str, overrides: list[str]) -> dict:
     """Train ``which`` (mt | fd | id) with ``key=value`` overrides; returns the loop's summary."""
     from training.loop import fit
@@ -42,12 +61,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
     parser.add_argument("model", choices=sorted(CONFIGS), help="which model to train")
     parser.add_argument("overrides", nargs="*", help="config overrides, key=value (e.g. epochs=5 optim.lr=1e-3)")
+    parser.add_argument("--from", dest="base", default=None, metavar="RUN",
+                        help="start from the settings a run saved (its directory or its train_config.json)")
     parser.add_argument("--show-config", action="store_true", help="print the resolved config and exit")
 
 
 def run(args: argparse.Namespace) -> int:
     try:
-        cfg = apply_overrides(CONFIGS[args.model](), args.overrides)
+        cfg = apply_overrides(base_config(args.model, args.base), args.overrides)
     except (ConfigError, TypeError, ValueError) as e:
         print(f"amplify train {args.model}: {e}")
         return 2

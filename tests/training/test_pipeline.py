@@ -109,6 +109,21 @@ def test_train_command_rejects_bad_keys_and_shows_config(capsys):
     assert shown["model"]["head"] == "flow" and shown["optim"]["betas"] == [0.9, 0.95]
 
 
+def test_train_command_starts_from_a_saved_run(capsys, tmp_path):
+    """``--from RUN``: a run's saved settings (its directory or train_config.json), then the overrides."""
+    from amplify_cli.main import main
+
+    assert main(["train", "mt", "epochs=7", "moving_weights={\"agentview\":200}", "--show-config"]) == 0
+    (tmp_path / "train_config.json").write_text(capsys.readouterr().out)
+    assert main(["train", "mt", "epochs=16", "--from", str(tmp_path), "--show-config"]) == 0
+    shown = json.loads(capsys.readouterr().out)
+    assert shown["epochs"] == 16 and shown["moving_weights"] == {"agentview": 200.0}
+    assert main(["train", "mt", "--from", str(tmp_path / "train_config.json"), "--show-config"]) == 0
+    assert json.loads(capsys.readouterr().out)["epochs"] == 7
+    assert main(["train", "mt", "--from", str(tmp_path / "nope"), "--show-config"]) == 2
+    assert "nope" in capsys.readouterr().out
+
+
 def test_fd_trains_the_vision_trunk_when_not_frozen(parts, world_root, tmp_path):
     """``vision.frozen=false``: the trunk's weights move with FD's loss, its BatchNorm statistics do not,
     and the trained trunk is written where the ID and the bundle read it; the ID refuses the switch."""
