@@ -3,7 +3,7 @@
     python -m training.ship_default ~/.cache/amplify-serve/default [--out amplify/default_model] [--per-task 20]
 
 The package ships one bundle built by ``amplify build-default`` (``amplify/default_model``), so that
-``amplify serve`` serves a trained policy minutes after install: the build itself takes about 21 minutes
+``amplify serve`` serves a trained policy minutes after install: the build itself takes 19-21 minutes
 on 2 cores. ``amplify build-default`` rebuilds it from nothing, and ``amplify serve`` then serves that
 build instead (``amplify.defaults.default_model_dir``).
 
