@@ -179,7 +179,31 @@ def read_dir(path: str | Path) -> tuple[dict[str, Any], dict[str, torch.Tensor]]
         tensors = load_file(str(weights))
     except Exception as e:  # safetensors raises its own error types
         raise CheckpointError(f"{weights}: not a readable safetensors file (truncated or corrupt?): {_short(e)}") from None
-    return doc, tensors
+    return doc, dequantized(tensors)
+
+
+INT8_SCALE_SUFFIX = ".int8_scale"
+
+
+def quantize_int8(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-output-channel symmetric int8: (int8 values, float16 scale of shape (out, 1, ...)); ``q * scale``
+    is the stored weight (:func:`dequantized`)."""
+    amax = weight.abs().amax(dim=tuple(range(1, weight.dim())), keepdim=True)
+    scale = (amax / 127).clamp_min(1e-12).to(torch.float16)
+    return (weight / scale.float()).round().clamp(-127, 127).to(torch.int8), scale
+
+
+def dequantized(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """``tensors`` with every int8 tensor that has a ``<key>.int8_scale`` beside it turned back into float32."""
+    scales = {k[: -len(INT8_SCALE_SUFFIX)]: v for k, v in tensors.items() if k.endswith(INT8_SCALE_SUFFIX)}
+    if not scales:
+        return tensors
+    out = {k: v for k, v in tensors.items() if not k.endswith(INT8_SCALE_SUFFIX)}
+    for key, scale in scales.items():
+        if key not in out or out[key].dtype != torch.int8:
+            raise CheckpointError(f"{key}{INT8_SCALE_SUFFIX}: a scale without the int8 tensor it scales")
+        out[key] = out[key].float() * scale.float()
+    return out
 
 
 def detect_format(path: str | Path) -> str:

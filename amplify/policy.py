@@ -18,7 +18,7 @@ import torch
 import torch.nn as nn
 from einops import rearrange
 
-from amplify.checkpoints import save_dir
+from amplify.checkpoints import INT8_SCALE_SUFFIX, quantize_int8, save_dir
 from amplify.config import BundleConfig, to_dict
 from amplify.inference import is_prepared, prepare_for_inference
 from amplify.inputs import instruction_rows, unit_images
@@ -156,18 +156,22 @@ class AMPLIFY(nn.Module):
         return prepare_for_inference(self, precision, onednn)
 
     def save(self, path: str | Path, metadata: dict[str, Any] | None = None,
-             weights_dtype: torch.dtype | None = None) -> Path:
+             weights_dtype: torch.dtype | None = None, int8_prefixes: tuple[str, ...] = ()) -> Path:
         """Write the bundle in the project's format (a directory). ``weights_dtype`` (e.g. ``torch.float16``)
-        stores the modules' floating-point weights in that type; loading casts them back to float32."""
+        stores the modules' floating-point weights in that type; ``int8_prefixes`` stores the convolution
+        kernels under those keys as per-channel int8 (``amplify.checkpoints.quantize_int8``). Loading turns
+        both back into float32."""
         if is_prepared(self):
             raise RuntimeError("this bundle was prepared for inference (prepare_for_inference) and cannot be saved; "
                                "save it before preparing, or load it again")
         state = {k: v for k, v in self.state_dict().items() if not k.startswith(_SHARED_PREFIX)}
+        extra = {TEXT_TABLE_KEY: self.text_table} if self.instructions else {}
+        for k in [k for k, v in state.items() if k.startswith(int8_prefixes) and v.dim() == 4]:
+            state[k], extra[k + INT8_SCALE_SUFFIX] = quantize_int8(state[k])
         if weights_dtype is not None:
             state = {k: v.to(weights_dtype) if v.is_floating_point() else v for k, v in state.items()}
         meta = {**self.metadata, **(metadata or {}), "instructions": self.instructions}
-        extra = {TEXT_TABLE_KEY: self.text_table} if self.instructions else None
-        return save_dir(path, "bundle", to_dict(self.cfg), state, meta, extra)
+        return save_dir(path, "bundle", to_dict(self.cfg), state, meta, extra or None)
 
     @classmethod
     def load(cls, path: str | Path, device: str | torch.device = "cpu", vision_weights: str | Path | None = None) -> "AMPLIFY":

@@ -88,6 +88,29 @@ def test_project_format_round_trip_keeps_instructions(tmp_path, small_bundle):
     assert not any(p.suffix in (".pt", ".pkl") for p in (tmp_path / "b").iterdir())
 
 
+def test_int8_kernels_load_back_as_their_dequantized_float32(tmp_path, small_bundle):
+    """``save(int8_prefixes=...)`` stores those 4-D kernels as per-channel int8 + float16 scales; loading returns
+    ``q * scale`` in float32, within half a step of the original; a scale without its int8 tensor is refused."""
+    from safetensors.torch import load_file, save_file
+
+    from amplify.checkpoints import CheckpointError, quantize_int8
+
+    small_bundle.save(tmp_path / "b", int8_prefixes=("img_encoder.",))
+    stored = load_file(str(tmp_path / "b" / "model.safetensors"))
+    kernels = [k for k, v in small_bundle.state_dict().items() if k.startswith("img_encoder.") and v.dim() == 4]
+    assert kernels and all(stored[k].dtype == torch.int8 for k in kernels)
+    loaded = AMPLIFY.load(tmp_path / "b").state_dict()
+    for k in kernels:
+        w = small_bundle.state_dict()[k]
+        q, scale = quantize_int8(w)
+        assert loaded[k].dtype == torch.float32 and torch.equal(loaded[k], q.float() * scale.float())
+        assert (loaded[k] - w).abs().max() <= scale.float().max() / 2 + 1e-6
+    stored[kernels[0]] = stored[kernels[0]].float()
+    save_file(stored, str(tmp_path / "b" / "model.safetensors"))
+    with pytest.raises(CheckpointError, match="int8_scale"):
+        AMPLIFY.load(tmp_path / "b")
+
+
 def test_cli_convert_inspect_init(tmp_path, small_fixture, capsys):
     d = small_fixture[0]
     assert cli(["convert", str(d / "mt.pt"), "--out", str(tmp_path / "mt")]) == 0
