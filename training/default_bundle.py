@@ -10,7 +10,7 @@ instead) -> bundle with the instruction table -> ``--out`` (default ``amplify.de
 ``amplify serve`` then serves in place of the shipped build, ``amplify/default_model``). The recipe
 builds in 19-21 minutes on 2 cores; its builds L and M served 89.1 % and 85.9 % of the scripted expert's
 success on held-out states (run with the sticky gripper it records: ``gripper_hold`` 4; the recipe before it, with
-6 tokenizer epochs, 79-88 % over six bundles), and L ships, in float16, as ``amplify/default_model``
+6 tokenizer epochs, 79-88 % over six bundles), and L ships, in float16 and int8, as ``amplify/default_model``
 (docs/training.md "The default bundle"); ``--set part.key=value`` changes any of its settings (e.g.
 ``--set mt.epochs=8``, ``--set id.codes=fd``).
 """

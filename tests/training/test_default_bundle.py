@@ -115,6 +115,7 @@ def test_ship_writes_float16_weights_evaluated_as_stored_and_no_build_paths(quic
 
     with safe_open(str(tmp_path / "shipped" / "model.safetensors"), "pt") as f:
         assert f.get_tensor("motion_tokenizer.encoder.encoder.transformer.h.0.attn.c_attn.weight").dtype == torch.float16
+        assert f.get_tensor("img_encoder.model.7.0.conv1.weight").dtype == torch.int8  # the trunk's last stages
     shipped = AMPLIFY.load(tmp_path / "shipped")
     assert all(torch.equal(v, evaluated[k]) for k, v in shipped.state_dict().items())  # evaluated what it stores
     meta = shipped.metadata
