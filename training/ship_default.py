@@ -106,6 +106,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--per-task", type=int, default=20, help="held-out benchmark states per task to evaluate on")
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
+    from amplify.threads import apply_threads
+
+    apply_threads()  # threads for a shared machine (amplify/threads.py), as the amplify commands do
     out = Path(args.out) if args.out else shipped_bundle_dir()
     summary = ship(Path(args.bundle), out, args.per_task, not args.no_progress)
     print(summary["table"])
