@@ -6,11 +6,13 @@ forward-dynamics decoding step.
 slow for the short inputs the serving path runs (15 to 100 tokens): a (15, 768) x (768, 2304)
 product took 1.3 ms on one core against 0.49 ms with W stored (in, out) contiguous (2-core Xeon,
 torch 2.13; see ``docs/performance.md``). :func:`prepare_for_inference` swaps every ``nn.Linear`` for
-an :class:`InferenceLinear` holding W transposed: the same float32 numbers up to rounding. On CPU its
-float32 products run on a copy of W packed for oneDNN where they are large enough to pay (MKL runs
-AVX2 code on AMD CPUs: on a Zen 5 EPYC oneDNN made FD prediction 1.8x and ``act`` 1.7x faster at
-batch 1, 2.2x and 1.8x at batch 16; ``prepare_for_inference(onednn=False)`` or
-``AMPLIFY_ONEDNN_LINEAR=0`` keeps MKL's ``mm``). It also
+an :class:`InferenceLinear` holding W transposed: the same float32 numbers up to rounding. On CPUs
+other than Intel's its float32 products run on a copy of W packed for oneDNN where they are large
+enough to pay: MKL runs AVX2 code on AMD CPUs, and on a Zen 5 EPYC oneDNN made FD prediction 1.8x and
+``act`` 1.7x faster at batch 1, 2.2x and 1.8x at batch 16. On Intel CPUs MKL runs its AVX-512 kernels
+and its one-row product (the FD steps at batch 1) beat oneDNN's: on a 2-core Xeon ``act`` took 276 ms
+with MKL against 325 ms packed at batch 1, 1.03x slower at batch 16, so float32 stays on MKL there
+(:func:`onednn_default`; ``AMPLIFY_ONEDNN_LINEAR=1`` or ``0`` forces either way). It also
 stores ``nn.Conv2d`` weights channels-last, which oneDNN runs faster (the ResNet-18 image encoder on
 two 224 px views: 46 -> 30 ms, identical outputs), and gives forward dynamics a
 :class:`FusedDecoder` (:mod:`amplify.fused_decoder`) for its one-token steps.
@@ -31,6 +33,7 @@ train and cannot be saved (save before preparing, or load again).
 """
 from __future__ import annotations
 
+import functools
 import os
 
 import torch
@@ -231,9 +234,35 @@ def _fold_vision_batchnorms(trunk: nn.Sequential) -> None:
                 block.downsample = nn.Sequential(fold_batchnorm(block.downsample[0], block.downsample[1]))
 
 
-def onednn_default() -> bool:
-    """CPU linear products on oneDNN's packed weights unless ``AMPLIFY_ONEDNN_LINEAR=0``."""
-    return os.environ.get("AMPLIFY_ONEDNN_LINEAR", "1").strip() != "0"
+@functools.lru_cache(maxsize=1)
+def cpu_vendor() -> str:
+    """The CPU's vendor id (``GenuineIntel``, ``AuthenticAMD``, ...) from ``/proc/cpuinfo``; ``""`` where
+    it cannot be read (not Linux, or not x86)."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
+            for line in f:
+                key, _, value = line.partition(":")
+                if key.strip() == "vendor_id":
+                    return value.strip()
+    except OSError:
+        pass
+    return ""
+
+
+def onednn_default(dtype: torch.dtype = torch.float32) -> bool:
+    """Whether CPU linear products in ``dtype`` run on oneDNN's packed weights when the caller does not say.
+
+    ``AMPLIFY_ONEDNN_LINEAR=1`` / ``0``: always / never. Unset (or ``auto``): bfloat16 always (oneDNN's packed
+    bfloat16 product ran the FD weights' one-row products 1.8-1.9x faster than torch's bfloat16 ``mm`` on
+    both CPUs measured); float32 everywhere but on Intel CPUs, where MKL's own AVX-512 products are as
+    fast or faster (2-core Xeon, paper bundle, 2026-12-05: FD weights' one-row products 8.9 ms with MKL,
+    12.3 ms packed; ``act`` 1.18x faster at batch 1, 0.97x at batch 16; ``docs/performance.md``)."""
+    setting = os.environ.get("AMPLIFY_ONEDNN_LINEAR", "auto").strip().lower()
+    if setting in ("0", "1"):
+        return setting == "1"
+    if setting not in ("", "auto"):
+        raise ValueError(f"AMPLIFY_ONEDNN_LINEAR must be 1, 0 or auto, got {setting!r}")
+    return dtype != torch.float32 or cpu_vendor() != "GenuineIntel"
 
 
 def prepare_for_inference(model: nn.Module, precision: str = "fp32", onednn: bool | None = None) -> nn.Module:
@@ -245,8 +274,8 @@ def prepare_for_inference(model: nn.Module, precision: str = "fp32", onednn: boo
     module docstring); the vision encoder, the motion tokenizer, and any model that is none of those,
     stay float32. Preparing again in the same precision does nothing.
 
-    ``onednn`` (None: :func:`onednn_default`): linear layers on CPU (float32 and bfloat16) also keep their
-    weight packed for oneDNN and run their products there (:class:`InferenceLinear`)."""
+    ``onednn`` (None: :func:`onednn_default`, per dtype): linear layers on CPU (float32 and bfloat16) also keep
+    their weight packed for oneDNN and run their products there (:class:`InferenceLinear`)."""
     from amplify.fused_decoder import attach_fused_decoder
     from amplify.models.vision import VisionEncoder
 
@@ -258,7 +287,8 @@ def prepare_for_inference(model: nn.Module, precision: str = "fp32", onednn: boo
                            f"to prepare it in {name}")
     model.eval()
     low = PRECISIONS[name]
-    onednn = onednn_default() if onednn is None else bool(onednn)
+    onednn_fp32 = onednn_default(torch.float32) if onednn is None else bool(onednn)
+    onednn_low = onednn_default(low) if onednn is None else bool(onednn)
     for module in list(model.modules()):
         if isinstance(module, VisionEncoder):
             _fold_vision_batchnorms(module.model)  # float32 in every precision (see the module docstring)
@@ -266,8 +296,8 @@ def prepare_for_inference(model: nn.Module, precision: str = "fp32", onednn: boo
         for part in ("forward_dynamics", "inverse_dynamics"):
             sub = getattr(model, part, None)
             if sub is not None:  # FD's quantizer is the tokenizer's (shared): it stays float32
-                _swap_linears(sub, low, keep=getattr(sub, "quantize", None), onednn=onednn)
-    _swap_linears(model, torch.float32, onednn=onednn)  # everything not yet swapped
+                _swap_linears(sub, low, keep=getattr(sub, "quantize", None), onednn=onednn_low)
+    _swap_linears(model, torch.float32, onednn=onednn_fp32)  # everything not yet swapped
     for module in model.modules():
         if isinstance(module, nn.Conv2d):
             module.to(memory_format=torch.channels_last)

@@ -151,8 +151,8 @@ class AMPLIFY(nn.Module):
         """Transposed linear weights, channels-last convolutions and the fused FD decoding step for faster
         inference (:mod:`amplify.inference`; same numbers up to rounding), in place. ``precision="bf16"``
         runs FD and ID in bfloat16, the vision encoder in float32 (opt-in; different numbers, see the module). The
-        prepared bundle cannot be saved or trained. ``onednn``: float32 CPU products on oneDNN's packed
-        weights (None: on unless ``AMPLIFY_ONEDNN_LINEAR=0``)."""
+        prepared bundle cannot be saved or trained. ``onednn``: CPU products on oneDNN's packed
+        weights (None: :func:`amplify.inference.onednn_default`, by dtype and CPU)."""
         return prepare_for_inference(self, precision, onednn)
 
     def save(self, path: str | Path, metadata: dict[str, Any] | None = None,

@@ -115,9 +115,10 @@ def test_onednn_switch_and_every_layer_packed(bundle, monkeypatch):
     assert not any(packed(copy.deepcopy(bundle).prepare_for_inference(onednn=False)))
     monkeypatch.setenv("AMPLIFY_ONEDNN_LINEAR", "0")
     assert not any(packed(copy.deepcopy(bundle).prepare_for_inference()))
-    monkeypatch.delenv("AMPLIFY_ONEDNN_LINEAR")
+    monkeypatch.setenv("AMPLIFY_ONEDNN_LINEAR", "1")  # forced on, whatever the CPU
     with pack_every_linear():
         every = copy.deepcopy(bundle).prepare_for_inference()
+    monkeypatch.delenv("AMPLIFY_ONEDNN_LINEAR")
     assert all(packed(every))
     cond = cond_tokens(bundle, inputs(bundle, 3))
     idx, logits = every.forward_dynamics.predict(cond, return_logits=True)
@@ -180,8 +181,9 @@ def test_onednn_switch_in_bf16(bundle, monkeypatch):
         mm = copy.deepcopy(bundle).prepare_for_inference("bf16", onednn=False)
         monkeypatch.setenv("AMPLIFY_ONEDNN_LINEAR", "0")
         env_off = copy.deepcopy(bundle).prepare_for_inference("bf16")
-        monkeypatch.delenv("AMPLIFY_ONEDNN_LINEAR")
+        monkeypatch.setenv("AMPLIFY_ONEDNN_LINEAR", "1")
         every = copy.deepcopy(bundle).prepare_for_inference("bf16")
+        monkeypatch.delenv("AMPLIFY_ONEDNN_LINEAR")
     for dtype in (torch.bfloat16, torch.float32):
         assert not any(packed(mm, dtype)) and not any(packed(env_off, dtype))
         assert packed(every, dtype) and all(packed(every, dtype))
@@ -193,6 +195,35 @@ def test_onednn_switch_in_bf16(bundle, monkeypatch):
     a_pk = every.act(x["images"], x["proprio"], text_emb=x["text_emb"])
     assert a_pk.dtype == torch.float32 and torch.isfinite(a_pk).all()
     assert float((a_pk - a_mm).abs().max()) < 0.2
+
+
+@needs_onednn
+def test_onednn_default_by_cpu_and_dtype(bundle, monkeypatch):
+    """Unset (or auto): bfloat16 always on oneDNN; float32 too, except on Intel CPUs, where MKL's own
+    products are as fast (docs/performance.md). 1 / 0 force either way; anything else is refused."""
+    import amplify.inference as inf
+
+    def packed(m, dtype):
+        return [lin.packed is not None for lin in m.modules()
+                if isinstance(lin, InferenceLinear) and lin.weight_dtype == dtype]
+
+    monkeypatch.delenv("AMPLIFY_ONEDNN_LINEAR", raising=False)
+    for vendor, fp32 in (("GenuineIntel", False), ("AuthenticAMD", True), ("", True)):
+        monkeypatch.setattr(inf, "cpu_vendor", lambda vendor=vendor: vendor)
+        assert inf.onednn_default(torch.float32) is fp32 and inf.onednn_default(torch.bfloat16) is True
+        monkeypatch.setenv("AMPLIFY_ONEDNN_LINEAR", "auto")
+        assert inf.onednn_default(torch.float32) is fp32
+        for setting, on in (("1", True), ("0", False)):
+            monkeypatch.setenv("AMPLIFY_ONEDNN_LINEAR", setting)
+            assert inf.onednn_default(torch.float32) is on and inf.onednn_default(torch.bfloat16) is on
+        monkeypatch.delenv("AMPLIFY_ONEDNN_LINEAR")
+        with pack_every_linear():
+            b16 = copy.deepcopy(bundle).prepare_for_inference("bf16")
+        assert packed(b16, torch.bfloat16) and all(packed(b16, torch.bfloat16))
+        assert packed(b16, torch.float32) and all(p is fp32 for p in packed(b16, torch.float32))
+    monkeypatch.setenv("AMPLIFY_ONEDNN_LINEAR", "yes")
+    with pytest.raises(ValueError, match="AMPLIFY_ONEDNN_LINEAR must be 1, 0 or auto"):
+        inf.onednn_default()
 
 
 def test_fused_decoder_samples_topk_like_the_module_path(bundle):
