@@ -146,5 +146,5 @@ class VisionEncoder(nn.Module):
         """The stages' maps (:func:`trunk_features` at ``keypoint_levels``) -> keypoints (b, K L, 2) in [-1, 1],
         level by level."""
         temperature = self.keypoint_log_temperature.float().exp()
-        return torch.cat([spatial_soft_argmax(conv(m).float() / temperature[i])
+        return torch.cat([spatial_soft_argmax(conv(m.to(conv.weight.dtype)).float() / temperature[i])
                           for i, (conv, m) in enumerate(zip(self.keypoint_maps, maps))], dim=1)
