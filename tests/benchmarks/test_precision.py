@@ -38,3 +38,20 @@ def test_precision_times_several_batches_and_writes_a_summary(tmp_path, small_bu
     assert r["timing"]["batch"] == 1 and r["timing_b2"]["batch"] == 2
     text = md.read_text()
     assert "bf16_mm / fp32 req/s" in text and "random_inputs_bf16_vs_bf16_mm" in text and "| 2 |" in text
+
+
+def test_bf16_vision_variant_runs_a_keypoint_trunk():
+    """The keypoint maps (float32) take the bfloat16 trunk's features in their own dtype."""
+    import copy
+
+    from amplify import AMPLIFY
+    from tests.test_model_math import keypoint_bundle_config
+
+    torch.manual_seed(0)
+    model = AMPLIFY(keypoint_bundle_config()).eval().requires_grad_(False)
+    b16 = bf16_with_bf16_vision(copy.deepcopy(model).prepare_for_inference("bf16"))
+    images = torch.rand(2, 64, 64, 3)
+    with torch.no_grad():
+        ref, out = model.img_encoder(images), b16.img_encoder(images)
+    assert out.dtype == torch.float32 and out.shape == ref.shape and torch.isfinite(out).all()
+    torch.testing.assert_close(out[:, :4], ref[:, :4], rtol=0.1, atol=0.1)  # the patches, rounded to bfloat16
