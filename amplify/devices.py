@@ -43,6 +43,6 @@ def native_bf16(device: str | torch.device) -> bool:
 
 def warn_if_emulated(precision: str, device: str | torch.device) -> None:
     """Log a warning when bfloat16 was asked for on a device that would emulate it."""
-    if precision == "bf16" and not native_bf16(device):
-        log.warning("precision bf16 on %s: this device has no native bfloat16 (AVX512-BF16/AMX or compute capability "
-                    ">= 8.0); it runs, but slower than fp32", device)
+    if precision.startswith("bf16") and not native_bf16(device):
+        log.warning("precision %s on %s: this device has no native bfloat16 (AVX512-BF16/AMX or compute capability "
+                    ">= 8.0); it runs, but slower than fp32", precision, device)

@@ -28,6 +28,13 @@ weights as well; torch's bfloat16 ``mm`` reads a one-row product's weight no fas
 29 GB/s per byte in torch 2.13); oneDNN's packed product ran the FD weights' one-row products 1.8x
 faster than ``mm`` on a Zen 5 EPYC (3.69 vs 6.73 ms, two threads).
 
+``precision="bf16-all"`` (opt-in, for throughput) runs the vision encoder's ResNet trunk in bfloat16 too
+(its keypoint maps, where a bundle has them, stay float32). At batch 16 on a 2-core Xeon with AMX the
+float32 trunk was 53 % of a bf16 ``act`` on the paper-size model: bf16-all served it at 3.06x float32's
+requests/s against bf16's 1.98x. The cost is the image tokens: on the shipped default model FD tokens
+were 90.7 % equal to float32's on world observations (bf16: 98.6 %), and it solved 190 of 220 held-out
+episodes against float32's 195 (bf16: 194) (``docs/performance.md``).
+
 The swap is in place and for inference only: a prepared model has no ``nn.Linear`` parameters to
 train and cannot be saved (save before preparing, or load again).
 """
@@ -42,18 +49,20 @@ from torch import nn
 from amplify.layers import MLP, CrossAttention, SelfAttention
 
 # precision name -> dtype of the weights and products; float32 is the default
-PRECISIONS: dict[str, torch.dtype] = {"fp32": torch.float32, "bf16": torch.bfloat16}
-_ALIASES = {"float32": "fp32", "fp32": "fp32", "f32": "fp32", "bfloat16": "bf16", "bf16": "bf16"}
+PRECISIONS: dict[str, torch.dtype] = {"fp32": torch.float32, "bf16": torch.bfloat16, "bf16-all": torch.bfloat16}
+_ALIASES = {"float32": "fp32", "fp32": "fp32", "f32": "fp32", "bfloat16": "bf16", "bf16": "bf16",
+            "bf16-all": "bf16-all", "bf16_all": "bf16-all", "bfloat16-all": "bf16-all"}
 
 
 def precision_name(precision: str | None) -> str:
-    """``fp32`` or ``bf16`` from any accepted spelling (None: fp32); ValueError names the choices."""
+    """``fp32``, ``bf16`` or ``bf16-all`` from any accepted spelling (None: fp32); ValueError names the choices."""
     if precision is None:
         return "fp32"
     try:
         return _ALIASES[str(precision).strip().lower()]
     except KeyError:
-        raise ValueError(f"precision must be one of fp32 (float32) or bf16 (bfloat16), got {precision!r}") from None
+        raise ValueError(f"precision must be one of fp32 (float32), bf16 (bfloat16) or bf16-all (the vision encoder "
+                         f"in bfloat16 too), got {precision!r}") from None
 
 
 def onednn_linear_available() -> bool:
@@ -272,7 +281,8 @@ def prepare_for_inference(model: nn.Module, precision: str = "fp32", onednn: boo
 
     ``precision="bf16"`` stores forward dynamics' and inverse dynamics' weights in bfloat16 (see the
     module docstring); the vision encoder, the motion tokenizer, and any model that is none of those,
-    stay float32. Preparing again in the same precision does nothing.
+    stay float32. ``"bf16-all"`` also stores the vision encoder's ResNet trunk in bfloat16 (its input is cast
+    to bfloat16, its tokens back to float32). Preparing again in the same precision does nothing.
 
     ``onednn`` (None: :func:`onednn_default`, per dtype): linear layers on CPU (float32 and bfloat16) also keep
     their weight packed for oneDNN and run their products there (:class:`InferenceLinear`)."""
@@ -301,6 +311,8 @@ def prepare_for_inference(model: nn.Module, precision: str = "fp32", onednn: boo
     for module in model.modules():
         if isinstance(module, nn.Conv2d):
             module.to(memory_format=torch.channels_last)
+        if name == "bf16-all" and isinstance(module, VisionEncoder):
+            module.model.to(low)  # the trunk; VisionEncoder.forward casts to its dtype and back
     attach_fused_decoder(model)
     model.inference_precision = name
     return model.eval()

@@ -112,8 +112,7 @@ def section_act(bundle: str, device: str, batches: list[int], repeats: int) -> d
     from benchmarks.precision import compare
 
     base = AMPLIFY.load(bundle, device).eval().requires_grad_(False)
-    models = {"fp32": copy.deepcopy(base).prepare_for_inference("fp32"),
-              "bf16": copy.deepcopy(base).prepare_for_inference("bf16")}
+    models = {p: copy.deepcopy(base).prepare_for_inference(p) for p in ("fp32", "bf16", "bf16-all")}
     del base
     out: dict[str, Any] = {"bundle": bundle, "batches": {}}
     with torch.inference_mode():
@@ -124,6 +123,7 @@ def section_act(bundle: str, device: str, batches: list[int], repeats: int) -> d
             out["batches"][b] = {name: {**r, "requests_per_s": b / r["median_s"]} for name, r in row.items()}
         checks = [random_inputs(models["fp32"], 4, seed=100 + i) for i in range(2)]
         out["bf16_vs_fp32"] = compare(models["fp32"], models["bf16"], checks)
+        out["bf16-all_vs_fp32"] = compare(models["fp32"], models["bf16-all"], checks)
     for name in models:
         out[f"robots_{name}"] = robots_batch({b: r[name] for b, r in out["batches"].items()})
     if device.startswith("cuda"):
@@ -217,22 +217,24 @@ def render(r: dict[str, Any]) -> str:
             lines += [f"## {name}: failed", "", "```", s["error"], "```", ""]
     a = r.get("act", {})
     if "batches" in a:
+        names = list(next(iter(a["batches"].values())))
         lines += ["## `act` in-process (uint8 images from the host, synchronized)", "",
-                  "| batch | fp32 median ms | fp32 p95 ms | fp32 req/s | bf16 median ms | bf16 p95 ms | bf16 req/s |",
-                  "|---|---|---|---|---|---|---|"]
+                  "| batch | " + " | ".join(f"{n} median ms | {n} p95 ms | {n} req/s" for n in names) + " |",
+                  "|---" * (1 + 3 * len(names)) + "|"]
         for b, row in a["batches"].items():
-            f, h = row["fp32"], row["bf16"]
-            lines.append(f"| {b} | {f['median_s'] * 1e3:.2f} | {f['p95_s'] * 1e3:.2f} | {f['requests_per_s']:.0f} | "
-                         f"{h['median_s'] * 1e3:.2f} | {h['p95_s'] * 1e3:.2f} | {h['requests_per_s']:.0f} |")
+            lines.append(f"| {b} | " + " | ".join(f"{row[n]['median_s'] * 1e3:.2f} | {row[n]['p95_s'] * 1e3:.2f} | "
+                                                 f"{row[n]['requests_per_s']:.0f}" for n in names) + " |")
         lines.append("")
-        for name in ("fp32", "bf16"):
+        for name in names:
             rb = a[f"robots_{name}"]
             lines.append(f"- {rb['robots']} robots at {rb['hz']:g} Hz, {name}: smallest batch that fits "
                          f"**{rb['smallest_batch']}** (ceil({rb['robots']}/b) calls per {1e3 / rb['hz']:.0f} ms: "
                          + ", ".join(f"b={b} {s * 1e3:.1f} ms" for b, s in rb["seconds_per_cycle"].items()) + ")")
-        q = a["bf16_vs_fp32"]
-        lines += [f"- bf16 against fp32: FD tokens {q['token_agreement'] * 100:.2f} % equal ({q['tokens']}), largest "
-                  f"action difference {q['max_abs_action_diff']:.3g}"]
+        for name in names[1:]:
+            q = a.get(f"{name}_vs_fp32")
+            if q:
+                lines += [f"- {name} against fp32: FD tokens {q['token_agreement'] * 100:.2f} % equal ({q['tokens']}), "
+                          f"largest action difference {q['max_abs_action_diff']:.3g}"]
         if "peak_memory_gib" in a:
             lines.append(f"- peak device memory {a['peak_memory_gib']} GiB")
         lines.append("")

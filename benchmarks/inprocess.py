@@ -116,14 +116,15 @@ def run(model: AMPLIFY, batches=(1, 4, 16), repeats: int = 5, reference_max_batc
         backends: dict | None = None, bf16: bool = True) -> dict:
     """All section-1 measurements for ``model`` (a bundle in eval mode); ``backends``: exported runtime
     models (``benchmarks.exports.load_backends``) timed on the same inputs as the PyTorch paths; ``bf16``:
-    also the prepared model in bfloat16 (``prepare_for_inference("bf16")``), with its token agreement
-    and largest action difference against float32."""
+    also the prepared model in bfloat16 (``prepare_for_inference("bf16")``) and in bf16-all (the vision
+    encoder in bfloat16 too), each with its token agreement and largest action difference against float32."""
     from benchmarks.exports import act_fn
 
     backends = backends or {}
     model = model.eval().requires_grad_(False)
     prepared = copy.deepcopy(model).prepare_for_inference()
-    prepared_bf16 = copy.deepcopy(model).prepare_for_inference("bf16") if bf16 else None
+    low = {f"cached_torch_prepared_{name}": copy.deepcopy(model).prepare_for_inference(precision)
+           for name, precision in (("bf16", "bf16"), ("bf16_all", "bf16-all"))} if bf16 else {}
     out: dict = {"act": {}, "stages": {}, "flops": {}}
     x1 = make_inputs(model, 1)
     act = lambda x, cached: model.act(x["images"], x["proprio"], text_emb=x["text_emb"], cached=cached)  # noqa: E731
@@ -154,9 +155,8 @@ def run(model: AMPLIFY, batches=(1, 4, 16), repeats: int = 5, reference_max_batc
     for b in batches:
         x = make_inputs(model, b)
         torch_paths = {"cached_torch": lambda: act(x, True), "cached_torch_prepared": lambda: act_prepared(x)}
-        if prepared_bf16 is not None:
-            torch_paths["cached_torch_prepared_bf16"] = lambda: prepared_bf16.act(x["images"], x["proprio"],
-                                                                                  text_emb=x["text_emb"])
+        for name, m in low.items():
+            torch_paths[name] = lambda m=m: m.act(x["images"], x["proprio"], text_emb=x["text_emb"])
         if b == 1:  # the floor's probes in the same turns: on a shared machine the load moves the floor too
             n_mm = 2048
             ma, mb = torch.randn(n_mm, n_mm), torch.randn(n_mm, n_mm)
@@ -174,10 +174,9 @@ def run(model: AMPLIFY, batches=(1, 4, 16), repeats: int = 5, reference_max_batc
             row["reference_torch"] = time_call(lambda: act(x, False), repeats=max(2, repeats // 2))
         ref_actions = act(x, True).numpy()
         row["cached_torch_prepared"]["max_abs_diff_vs_torch"] = float(np.abs(act_prepared(x).numpy() - ref_actions).max())
-        if prepared_bf16 is not None:
-            row["cached_torch_prepared_bf16"].update(bf16_cost(prepared, prepared_bf16, x))
-            row["cached_torch_prepared_bf16"]["max_abs_diff_vs_torch"] = float(
-                np.abs(torch_paths["cached_torch_prepared_bf16"]().numpy() - ref_actions).max())
+        for name, m in low.items():
+            row[name].update(bf16_cost(prepared, m, x))
+            row[name]["max_abs_diff_vs_torch"] = float(np.abs(torch_paths[name]().numpy() - ref_actions).max())
         for name, m in backends.items():
             if name == "torchscript" and b > reference_max_batch:  # seconds per call on 2 busy cores: keep the run short
                 continue

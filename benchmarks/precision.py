@@ -10,11 +10,12 @@ With the world, both precisions run the same episodes (held-out init states of t
 ``training.eval_world.evaluate``); agreement and action differences are measured on every observation
 the float32 policy saw. Without it (or in addition), on ``--random-batches`` batches of random images.
 
-Beside the served bf16 (FD and ID in bfloat16, the vision encoder float32), ``bf16_vision_bf16`` is the
-earlier variant with the vision encoder's convolutions in bfloat16 too, compared on the same inputs
-(no closed loop), to show what keeping the vision encoder float32 buys. ``--timing B`` times ``act`` at
-batch B (or each of a comma-separated list) for float32, bf16 and that variant in turns
-(``benchmarks.common.time_interleaved``): what the float32 vision encoder costs in speed, side by side.
+Beside bf16 (FD and ID in bfloat16, the vision encoder float32), ``bf16_all`` is ``precision="bf16-all"``
+(the vision encoder's trunk in bfloat16 too; named ``bf16_vision_bf16`` in results before 2026-12-05),
+compared on the same inputs and observations, and in closed loop with the world, to show what keeping the
+vision encoder float32 buys. ``--timing B`` times ``act`` at batch B (or each of a comma-separated list)
+for float32, bf16 and bf16-all in turns (``benchmarks.common.time_interleaved``): what the float32 vision
+encoder costs in speed, side by side.
 float32 and bf16 run their CPU products on oneDNN's packed weights (the default); ``bf16_mm`` is bf16
 with ``onednn=False`` (torch's bfloat16 ``mm``, what bf16 ran before), timed and compared beside them.
 """
@@ -53,17 +54,6 @@ def compare(fp32: AMPLIFY, bf16: AMPLIFY, batches: list[dict]) -> dict:
             "median_of_per_call_max_action_diff": float(np.median(diffs)) if diffs else 0.0, "calls": len(batches)}
 
 
-def bf16_with_bf16_vision(model: AMPLIFY) -> AMPLIFY:
-    """A bf16-prepared model with its vision encoder's convolutions cast to bfloat16 as well (the earlier
-    variant; its forward casts the images to the convolutions' dtype and the tokens back to float32)."""
-    from amplify.models.vision import VisionEncoder
-
-    for m in model.modules():
-        if isinstance(m, VisionEncoder):
-            m.model.to(torch.bfloat16)
-    return model
-
-
 def random_batches(model: AMPLIFY, n: int, batch: int = 4, seed: int = 0) -> list[dict]:
     rng = np.random.default_rng(seed)
     mt = model.cfg.motion_tokenizer
@@ -92,12 +82,13 @@ def run(bundle: str, episodes: int = 12, world: bool = True, random_n: int = 4, 
     fp32 = copy.deepcopy(base).prepare_for_inference("fp32")
     bf16 = copy.deepcopy(base).prepare_for_inference("bf16")
     bf16_mm = copy.deepcopy(base).prepare_for_inference("bf16", onednn=False)
-    bf16v = bf16_with_bf16_vision(copy.deepcopy(base).prepare_for_inference("bf16"))
+    bf16_all = copy.deepcopy(base).prepare_for_inference("bf16-all")
     out: dict = {"bundle": bundle, "trained": bool(base.metadata.get("trained", True)),
                  "bf16": "FD and ID in bfloat16, vision encoder float32",
-                 "bf16_mm": "bf16 with onednn=False (torch's bfloat16 mm)"}
+                 "bf16_mm": "bf16 with onednn=False (torch's bfloat16 mm)",
+                 "bf16_all": "precision bf16-all: FD, ID and the vision encoder's trunk in bfloat16"}
     batches_t = [timing_batch] if isinstance(timing_batch, int) else list(timing_batch)
-    models = {"fp32": fp32, "bf16": bf16, "bf16_mm": bf16_mm, "bf16_vision_bf16": bf16v}
+    models = {"fp32": fp32, "bf16": bf16, "bf16_mm": bf16_mm, "bf16_all": bf16_all}
     for i, b in enumerate(x for x in batches_t if x):
         out["timing" if i == 0 else f"timing_b{b}"] = timing(models, b, timing_repeats)
     if random_n:
@@ -105,7 +96,7 @@ def run(bundle: str, episodes: int = 12, world: bool = True, random_n: int = 4, 
         out["random_inputs"] = compare(fp32, bf16, batches)
         out["random_inputs_bf16_mm"] = compare(fp32, bf16_mm, batches)
         out["random_inputs_bf16_vs_bf16_mm"] = compare(bf16_mm, bf16, batches)
-        out["random_inputs_bf16_vision_bf16"] = compare(fp32, bf16v, batches)
+        out["random_inputs_bf16_all"] = compare(fp32, bf16_all, batches)
     if world:
         from training.eval_world import evaluate
 
@@ -119,13 +110,13 @@ def run(bundle: str, episodes: int = 12, world: bool = True, random_n: int = 4, 
             return act
 
         views = tuple(base.views)
-        for name, model in (("fp32", fp32), ("bf16", bf16)):
+        for name, model in (("fp32", fp32), ("bf16", bf16), ("bf16_all", bf16_all)):
             t0 = time.perf_counter()
             r = evaluate(policy(model, name == "fp32"), suite, episodes, views=views, progress=False)
             out[f"world_{name}"] = {"success_rate": r["success_rate"], "episodes": episodes,
                                     "seconds": time.perf_counter() - t0}
         out["world_observations"] = compare(fp32, bf16, seen)
-        out["world_observations_bf16_vision_bf16"] = compare(fp32, bf16v, seen)
+        out["world_observations_bf16_all"] = compare(fp32, bf16_all, seen)
     return out
 
 

@@ -77,7 +77,7 @@ def render(r: dict) -> str:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--bundle", required=True)
-    p.add_argument("--precision", default="fp32", choices=["fp32", "bf16"])
+    p.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "bf16-all"])
     p.add_argument("--repeats", type=int, default=2)
     p.add_argument("--out", default=str(REPO / "benchmarks" / "results"))
     p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)

@@ -29,7 +29,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", help=_help("model"))
     parser.add_argument("--backend", choices=["torch", "torchscript", "onnx"], help=_help("backend"))
     parser.add_argument("--device", help=_help("device"))
-    parser.add_argument("--precision", choices=["fp32", "bf16", "float32", "bfloat16"], help=_help("precision"))
+    parser.add_argument("--precision", choices=["fp32", "bf16", "bf16-all", "float32", "bfloat16"], help=_help("precision"))
     parser.add_argument("--host", help=_help("host"))
     parser.add_argument("--port", type=int, help=_help("port"))
     parser.add_argument("--max-batch-size", type=int, dest="max_batch_size", help=_help("max_batch_size"))

@@ -121,7 +121,8 @@ class Metadata(BaseModel):
     model: ModelName
     backend: Literal["torch", "torchscript", "onnx"]
     device: str
-    precision: Literal["fp32", "bf16"] = Field("fp32", description="compute precision (bf16: opt-in bfloat16)")
+    precision: Literal["fp32", "bf16", "bf16-all"] = Field(
+        "fp32", description="compute precision (bf16: FD and ID in bfloat16; bf16-all: the vision encoder too)")
     views: list[str]
     image_size: list[int] = Field(description="[H_img, W_img] the model was trained on; other sizes are resized")
     track_horizon: int = Field(description="H, points per track")

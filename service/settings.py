@@ -20,9 +20,10 @@ class ServiceSettings(BaseSettings):
                               "directory; default: $AMPLIFY_HOME/default, else an untrained small bundle")
     backend: Literal["torch", "torchscript", "onnx"] = Field("torch", description="inference back end")
     device: str = Field("cpu", description="cpu, cuda or cuda:N")
-    precision: Literal["fp32", "bf16"] = Field("fp32", description="compute precision of the torch back end: fp32, "
-                                               "or bf16 (opt-in: FD and ID in bfloat16, vision encoder float32; faster at "
-                                               "large batches on CPUs with AMX/AVX512-BF16 and on GPUs)")
+    precision: Literal["fp32", "bf16", "bf16-all"] = Field(
+        "fp32", description="compute precision of the torch back end: fp32; bf16 (opt-in: FD and ID in bfloat16, "
+        "vision encoder float32; faster at large batches on CPUs with AMX/AVX512-BF16 and on GPUs); bf16-all "
+        "(the vision encoder in bfloat16 too: faster still, moves a trained model's image tokens more)")
     host: str = Field("127.0.0.1", description="address to listen on")
     port: int = Field(8000, ge=0, le=65535, description="port to listen on")
     max_batch_size: int = Field(16, ge=1, le=4096, description="most samples gathered into one model call")
@@ -45,5 +46,6 @@ class ServiceSettings(BaseSettings):
     @field_validator("precision", mode="before")
     @classmethod
     def _precision_alias(cls, v: object) -> object:
-        """Accept float32 / bfloat16 for fp32 / bf16."""
-        return {"float32": "fp32", "bfloat16": "bf16"}.get(str(v).strip().lower(), v) if isinstance(v, str) else v
+        """Accept float32 / bfloat16 / bf16_all for fp32 / bf16 / bf16-all."""
+        aliases = {"float32": "fp32", "bfloat16": "bf16", "bf16_all": "bf16-all", "bfloat16-all": "bf16-all"}
+        return aliases.get(str(v).strip().lower(), v) if isinstance(v, str) else v

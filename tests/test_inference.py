@@ -226,6 +226,38 @@ def test_onednn_default_by_cpu_and_dtype(bundle, monkeypatch):
         inf.onednn_default()
 
 
+def test_bf16_all_runs_the_vision_trunk_in_bfloat16_too(bundle):
+    """precision bf16-all: as bf16, and the vision encoder's trunk in bfloat16 (tokens float32, near float32's)."""
+    b16, b16all = (copy.deepcopy(bundle).prepare_for_inference(p) for p in ("bf16", "bf16_all"))
+    assert model_precision(b16all) == "bf16-all" and precision_name("BFloat16-All") == "bf16-all"
+    assert all(p.dtype == torch.bfloat16 for p in b16all.img_encoder.model.parameters())
+    assert all(p.dtype == torch.float32 for p in b16.img_encoder.model.parameters())
+    assert all(p.dtype == torch.float32 for p in b16all.motion_tokenizer.parameters())
+    x = inputs(bundle, 2)
+    ref, tok = bundle.image_tokens(x["images"]), b16all.image_tokens(x["images"])
+    assert tok.dtype == torch.float32 and tok.shape == ref.shape
+    torch.testing.assert_close(tok, ref, rtol=0.05, atol=0.05)
+    a = b16all.act(x["images"], x["proprio"], text_emb=x["text_emb"])
+    assert a.dtype == torch.float32 and torch.isfinite(a).all()
+    with pytest.raises(RuntimeError, match="already prepared for inference in bf16-all"):
+        b16all.prepare_for_inference("bf16")
+
+
+def test_bf16_all_keeps_keypoint_maps_float32():
+    """A keypoint trunk (amplify/models/vision.py): the float32 keypoint maps take the bfloat16 features."""
+    from tests.test_model_math import keypoint_bundle_config
+
+    torch.manual_seed(0)
+    model = AMPLIFY(keypoint_bundle_config()).eval().requires_grad_(False)
+    b16all = copy.deepcopy(model).prepare_for_inference("bf16-all")
+    assert all(p.dtype == torch.float32 for p in b16all.img_encoder.keypoint_maps.parameters())
+    images = torch.rand(2, 64, 64, 3)
+    with torch.no_grad():
+        ref, out = model.img_encoder(images), b16all.img_encoder(images)
+    assert out.dtype == torch.float32 and out.shape == ref.shape and torch.isfinite(out).all()
+    torch.testing.assert_close(out[:, :4], ref[:, :4], rtol=0.1, atol=0.1)  # the patches, rounded to bfloat16
+
+
 def test_fused_decoder_samples_topk_like_the_module_path(bundle):
     prepared = copy.deepcopy(bundle).prepare_for_inference()
     fd = prepared.forward_dynamics

@@ -2,7 +2,7 @@
 
     amplify eval-world [--model DIR] [--suite builtin_all] [--per-task 10] [--execute 8]
                        [--baselines expert,random] [--videos DIR] [--json FILE] [--no-model]
-                       [--temporal-agg M] [--gripper-hold H] [--precision fp32|bf16] [--id-codes fd|oracle|zero]
+                       [--temporal-agg M] [--gripper-hold H] [--precision fp32|bf16|bf16-all] [--id-codes fd|oracle|zero]
                        [--oracle-tokens K] [--id-no-images]
 
 The benchmark is each task's 50 fixed initial states (``world.get_init_states``, like LIBERO's).
@@ -311,7 +311,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--videos", default=None, help="write GIFs of a success and a failure per task and policy here")
     parser.add_argument("--json", default=None, help="write the results here")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--precision", default=None, choices=["fp32", "bf16", "float32", "bfloat16"],
+    parser.add_argument("--precision", default=None, choices=["fp32", "bf16", "bf16-all", "float32", "bfloat16"],
                         help="run the model prepared for inference in this precision, as `amplify serve "
                              "--precision` does (default: as loaded, float32 unprepared)")
     parser.add_argument("--no-progress", action="store_true")

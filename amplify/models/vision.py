@@ -133,7 +133,7 @@ class VisionEncoder(nn.Module):
         # encoder's own size the bilinear resize is the identity.
         if x.shape[-2:] != (size, size) or torch.jit.is_tracing():
             x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False, antialias=False)
-        dtype = self.model[0].weight.dtype  # float32 when served; bfloat16 in benchmarks.precision's all-bf16 variant
+        dtype = self.model[0].weight.dtype  # float32, or bfloat16 under precision bf16-all
         if not self.cfg.keypoints:
             x = self.model(x.to(dtype))  # (b, 512, 7, 7)
             return x.flatten(2).transpose(1, 2).float()  # (b, 49, 512)

@@ -10,7 +10,7 @@ def load_backend(name: str, model: str | None, device: str = "cpu", threads: int
                  precision: str = "fp32") -> Backend:
     """Build the named back end on ``model`` (a path; None: the default bundle, or an untrained one).
 
-    ``precision`` "bf16" is the torch back end's (an exported graph's precision is fixed when exporting);
+    ``precision`` "bf16" or "bf16-all" is the torch back end's (an exported graph's precision is fixed when exporting);
     ``device`` is checked first (:func:`amplify.devices.check_device`)."""
     from amplify.devices import check_device
     from amplify.inference import precision_name

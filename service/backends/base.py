@@ -27,7 +27,7 @@ class Backend(abc.ABC):
     name: str = "base"
     info: ModelInfo
     device: str = "cpu"
-    precision: str = "fp32"  # "bf16" when the torch back end runs in bfloat16
+    precision: str = "fp32"  # "bf16" / "bf16-all" when the torch back end runs in bfloat16
     sampling_modes: tuple[str, ...] = ("argmax", "topk")
 
     @abc.abstractmethod

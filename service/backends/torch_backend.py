@@ -38,7 +38,7 @@ class TorchBackend(Backend):
              precision: str = "fp32") -> "TorchBackend":
         """A bundle from ``path`` (amplify.pt or a project directory); None: the default bundle if it
         exists, else an untrained ``small`` bundle made with ``seed`` (:func:`amplify.loading.load_servable`).
-        ``precision``: fp32 or bf16."""
+        ``precision``: fp32, bf16 or bf16-all."""
         if threads:
             torch.set_num_threads(threads)
         loaded = load_servable(path, device=device, seed=seed)

@@ -1,4 +1,4 @@
-"""The ``precision`` setting: fp32 by default, opt-in bf16 on the torch back end, reported by /metadata;
+"""The ``precision`` setting: fp32 by default, opt-in bf16 and bf16-all on the torch back end, reported by /metadata;
 clear errors for a precision or device a back end cannot serve."""
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ from tests.service.live import live_server, post, result
 def test_precision_setting_flag_env_and_aliases(monkeypatch):
     assert ServiceSettings().precision == "fp32"
     assert ServiceSettings(precision="bfloat16").precision == "bf16"
+    assert ServiceSettings(precision="BF16_all").precision == "bf16-all"
     monkeypatch.setenv("AMPLIFY_PRECISION", "bf16")
     assert ServiceSettings().precision == "bf16"
     with pytest.raises(ValidationError, match="precision"):
@@ -25,6 +26,7 @@ def test_precision_setting_flag_env_and_aliases(monkeypatch):
     add_arguments(parser)
     assert build_settings(parser.parse_args(["--precision", "fp32"])).precision == "fp32"  # the flag beats the env
     assert build_settings(parser.parse_args(["precision=float32"])).precision == "fp32"
+    assert build_settings(parser.parse_args(["--precision", "bf16-all"])).precision == "bf16-all"
 
 
 def test_exported_back_ends_refuse_bf16_and_devices_are_checked(tmp_path):
@@ -47,9 +49,10 @@ def test_bf16_server_reports_its_precision_and_acts(random_bundle_dir, random_se
               "proprio": rng.normal(0, 0.3, (2, 9)).astype(np.float32),
               "text": ["put the bowl on the plate", "open the top drawer"]}
     fp32 = result(post(random_server.client, "/act", fields, "msgpack"))["actions"]
-    with live_server(model=str(random_bundle_dir), precision="bf16", max_wait_ms=1) as server:
-        meta = server.client.get("/metadata").json()
-        assert meta["precision"] == "bf16" and meta["backend"] == "torch"
-        bf16 = result(post(server.client, "/act", fields, "msgpack"))["actions"]
-    assert bf16.dtype == np.float32 and bf16.shape == fp32.shape
-    assert np.abs(bf16 - fp32).max() < 0.2
+    for precision in ("bf16", "bf16-all"):
+        with live_server(model=str(random_bundle_dir), precision=precision, max_wait_ms=1) as server:
+            meta = server.client.get("/metadata").json()
+            assert meta["precision"] == precision and meta["backend"] == "torch"
+            bf16 = result(post(server.client, "/act", fields, "msgpack"))["actions"]
+        assert bf16.dtype == np.float32 and bf16.shape == fp32.shape
+        assert np.abs(bf16 - fp32).max() < 0.2
