@@ -19,7 +19,7 @@ one torch thread). Beside them, the cost of one thread wake-up on this machine, 
 loop's thread idles meanwhile, as it does while a robot's model call runs), and the WebSocket's
 transport floor (:func:`transport_floor`): the same client and frames against uvicorn with ``amplify
 serve``'s protocol settings and an app that answers every frame with a fixed reply (no model, no checks),
-at once and after sleeping the served model's time.
+at once and after sleeping the served model's time, and the same for HTTP with ``/act``'s msgpack body.
 Writes ``benchmarks/results/<time>-protocols.{json,md}``.
 """
 from __future__ import annotations
@@ -154,11 +154,13 @@ def measure(calls: dict[str, Call], pid: int, model_tid: str, repeats: int) -> d
 
 async def echo_app(scope: dict[str, Any], receive: Callable, send: Callable) -> None:
     """ASGI app for :func:`transport_floor`: accepts a WebSocket and answers every frame with one fixed
-    reply the size of a batch-1 ``act`` reply, after ``time.sleep(delay)`` when the URL has
+    reply the size of a batch-1 ``act`` reply, and answers an HTTP POST (its whole body read) with one
+    fixed msgpack reply the size of ``/act``'s; each after ``time.sleep(delay)`` when the URL has
     ``?delay=SECONDS`` (blocking on purpose: the loop's timers have millisecond granularity); nothing
-    else (lifespan acknowledged, HTTP refused)."""
+    else (lifespan acknowledged)."""
     from urllib.parse import parse_qs
 
+    from clients.codec import MSGPACK, encode_body
     from clients.openpi import pack
 
     if scope["type"] == "lifespan":
@@ -166,12 +168,18 @@ async def echo_app(scope: dict[str, Any], receive: Callable, send: Callable) -> 
             await send({"type": "lifespan.startup.complete"})
         await send({"type": "lifespan.shutdown.complete"})
         return
-    if scope["type"] != "websocket":
-        await send({"type": "http.response.start", "status": 404, "headers": []})
-        await send({"type": "http.response.body", "body": b""})
+    delay = float(parse_qs(scope.get("query_string", b"").decode()).get("delay", ["0"])[0])
+    if scope["type"] == "http":
+        while (await receive()).get("more_body", False):
+            pass
+        if delay > 0:
+            time.sleep(delay)
+        body = encode_body({"actions": np.zeros((1, 16, 7), np.float32)}, MSGPACK)
+        await send({"type": "http.response.start", "status": 200,
+                    "headers": [(b"content-type", MSGPACK.encode()), (b"content-length", str(len(body)).encode())]})
+        await send({"type": "http.response.body", "body": body})
         return
     reply = pack({"actions": np.zeros((16, 7), np.float32), "server_timing": {"model_ms": 0.0}})
-    delay = float(parse_qs(scope.get("query_string", b"").decode()).get("delay", ["0"])[0])
     await receive()  # websocket.connect
     await send({"type": "websocket.accept"})
     while (await receive())["type"] == "websocket.receive":
@@ -180,12 +188,15 @@ async def echo_app(scope: dict[str, Any], receive: Callable, send: Callable) -> 
         await send({"type": "websocket.send", "bytes": reply})
 
 
-def transport_floor(observation: dict[str, Any], model_s: float, calls: int = 60) -> dict[str, Any]:
+def transport_floor(observation: dict[str, Any], model_s: float, calls: int = 60,
+                    act_fields: dict[str, np.ndarray] | None = None) -> dict[str, Any]:
     """Round trips of the openpi client's frames to :func:`echo_app` on uvicorn with ``amplify serve``'s
     protocol settings (h11, websockets-sansio, uvloop where installed), in a subprocess: what the WebSocket
     costs before any of the service's own code runs. ``busy``: answered at once; ``idle``: answered after
     sleeping ``model_s`` (both sides idle as during a model call), round trip minus the sleep; and how
-    late ``time.sleep(model_s)`` itself wakes on this machine (``sleep_overshoot``, part of ``idle``)."""
+    late ``time.sleep(model_s)`` itself wakes on this machine (``sleep_overshoot``, part of ``idle``).
+    With ``act_fields`` also ``http``: the same for HTTP, the client encoding ``/act``'s msgpack body and
+    decoding the reply on every call as :func:`http_msgpack` does, over one keep-alive connection."""
     import socket
     import subprocess
 
@@ -219,6 +230,23 @@ def transport_floor(observation: dict[str, Any], model_s: float, calls: int = 60
                     if i >= 5:
                         rtt.append(time.perf_counter() - t0 - delay)
             out[name] = summarize(rtt)
+        if act_fields is not None:
+            from clients.codec import MSGPACK, decode_body, encode_body
+
+            headers = {"content-type": MSGPACK, "accept": MSGPACK}
+            out["http"] = {"body_bytes": len(encode_body(act_fields, MSGPACK))}
+            with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=60) as client:
+                for name, delay in (("busy", 0.0), ("idle", model_s)):
+                    rtt = []
+                    for i in range(calls + 5):
+                        t0 = time.perf_counter()
+                        r = client.post(f"/act?delay={delay:.6f}", content=encode_body(act_fields, MSGPACK),
+                                        headers=headers)
+                        r.raise_for_status()
+                        assert "actions" in decode_body(r.content, r.headers["content-type"])
+                        if i >= 5:
+                            rtt.append(time.perf_counter() - t0 - delay)
+                    out["http"][name] = summarize(rtt)
         late = []
         for _ in range(min(calls, 20)):
             t0 = time.perf_counter()
@@ -300,6 +328,14 @@ def render(result: dict[str, Any]) -> str:
                   f"**{floor['idle']['median_s'] * 1e3:.3f}** ({floor['idle']['p95_s'] * 1e3:.3f}), of which "
                   f"`time.sleep` itself wakes {floor['sleep_overshoot']['median_s'] * 1e3:.3f} ms late (median, measured "
                   f"in the benchmark's process)."]
+        http = floor.get("http")
+        if http:
+            lines += ["", f"HTTP transport floor: the same client code as `/act` (msgpack body of {http['body_bytes']:,} "
+                      f"bytes encoded, the reply decoded, one keep-alive connection) against the same uvicorn (h11) and "
+                      f"an app that reads the body and answers with a fixed `/act`-sized reply: answered at once "
+                      f"**{http['busy']['median_s'] * 1e3:.3f}** ({http['busy']['p95_s'] * 1e3:.3f}); after the model's "
+                      f"{floor['model_s'] * 1e3:.1f} ms, minus the sleep, **{http['idle']['median_s'] * 1e3:.3f}** "
+                      f"({http['idle']['p95_s'] * 1e3:.3f}) ms, median (p95)."]
     probe = result.get("wakeup_probe")
     if probe:
         lines += ["", f"Thread wake-ups on this machine (in-process `Batcher`, one request at a time, "
@@ -358,7 +394,7 @@ def main(argv: list[str] | None = None) -> int:
                                                            {"velocities": np.diff(enc["tracks"], axis=2)}, "indices"),
         }, pid, tid, a.repeats)
     model_s = result["endpoints"]["act"]["openpi WebSocket (/)"]["model"]["median_s"]
-    result["transport_floor"] = transport_floor(obs, model_s, calls=max(a.repeats, 5))
+    result["transport_floor"] = transport_floor(obs, model_s, calls=max(a.repeats, 5), act_fields=act)
     result["wakeup_probe"] = wakeup_probe(model_s, calls=max(a.repeats, 5))
     write_results(a.out, utc_stamp() + "-protocols", result, render(result))
     return 0

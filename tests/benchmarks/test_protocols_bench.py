@@ -1,6 +1,6 @@
 """benchmarks/protocols.py end to end (2 calls per protocol): every protocol measured side by side,
 overhead = round trip - model time, the server's queue and resume hops, server CPU split at the model
-thread; the WebSocket transport floor and the thread wake-up probe beside them."""
+thread; the WebSocket and HTTP transport floors and the thread wake-up probe beside them."""
 from __future__ import annotations
 
 import json
@@ -23,7 +23,9 @@ def test_protocol_overhead_benchmark_runs(tmp_path) -> None:
     floor, probe = result["transport_floor"], result["wakeup_probe"]
     assert floor["frame_bytes"] > 2 * 128 * 128 * 3 and floor["busy"]["n"] == floor["idle"]["n"] == 5
     assert floor["model_s"] == probe["model_s"] == act["openpi WebSocket (/)"]["model"]["median_s"]
+    assert floor["http"]["body_bytes"] > 2 * 128 * 128 * 3 and floor["http"]["busy"]["n"] == floor["http"]["idle"]["n"] == 5
     for regime in ("busy", "idle"):
         assert probe[regime]["queue"]["n"] == 5 and probe[regime]["resume"]["median_s"] > 0
     md = (tmp_path / "out" / result_file.name.replace(".json", ".md")).read_text()
     assert md.count("| act |") == 3 and "transport floor" in md and "sleeps" in md
+    assert "HTTP transport floor" in md
