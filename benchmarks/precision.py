@@ -16,8 +16,9 @@ compared on the same inputs and observations, and in closed loop with the world,
 vision encoder float32 buys. ``--timing B`` times ``act`` at batch B (or each of a comma-separated list)
 for float32, bf16 and bf16-all in turns (``benchmarks.common.time_interleaved``): what the float32 vision
 encoder costs in speed, side by side.
-float32 and bf16 run their CPU products on oneDNN's packed weights (the default); ``bf16_mm`` is bf16
-with ``onednn=False`` (torch's bfloat16 ``mm``, what bf16 ran before), timed and compared beside them.
+Each precision runs its CPU products where :func:`amplify.inference.onednn_default` says (bfloat16 on oneDNN's
+packed weights; float32 too, except on Intel CPUs: MKL); ``bf16_mm`` is bf16 with ``onednn=False`` (torch's
+bfloat16 ``mm``, what bf16 ran before), timed and compared beside them.
 """
 from __future__ import annotations
 
