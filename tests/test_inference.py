@@ -236,7 +236,8 @@ def test_bf16_all_runs_the_vision_trunk_in_bfloat16_too(bundle):
     x = inputs(bundle, 2)
     ref, tok = bundle.image_tokens(x["images"]), b16all.image_tokens(x["images"])
     assert tok.dtype == torch.float32 and tok.shape == ref.shape
-    torch.testing.assert_close(tok, ref, rtol=0.05, atol=0.05)
+    err = (tok - ref).abs()  # ~20 bfloat16 convolutions: small on average, a few entries further off
+    assert float(err.mean()) < 0.02 * float(ref.abs().mean()) and float(err.max()) < 0.25
     a = b16all.act(x["images"], x["proprio"], text_emb=x["text_emb"])
     assert a.dtype == torch.float32 and torch.isfinite(a).all()
     with pytest.raises(RuntimeError, match="already prepared for inference in bf16-all"):
