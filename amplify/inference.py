@@ -32,8 +32,8 @@ faster than ``mm`` on a Zen 5 EPYC (3.69 vs 6.73 ms, two threads).
 (its keypoint maps, where a bundle has them, stay float32). At batch 16 on a 2-core Xeon with AMX the
 float32 trunk was 53 % of a bf16 ``act`` on the paper-size model: bf16-all served it at 3.06x float32's
 requests/s against bf16's 1.98x. The cost is the image tokens: on the shipped default model FD tokens
-were 90.7 % equal to float32's on world observations (bf16: 98.6 %), and it solved 190 of 220 held-out
-episodes against float32's 195 (bf16: 194) (``docs/performance.md``).
+were 90.7 % equal to float32's on world observations (bf16: 98.6 %); it solved 387 of 440 held-out
+episodes against float32's 390 (bf16: 385) (``docs/performance.md``).
 
 The swap is in place and for inference only: a prepared model has no ``nn.Linear`` parameters to
 train and cannot be saved (save before preparing, or load again).
