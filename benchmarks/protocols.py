@@ -297,6 +297,11 @@ def wakeup_probe(model_s: float, calls: int = 60) -> dict[str, Any]:
     return {"model_s": model_s, "busy": run(requests(0.0)), "idle": run(requests(model_s))}
 
 
+def _median_p95(summary: dict[str, float]) -> str:
+    """``**median** (p95)`` in ms, for the floors' sentences."""
+    return f"**{summary['median_s'] * 1e3:.3f}** ({summary['p95_s'] * 1e3:.3f})"
+
+
 def render(result: dict[str, Any]) -> str:
     lines = [f"# Protocol overhead at batch 1 ({result['time']})", "",
              f"Command: `{result['command']}`", "",
@@ -323,19 +328,17 @@ def render(result: dict[str, Any]) -> str:
         lines += ["", f"WebSocket transport floor (`benchmarks.protocols.transport_floor`): the same client sends the same "
                   f"{floor['frame_bytes']:,}-byte observation frames to uvicorn with `amplify serve`'s protocol settings "
                   f"and an app that answers each with a fixed reply. Round trip median (p95), ms: answered at once "
-                  f"**{floor['busy']['median_s'] * 1e3:.3f}** ({floor['busy']['p95_s'] * 1e3:.3f}); answered after "
-                  f"sleeping the model's {floor['model_s'] * 1e3:.1f} ms, minus the sleep, "
-                  f"**{floor['idle']['median_s'] * 1e3:.3f}** ({floor['idle']['p95_s'] * 1e3:.3f}), of which "
+                  f"{_median_p95(floor['busy'])}; answered after sleeping the model's {floor['model_s'] * 1e3:.1f} ms, "
+                  f"minus the sleep, {_median_p95(floor['idle'])}, of which "
                   f"`time.sleep` itself wakes {floor['sleep_overshoot']['median_s'] * 1e3:.3f} ms late (median, measured "
                   f"in the benchmark's process)."]
         http = floor.get("http")
         if http:
             lines += ["", f"HTTP transport floor: the same client code as `/act` (msgpack body of {http['body_bytes']:,} "
                       f"bytes encoded, the reply decoded, one keep-alive connection) against the same uvicorn (h11) and "
-                      f"an app that reads the body and answers with a fixed `/act`-sized reply: answered at once "
-                      f"**{http['busy']['median_s'] * 1e3:.3f}** ({http['busy']['p95_s'] * 1e3:.3f}); after the model's "
-                      f"{floor['model_s'] * 1e3:.1f} ms, minus the sleep, **{http['idle']['median_s'] * 1e3:.3f}** "
-                      f"({http['idle']['p95_s'] * 1e3:.3f}) ms, median (p95)."]
+                      f"an app that reads the body and answers with a fixed `/act`-sized reply. Round trip median (p95), "
+                      f"ms: answered at once {_median_p95(http['busy'])}; after the model's {floor['model_s'] * 1e3:.1f} ms, "
+                      f"minus the sleep, {_median_p95(http['idle'])}."]
     probe = result.get("wakeup_probe")
     if probe:
         lines += ["", f"Thread wake-ups on this machine (in-process `Batcher`, one request at a time, "
