@@ -185,6 +185,12 @@ def read_dir(path: str | Path) -> tuple[dict[str, Any], dict[str, torch.Tensor]]
 INT8_SCALE_SUFFIX = ".int8_scale"
 
 
+def stored_as_int8(key: str, tensor: torch.Tensor, prefixes: tuple[str, ...]) -> bool:
+    """Whether a bundle saved with ``int8_prefixes=prefixes`` stores this state entry as per-channel int8: a
+    floating-point convolution kernel (4-D) whose key starts with one of ``prefixes``."""
+    return bool(prefixes) and key.startswith(prefixes) and tensor.is_floating_point() and tensor.dim() == 4
+
+
 def quantize_int8(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-output-channel symmetric int8: (int8 values, float16 scale of shape (out, 1, ...)); ``q * scale``
     is the stored weight (:func:`dequantized`)."""

@@ -18,7 +18,7 @@ import torch
 import torch.nn as nn
 from einops import rearrange
 
-from amplify.checkpoints import INT8_SCALE_SUFFIX, quantize_int8, save_dir
+from amplify.checkpoints import INT8_SCALE_SUFFIX, quantize_int8, save_dir, stored_as_int8
 from amplify.config import BundleConfig, to_dict
 from amplify.inference import is_prepared, prepare_for_inference
 from amplify.inputs import instruction_rows, unit_images
@@ -166,7 +166,7 @@ class AMPLIFY(nn.Module):
                                "save it before preparing, or load it again")
         state = {k: v for k, v in self.state_dict().items() if not k.startswith(_SHARED_PREFIX)}
         extra = {TEXT_TABLE_KEY: self.text_table} if self.instructions else {}
-        for k in [k for k, v in state.items() if k.startswith(int8_prefixes) and v.dim() == 4]:
+        for k in [k for k, v in state.items() if stored_as_int8(k, v, int8_prefixes)]:
             state[k], extra[k + INT8_SCALE_SUFFIX] = quantize_int8(state[k])
         if weights_dtype is not None:
             state = {k: v.to(weights_dtype) if v.is_floating_point() else v for k, v in state.items()}

@@ -18,6 +18,9 @@ from torch.utils.flop_counter import FlopCounterMode
 from amplify import AMPLIFY, points_to_velocities
 from benchmarks.common import time_call, time_interleaved
 
+# the opt-in precisions section 1 times beside float32: precision -> its row in ``act``
+LOW_PRECISION_ROWS = (("bf16", "cached_torch_prepared_bf16"), ("bf16-all", "cached_torch_prepared_bf16_all"))
+
 
 def make_inputs(model: AMPLIFY, batch: int, seed: int = 0) -> dict[str, np.ndarray]:
     """Random images (b, v, 128, 128, 3) float32, proprio (b, 9), text_emb (b, E), tracks (b, v, H, n, 2)."""
@@ -123,8 +126,8 @@ def run(model: AMPLIFY, batches=(1, 4, 16), repeats: int = 5, reference_max_batc
     backends = backends or {}
     model = model.eval().requires_grad_(False)
     prepared = copy.deepcopy(model).prepare_for_inference()
-    low = {f"cached_torch_prepared_{name}": copy.deepcopy(model).prepare_for_inference(precision)
-           for name, precision in (("bf16", "bf16"), ("bf16_all", "bf16-all"))} if bf16 else {}
+    low = {row: copy.deepcopy(model).prepare_for_inference(precision)
+           for precision, row in LOW_PRECISION_ROWS} if bf16 else {}
     out: dict = {"act": {}, "stages": {}, "flops": {}}
     x1 = make_inputs(model, 1)
     act = lambda x, cached: model.act(x["images"], x["proprio"], text_emb=x["text_emb"], cached=cached)  # noqa: E731

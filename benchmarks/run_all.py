@@ -67,7 +67,7 @@ def render_inprocess(r: dict) -> list[str]:
                          f"**{prep / fl['bandwidth_floor_s']:.2f}x** the bandwidth floor, "
                          f"{prep / fl['roofline_floor_s']:.2f}x the roofline floor")
     bf = [(b, precision, row["cached_torch_prepared"], row[key]) for b, row in r["act"].items()
-          for precision, key in (("bf16", "cached_torch_prepared_bf16"), ("bf16-all", "cached_torch_prepared_bf16_all"))
+          for precision, key in inprocess.LOW_PRECISION_ROWS
           if key in row]
     if bf:
         lines += ["", "| batch | precision | fp32 prepared ms | prepared ms | requests/s over fp32 | FD token agreement "
@@ -117,7 +117,7 @@ def render_targets(results: dict) -> list[str]:
                      f"(roofline floor {fmt_ms(fl['roofline_floor_s'])} ms: {t / fl['roofline_floor_s']:.2f}x)",
                      t / fl["bandwidth_floor_s"] <= 1.25))
         for b, row in ip["act"].items():
-            for precision, key in (("bf16", "cached_torch_prepared_bf16"), ("bf16-all", "cached_torch_prepared_bf16_all")):
+            for precision, key in inprocess.LOW_PRECISION_ROWS:
                 if str(b) != "16" or key not in row:
                     continue
                 g = ratio(row["cached_torch_prepared"]["median_s"], row[key]["median_s"])
